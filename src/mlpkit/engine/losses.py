@@ -1,0 +1,111 @@
+"""Losses on logits, each ``forward(logits, target) -> float`` beside ``backward() -> dL/dlogits``.
+
+Every loss is the mean over the batch (``reduction="mean"`` in torch), so gradients carry a 1/B.
+The classification losses take raw logits and fuse the link function into the loss, which is
+both the numerically stable form and the one with the simplest gradient.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mlpkit._checks import check_choice
+from mlpkit.engine.activations import stable_sigmoid
+
+
+class Loss:
+    """Base class: remembers what ``backward`` needs from the last ``forward``."""
+
+    def forward(self, logits: np.ndarray, target: np.ndarray) -> float:
+        """Return the mean loss."""
+        raise NotImplementedError
+
+    def backward(self) -> np.ndarray:
+        """Return dLoss/dlogits for the last forward, same shape as the logits."""
+        raise NotImplementedError
+
+    def __call__(self, logits: np.ndarray, target: np.ndarray) -> float:
+        return self.forward(logits, target)
+
+
+def _check_same_shape(logits: np.ndarray, target: np.ndarray) -> None:
+    if logits.shape != target.shape:
+        raise ValueError(f"target must have the logits' shape {logits.shape}, got {target.shape}")
+
+
+class MSELoss(Loss):
+    """Mean squared error over every element: ``mean((ŷ − y)²)``."""
+
+    def forward(self, logits: np.ndarray, target: np.ndarray) -> float:
+        """logits, target: (B, ...) of the same shape."""
+        _check_same_shape(logits, target)
+        self._diff = logits - target.astype(logits.dtype, copy=False)
+        return float(np.mean(self._diff * self._diff))
+
+    def backward(self) -> np.ndarray:
+        return (2.0 / self._diff.size) * self._diff
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log softmax over the last axis via log-sum-exp shifted by the row max (never overflows)."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)                 # (B, C), max is 0
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+class SoftmaxCrossEntropyLoss(Loss):
+    """Cross-entropy of softmax(logits) against integer class labels.
+
+    ``L = −mean_b log softmax(z_b)[y_b]``; ``dL/dz = (softmax(z) − onehot(y)) / B``.
+    """
+
+    def forward(self, logits: np.ndarray, target: np.ndarray) -> float:
+        """logits (B, C); target (B,) integer labels in [0, C)."""
+        if logits.ndim != 2 or target.shape != logits.shape[:1]:
+            raise ValueError(f"expected logits (B, C) and target (B,), got {logits.shape} and {target.shape}")
+        num_classes = logits.shape[1]
+        if target.size and (target.min() < 0 or target.max() >= num_classes):
+            bad = target[(target < 0) | (target >= num_classes)][0]
+            raise ValueError(f"target labels must lie in [0, {num_classes}), got {bad!r}")
+        logp = log_softmax(logits)                                        # (B, C)
+        rows = np.arange(logits.shape[0])
+        self._probs = np.exp(logp)
+        self._rows, self._target = rows, target
+        return float(-logp[rows, target].mean())
+
+    def backward(self) -> np.ndarray:
+        grad = self._probs.copy()                                         # (B, C)
+        grad[self._rows, self._target] -= 1
+        grad *= grad.dtype.type(1.0 / grad.shape[0])
+        return grad
+
+
+class BCEWithLogitsLoss(Loss):
+    """Binary cross-entropy on logits, ``mean(max(z, 0) − z y + log(1 + e^{−|z|}))``.
+
+    The rearrangement never exponentiates a positive number, so it is exact for large |z|
+    where ``log(sigmoid(z))`` would underflow to ``log(0)``. ``dL/dz = (σ(z) − y) / N``.
+    """
+
+    def forward(self, logits: np.ndarray, target: np.ndarray) -> float:
+        """logits, target: (B,) or (B, 1) of the same shape; targets in [0, 1]."""
+        _check_same_shape(logits, target)
+        y = target.astype(logits.dtype, copy=False)
+        self._logits, self._target = logits, y
+        loss = np.maximum(logits, 0) - logits * y + np.log1p(np.exp(-np.abs(logits)))
+        return float(loss.mean())
+
+    def backward(self) -> np.ndarray:
+        z = self._logits
+        return (stable_sigmoid(z) - self._target) * z.dtype.type(1.0 / z.size)
+
+
+LOSSES: dict[str, type[Loss]] = {
+    "mse": MSELoss,
+    "cross_entropy": SoftmaxCrossEntropyLoss,
+    "bce_with_logits": BCEWithLogitsLoss,
+}
+
+
+def get_loss(name: str) -> Loss:
+    """A new loss by name; the error lists the valid names."""
+    return LOSSES[check_choice("loss", name, LOSSES)]()

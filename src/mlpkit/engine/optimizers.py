@@ -1,0 +1,197 @@
+"""Optimizers that update :class:`~mlpkit.engine.layers.Parameter` arrays in place.
+
+The update rules are written to match ``torch.optim`` step for step (same moment buffers,
+same bias correction, same order of operations), which is what lets the parity tests compare
+parameters after many steps to 1e-10 in float64. ``lr`` is a plain attribute: schedules set it.
+
+Weight decay applies only to parameters with ``decay=True`` (weights, not biases, by default).
+SGD and Adam add ``weight_decay * w`` to the gradient (L2 regularisation); AdamW instead shrinks
+the weights directly, decoupled from the adaptive scaling (Loshchilov & Hutter, ICLR 2019).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from mlpkit._checks import check_choice, check_nonnegative_float, check_positive_float, check_probability
+from mlpkit.engine.layers import Parameter
+
+
+class Optimizer:
+    """Base: holds the parameters, the learning rate and per-parameter state arrays."""
+
+    def __init__(self, params: Iterable[Parameter], *, lr: float, weight_decay: float = 0.0) -> None:
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("optimizer got an empty parameter list")
+        self.lr = check_positive_float("lr", lr)
+        self.weight_decay = check_nonnegative_float("weight_decay", weight_decay)
+        self.step_count = 0
+
+    def step(self) -> None:
+        """Apply one update from the parameters' current ``grad``."""
+        raise NotImplementedError
+
+    def zero_grad(self) -> None:
+        """Set every gradient to zero (layers overwrite grads, so the trainer does not need this)."""
+        for p in self.params:
+            p.grad.fill(0)
+
+    def _l2_grad(self, p: Parameter) -> np.ndarray:
+        """g + λw for decayed parameters (coupled L2, as torch's ``weight_decay`` for SGD/Adam)."""
+        if self.weight_decay and p.decay:
+            return p.grad + p.data.dtype.type(self.weight_decay) * p.data
+        return p.grad
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Named state buffers, for checkpoints (``"{i}.{buffer}"`` by parameter index)."""
+        return {}
+
+    def state_dict(self) -> dict[str, object]:
+        """Scalars and buffers needed to resume exactly."""
+        return {"lr": self.lr, "step_count": self.step_count, "arrays": self.state_arrays()}
+
+    def load_state_dict(self, state: Mapping[str, object]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.lr = float(state["lr"])  # type: ignore[arg-type]
+        self.step_count = int(state["step_count"])  # type: ignore[call-overload]
+        arrays = state["arrays"]
+        if not isinstance(arrays, Mapping):
+            raise ValueError(f"optimizer state 'arrays' must be a mapping, got {type(arrays).__name__}")
+        own = self.state_arrays()
+        if set(arrays) != set(own):
+            raise ValueError(f"optimizer state has buffers {sorted(arrays)}, expected {sorted(own)}")
+        for name, target in own.items():
+            source = np.asarray(arrays[name])
+            if source.shape != target.shape:
+                raise ValueError(f"optimizer buffer {name}: checkpoint shape {source.shape}, model {target.shape}")
+            target[...] = source
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum.
+
+    ``b ← μ b + g`` (``b = g`` on the first step), then ``w ← w − lr · b``, or with Nesterov
+    ``w ← w − lr · (g + μ b)`` (Sutskever et al., ICML 2013, in torch's formulation).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        *,
+        lr: float = 0.1,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(params, lr=lr, weight_decay=weight_decay)
+        self.momentum = check_probability("momentum", momentum)
+        if nesterov and self.momentum == 0:
+            raise ValueError("nesterov momentum needs momentum > 0, got momentum=0")
+        self.nesterov = nesterov
+        self._buf = [np.zeros_like(p.data) for p in self.params] if self.momentum else []
+        self._scratch = [np.empty_like(p.data) for p in self.params]
+
+    def step(self) -> None:
+        first = self.step_count == 0
+        self.step_count += 1
+        for i, p in enumerate(self.params):
+            g = self._l2_grad(p)
+            if self.momentum:
+                buf = self._buf[i]
+                if first:
+                    buf[...] = g
+                else:
+                    buf *= self.momentum
+                    buf += g
+                g = g + self.momentum * buf if self.nesterov else buf
+            scratch = self._scratch[i]                       # lr·g without a fresh (D, H) temporary
+            np.multiply(g, p.data.dtype.type(self.lr), out=scratch)
+            p.data -= scratch
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        return {f"{i}.momentum_buffer": b for i, b in enumerate(self._buf)}
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, ICLR 2015, Algorithm 1) with coupled L2 ``weight_decay``.
+
+    ``m ← β1 m + (1−β1) g``, ``v ← β2 v + (1−β2) g²``,
+    ``w ← w − lr/(1−β1ᵗ) · m / (sqrt(v)/sqrt(1−β2ᵗ) + ε)`` (ε outside the bias correction, as torch).
+    """
+
+    decoupled = False
+
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        *,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(params, lr=lr, weight_decay=weight_decay)
+        self.beta1 = check_probability("betas[0]", betas[0])
+        self.beta2 = check_probability("betas[1]", betas[1])
+        self.eps = check_positive_float("eps", eps)
+        self._m = [np.zeros_like(p.data) for p in self.params]
+        self._v = [np.zeros_like(p.data) for p in self.params]
+
+    def step(self) -> None:
+        self.step_count += 1
+        t = self.step_count
+        step_size = self.lr / (1 - self.beta1**t)
+        sqrt_bc2 = (1 - self.beta2**t) ** 0.5
+        for p, m, v in zip(self.params, self._m, self._v, strict=True):
+            dt = p.data.dtype.type
+            if self.decoupled:
+                g = p.grad
+                if self.weight_decay and p.decay:
+                    p.data *= dt(1 - self.lr * self.weight_decay)
+            else:
+                g = self._l2_grad(p)
+            m *= dt(self.beta1)
+            m += dt(1 - self.beta1) * g
+            v *= dt(self.beta2)
+            v += dt(1 - self.beta2) * (g * g)
+            denom = np.sqrt(v)
+            denom /= dt(sqrt_bc2)
+            denom += dt(self.eps)
+            p.data -= dt(step_size) * (m / denom)
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {f"{i}.exp_avg": m for i, m in enumerate(self._m)}
+        arrays |= {f"{i}.exp_avg_sq": v for i, v in enumerate(self._v)}
+        return arrays
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: ``w ← (1 − lr·λ) w`` before the Adam step.
+
+    Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019, Algorithm 2;
+    the default ``weight_decay=0.01`` is torch's.
+    """
+
+    decoupled = True
+
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        *,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+    ) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+def make_optimizer(name: str, params: Iterable[Parameter], **kwargs: object) -> Optimizer:
+    """Build an optimizer by name; the error lists the valid names."""
+    return OPTIMIZERS[check_choice("optimizer", name, OPTIMIZERS)](params, **kwargs)  # type: ignore[arg-type]
