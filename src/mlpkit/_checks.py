@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def check_positive_int(name: str, value: object) -> int:
@@ -64,3 +68,60 @@ def check_choice(name: str, value: object, choices: Iterable[str]) -> str:
     if not isinstance(value, str) or value not in valid:
         raise ValueError(f"{name} must be one of {valid}, got {value!r}")
     return value
+
+
+def check_features(name: str, x: object, n_features: int | None = None) -> np.ndarray:
+    """Return ``x`` as a 2-D floating array after checking shape and finiteness.
+
+    Raises ``DataFormatError`` naming the problem: not 2-D, the wrong number of features
+    (both counts), or NaN/inf (how many, and the first offending row and column).
+    """
+    import numpy as np
+
+    from mlpkit.errors import DataFormatError
+
+    array = np.asarray(x)
+    if array.ndim != 2:
+        raise DataFormatError(f"{name} must be 2-D (samples, features), got shape {array.shape}")
+    if n_features is not None and array.shape[1] != n_features:
+        raise DataFormatError(f"{name} has {array.shape[1]} features, but the model expects {n_features}")
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise DataFormatError(f"{name} must be numeric, got dtype {array.dtype}")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        bad = np.argwhere(~np.isfinite(array))
+        row, col = bad[0]
+        raise DataFormatError(
+            f"{name} contains {len(bad)} NaN or infinite value(s); first at row {row}, "
+            f"column {col}: {array[row, col]!r}"
+        )
+    return array
+
+
+def check_labels(name: str, y: object, num_classes: int, n_samples: int | None = None) -> np.ndarray:
+    """Return ``y`` as an int64 vector of class indices in ``[0, num_classes)``.
+
+    Raises ``DataFormatError`` naming the problem: wrong shape or length, non-integer values,
+    or labels outside the class range (the offending value and its index).
+    """
+    import numpy as np
+
+    from mlpkit.errors import DataFormatError
+
+    labels = np.asarray(y)
+    if labels.ndim != 1:
+        raise DataFormatError(f"{name} must be 1-D (samples,), got shape {labels.shape}")
+    if n_samples is not None and labels.shape[0] != n_samples:
+        raise DataFormatError(f"{name} has {labels.shape[0]} labels for {n_samples} samples")
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not np.issubdtype(labels.dtype, np.floating) or not np.all(np.isfinite(labels)):
+            raise DataFormatError(f"{name} must hold integer class indices, got dtype {labels.dtype}")
+        if np.any(labels != np.round(labels)):
+            bad = int(np.argmax(labels != np.round(labels)))
+            raise DataFormatError(f"{name} must hold integer class indices, got {labels[bad]!r} at index {bad}")
+    out_of_range = (labels < 0) | (labels >= num_classes)
+    if out_of_range.any():
+        bad = int(np.argmax(out_of_range))
+        raise DataFormatError(
+            f"{name} has label {labels[bad]!r} at index {bad}, outside the class range [0, {num_classes})"
+        )
+    return labels.astype(np.int64, copy=False)
