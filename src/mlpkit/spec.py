@@ -77,6 +77,10 @@ class MLPSpec:
     def __post_init__(self) -> None:
         check_positive_int("in_features", self.in_features)
         check_positive_int("out_features", self.out_features)
+        if isinstance(self.hidden_features, str) or not isinstance(self.hidden_features, Sequence):
+            raise ValueError(
+                f"hidden_features must be a sequence of positive ints, e.g. (256,), got {self.hidden_features!r}"
+            )
         hidden = tuple(self.hidden_features)
         for width in hidden:
             check_positive_int("hidden_features", width)

@@ -65,7 +65,7 @@ class SoftmaxCrossEntropyLoss(Loss):
         num_classes = logits.shape[1]
         if target.size and (target.min() < 0 or target.max() >= num_classes):
             bad = target[(target < 0) | (target >= num_classes)][0]
-            raise ValueError(f"target labels must lie in [0, {num_classes}), got {bad!r}")
+            raise ValueError(f"target labels must lie in [0, {num_classes}), got {int(bad)}")
         logp = log_softmax(logits)                                        # (B, C)
         rows = np.arange(logits.shape[0])
         self._probs = np.exp(logp)

@@ -50,8 +50,9 @@ class Optimizer:
         return {}
 
     def state_dict(self) -> dict[str, object]:
-        """Scalars and buffers needed to resume exactly."""
-        return {"lr": self.lr, "step_count": self.step_count, "arrays": self.state_arrays()}
+        """Scalars and copies of the buffers: a snapshot that later steps leave unchanged."""
+        arrays = {name: buf.copy() for name, buf in self.state_arrays().items()}
+        return {"lr": self.lr, "step_count": self.step_count, "arrays": arrays}
 
     def load_state_dict(self, state: Mapping[str, object]) -> None:
         """Restore what :meth:`state_dict` returned."""
