@@ -88,6 +88,12 @@ class NumpyTrainer:
     on_epoch_end : callable or None
         Called with each epoch's record after it is complete (the CLI writes metrics and
         checkpoints there, so a crash later leaves every finished epoch on disk).
+    augment : callable or None
+        ``augment(xb, rng) -> xb`` applied to each training minibatch (B, D), e.g.
+        :class:`~mlpkit.data.augment.ShiftFlip`; never to validation data.
+    lr_schedule : callable or None
+        ``lr_schedule(epoch) -> lr`` for epochs counted from 0, set on the optimizer before
+        each epoch; see :mod:`mlpkit.train.schedules`.
     """
 
     def __init__(
@@ -103,6 +109,8 @@ class NumpyTrainer:
         restore_best: bool = True,
         progress: bool = False,
         on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+        augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+        lr_schedule: Callable[[int], float] | None = None,
     ) -> None:
         self.network = network
         self.loss = loss
@@ -114,6 +122,8 @@ class NumpyTrainer:
         self.restore_best = restore_best
         self.progress = progress
         self.on_epoch_end = on_epoch_end
+        self.augment = augment
+        self.lr_schedule = lr_schedule
         self.history = History()
         self.best_state: dict[str, np.ndarray] | None = None
         self._best = EarlyStopping(patience=1, mode=MONITORS[monitor], monitor=monitor)
@@ -129,6 +139,12 @@ class NumpyTrainer:
             As soon as a batch loss is NaN or infinite; the weights of the last finished
             epoch are gone from memory but any checkpoint written so far is untouched.
         """
+        # Overflow on the way to a divergence is caught below as a non-finite loss, with the epoch
+        # and batch in the message; NumPy's own warnings would only say where in a ufunc it began.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._train_epoch(x, y)
+
+    def _train_epoch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float | None]:
         network, loss, optimizer = self.network, self.loss, self.optimizer
         network.train()
         n = len(x)
@@ -139,6 +155,8 @@ class NumpyTrainer:
         for start in bar:
             idx = order[start : start + self.batch_size]
             xb, yb = x[idx], y[idx]                          # (B, D), (B,)
+            if self.augment is not None:
+                xb = self.augment(xb, self.rng)
             logits = network.forward(xb)                     # (B, C)
             batch_loss = loss.forward(logits, yb)
             if not math.isfinite(batch_loss):
@@ -159,8 +177,9 @@ class NumpyTrainer:
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float | None]:
         """Mean loss and accuracy (None for regression) in evaluation mode."""
-        logits = predict_logits(self.network, x)
-        value = self.loss.forward(logits, y)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # as in train_epoch
+            logits = predict_logits(self.network, x)
+            value = self.loss.forward(logits, y)
         hits = count_correct(self.loss, logits, y)
         return value, (hits / len(x) if hits is not None else None)
 
@@ -198,6 +217,8 @@ class NumpyTrainer:
             self._best = EarlyStopping(patience=1, mode=MONITORS[monitor], monitor=monitor)
         for _ in range(epochs):
             start = time.perf_counter()
+            if self.lr_schedule is not None:
+                self.optimizer.lr = float(self.lr_schedule(len(self.history.records)))
             train_loss, train_acc = self.train_epoch(x, y)
             val_loss, val_acc = self.evaluate(x_val, y_val) if has_val else (None, None)  # type: ignore[arg-type]
             record = {

@@ -1,0 +1,374 @@
+"""The ``mlpkit`` command line: the only module that prints or exits.
+
+::
+
+    mlpkit train [--config FILE] [options]     train into a new run directory (no options: the classic recipe)
+    mlpkit evaluate RUN_DIR                    score a saved run on the test set
+    mlpkit predict RUN_DIR FILE [--out CSV]    classify the images in an IDX, .npy or .csv file
+    mlpkit experiment [NAME] [--out DIR] [--quick] [--seed N]   run a classic study (list them without NAME)
+
+Settings are taken from the defaults (the classic recipe), then ``--config FILE`` (.toml, or a
+run's ``config.json`` to repeat it), then the options given. Library code logs; this module shows
+``mlpkit`` log records on stderr (``-q`` keeps warnings only) and turns every
+:class:`~mlpkit.errors.MlpkitError` into one ``mlpkit: error: ...`` line and an exit status:
+
+====  ======================================================================
+0     success
+1     training diverged (the finished epochs are kept in the run directory)
+2     bad usage, configuration, data, checkpoint or output location
+130   interrupted (Ctrl-C)
+====  ======================================================================
+
+New subcommands are one entry in :data:`SUBCOMMANDS`: a function adding the arguments and a
+handler returning the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mlpkit import __version__
+from mlpkit.config import DTYPES, ENGINES, MONITORS, OPTIMIZERS, RunConfig, load_config
+from mlpkit.errors import ConfigError, MlpkitError, OutputError, TrainingDivergedError
+from mlpkit.spec import ACTIVATION_NAMES, INIT_NAMES
+
+__all__ = ["SUBCOMMANDS", "build_parser", "main"]
+
+PROG = "mlpkit"
+EXIT_OK, EXIT_DIVERGED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+# -- argument types ------------------------------------------------------------------------------
+
+
+def _split(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",")] if text.strip() else []
+
+
+def _int_list(text: str) -> list[int]:
+    """``"512,256"`` -> [512, 256]; ``""`` -> [] (no hidden layer)."""
+    try:
+        return [int(item) for item in _split(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _one_or_list(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``"x"`` -> x; ``"x,y"`` -> [x, y]: one value for every hidden layer, or one each."""
+
+    def parse(text: str) -> Any:
+        try:
+            items = [convert(item) for item in _split(text)]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a value or a comma-separated list, got {text!r}"
+            ) from None
+        if not items:
+            raise argparse.ArgumentTypeError("expected a value or a comma-separated list, got ''")
+        return items[0] if len(items) == 1 else items
+
+    parse.__name__ = convert.__name__  # argparse names the type in "invalid ... value" messages
+    return parse
+
+
+@dataclass(frozen=True)
+class _Option:
+    """A ``train`` flag that overrides one config key; ``None`` (the default) means "not given"."""
+
+    flag: str
+    section: str
+    key: str
+    help: str
+    kwargs: dict[str, Any]
+
+    @property
+    def dest(self) -> str:
+        return f"override.{self.section}.{self.key}"
+
+
+def _option(flag: str, target: str, help: str, **kwargs: Any) -> _Option:
+    section, key = target.split(".")
+    if "action" not in kwargs:
+        kwargs.setdefault("metavar", key.upper())  # not argparse's default, the long dest
+    return _Option(flag, section, key, help, kwargs)
+
+
+_BOOL = {"action": argparse.BooleanOptionalAction}  # --x / --no-x
+
+# Every config key a flag can set; [default] in the help is the classic recipe.
+_TRAIN_OPTIONS = (
+    _option("--hidden", "model.hidden_features", "hidden widths, e.g. 512,256 ('' for none) [256]",
+            type=_int_list, metavar="H[,H...]"),
+    _option("--activation", "model.activation", f"one for all hidden layers, or one each: "
+            f"{', '.join(ACTIVATION_NAMES)} [relu]", type=_one_or_list(str), metavar="NAME[,NAME...]"),
+    _option("--dropout", "model.dropout", "dropout after each hidden activation, one or one each [0]",
+            type=_one_or_list(float), metavar="P[,P...]"),
+    _option("--init", "model.init", f"weight init: {', '.join(INIT_NAMES)} [normal]", metavar="NAME"),
+    _option("--init-std", "model.init_std", "std of --init normal [0.01]", type=float, metavar="STD"),
+    _option("--optimizer", "optim.optimizer", f"{', '.join(OPTIMIZERS)} [sgd]", metavar="NAME"),
+    _option("--lr", "optim.lr", "learning rate [0.1]", type=float),
+    _option("--momentum", "optim.momentum", "SGD momentum [0]", type=float),
+    _option("--nesterov", "optim.nesterov", "Nesterov momentum (SGD) [off]", **_BOOL),
+    _option("--weight-decay", "optim.weight_decay", "L2 (sgd, adam) or decoupled (adamw) decay of the "
+            "weights [0]", type=float, metavar="WD"),
+    _option("--epochs", "optim.epochs", "maximum epochs [10]", type=int),
+    _option("--batch-size", "optim.batch_size", "minibatch size [256]", type=int, metavar="B"),
+    _option("--patience", "early_stopping.patience", "stop after N epochs without improvement; 0 = off "
+            "[off]", type=int, metavar="N"),
+    _option("--min-delta", "early_stopping.min_delta", "least improvement that counts [0]", type=float),
+    _option("--monitor", "early_stopping.monitor", f"score that picks the best epoch: {', '.join(MONITORS)} "
+            "[val_loss]", metavar="NAME"),
+    _option("--restore-best", "early_stopping.restore_best", "save the best epoch's weights, not the "
+            "last [on]", **_BOOL),
+    _option("--data-dir", "data.data_dir", "directory of the Fashion-MNIST IDX files [search "
+            "$MLPKIT_DATA, the cache, /usr/share/datasets]", metavar="DIR"),
+    _option("--val-size", "data.val_size", "training images held out for validation [5000]", type=int,
+            metavar="N"),
+    _option("--download", "data.download", "download the data once if no copy is found [on]", **_BOOL),
+    _option("--verify", "data.verify", "check the files' SHA-256 against the official data [on]", **_BOOL),
+    _option("--seed", "run.seed", "seed of the split, init, dropout and batch order [0]", type=int),
+    _option("--out", "run.out", "run directory [runs/<timestamp>-<name>]", metavar="DIR"),
+    _option("--name", "run.name", "name in the default run directory [config stem, or from the model]"),
+    _option("--dtype", "run.dtype", f"{', '.join(DTYPES)} [float32]", metavar="DTYPE"),
+    _option("--engine", "run.engine", f"{', '.join(ENGINES)} [numpy]", metavar="NAME"),
+    _option("--device", "run.device", "device of the engine [cpu]"),
+)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The config keys given on the command line, by section."""
+    overrides: dict[str, dict[str, Any]] = {}
+    for option in _TRAIN_OPTIONS:
+        value = getattr(args, option.dest)
+        if value is not None:
+            overrides.setdefault(option.section, {})[option.key] = value
+    return overrides
+
+
+# -- output --------------------------------------------------------------------------------------
+
+
+def _print_table(rows: Sequence[tuple[str, object]]) -> None:
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+# -- subcommands ---------------------------------------------------------------------------------
+
+
+def _add_train(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "Each setting comes from the defaults (the classic recipe: 784-256-10, ReLU, N(0, 0.01) weights, "
+        "SGD lr 0.1, batch 256, 10 epochs), then --config, then these options. "
+        "'mlpkit train --config RUN_DIR/config.json' repeats a run into a new directory."
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="a .toml config, or a run's config.json to repeat it"
+    )
+    for option in _TRAIN_OPTIONS:
+        parser.add_argument(option.flag, dest=option.dest, default=None, help=option.help, **option.kwargs)
+    parser.add_argument("--overwrite", action="store_true", help="replace the run files of a non-empty --out")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (shown only on a terminal)"
+    )
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from mlpkit.run import train_run
+
+    config = load_config(args.config) if args.config else RunConfig()
+    if overrides := _overrides(args):
+        config = config.with_overrides(overrides)
+    progress = not args.no_progress and sys.stderr.isatty()
+    result = train_run(config, progress=progress, overwrite=args.overwrite)
+    s = result.summary
+    _print_table(
+        [
+            (
+                "test accuracy",
+                f"{_fmt(s['test_accuracy'])}  (test loss {_fmt(s['test_loss'])}, {s['n_test']} images)",
+            ),
+            (
+                "best epoch",
+                f"{s['best_epoch']} of {s['epochs_run']}  (val_loss {_fmt(s['best_val_loss'])}, "
+                f"val_accuracy {_fmt(s['best_val_accuracy'])})",
+            ),
+            ("stopped", s["stop_reason"]),
+            ("wall time", f"{s['wall_seconds']:.1f} s"),
+            ("run directory", str(result.run_dir)),
+        ]
+    )
+    return EXIT_OK
+
+
+def _add_evaluate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by 'mlpkit train'")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from mlpkit.run import evaluate_run
+
+    scores = evaluate_run(args.run_dir)
+    _print_table(
+        [
+            ("test accuracy", _fmt(float(scores["test_accuracy"]))),
+            ("test loss", _fmt(float(scores["test_loss"]))),
+            ("test images", scores["n_test"]),
+            ("run directory", args.run_dir),
+        ]
+    )
+    return EXIT_OK
+
+
+def _add_predict(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by 'mlpkit train'")
+    parser.add_argument(
+        "file",
+        metavar="FILE",
+        help="grey levels 0..255 as IDX (.gz or not), .npy (N,784 or N,28,28) or .csv (N rows of 784)",
+    )
+    parser.add_argument("--out", metavar="CSV", help="write the predictions here instead of stdout")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from mlpkit._io import atomic_write_text
+    from mlpkit.run import predict_run
+
+    if args.out and Path(args.out).exists() and not args.overwrite:
+        raise OutputError(f"{args.out} already exists; nothing was changed. Pass --overwrite to replace it")
+    predictions = predict_run(args.run_dir, args.file)
+    text = predictions.to_csv()
+    if args.out:
+        atomic_write_text(args.out, text)
+        print(f"wrote {len(predictions.probabilities)} predictions to {args.out}")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _add_experiment(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME", nargs="?", help="the experiment; omit to list them")
+    parser.add_argument("--out", metavar="DIR", help="output directory [runs/<timestamp>-experiment-NAME]")
+    parser.add_argument("--quick", action="store_true", help="a small, fast version (for smoke tests)")
+    parser.add_argument("--seed", type=int, default=0, help="seed [0]")
+
+
+def _first_line(doc: str | None) -> str:
+    lines = (doc or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _run_experiment(args: argparse.Namespace) -> int:
+    # Imported here: the studies pull in more than the other subcommands need.
+    try:
+        module = importlib.import_module("mlpkit.experiments")
+    except ModuleNotFoundError as exc:
+        if exc.name != "mlpkit.experiments":
+            raise  # a dependency of the studies is missing: show it as it is
+        module = None
+    registry: Mapping[str, Callable[..., Path]] | None = getattr(module, "EXPERIMENTS", None)
+    if registry is None:
+        raise ConfigError("experiments are not available in this version of mlpkit")
+    if args.name is None:
+        _print_table([(name, _first_line(fn.__doc__)) for name, fn in sorted(registry.items())])
+        return EXIT_OK
+    if args.name not in registry:
+        raise ConfigError(f"unknown experiment {args.name!r}; available: {sorted(registry)}")
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-experiment-{args.name}"
+    )
+    result = registry[args.name](out, quick=args.quick, seed=args.seed)
+    _print_table([("experiment", args.name), ("written to", str(result))])
+    return EXIT_OK
+
+
+SUBCOMMANDS: dict[
+    str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+] = {
+    "train": ("train an MLP on Fashion-MNIST into a new run directory", _add_train, _run_train),
+    "evaluate": ("score a saved run's model on the test set", _add_evaluate, _run_evaluate),
+    "predict": ("classify images with a saved run's model (CSV out)", _add_predict, _run_predict),
+    "experiment": ("run one of the classic studies", _add_experiment, _run_experiment),
+}
+"""name -> (one-line help, add_arguments(parser), handler(args) -> exit status)."""
+
+
+# -- entry point ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mlpkit`` argument parser with every subcommand of :data:`SUBCOMMANDS`."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Multilayer perceptrons on Fashion-MNIST: train, evaluate, predict.",
+        epilog="Run 'mlpkit COMMAND --help' for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    # -q also after the subcommand; SUPPRESS keeps the subcommand's default from resetting it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="log warnings and errors only"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (summary, add_arguments, handler) in SUBCOMMANDS.items():
+        sub = commands.add_parser(name, help=summary, description=summary, parents=[common])
+        add_arguments(sub)
+        sub.set_defaults(handler=handler)
+    return parser
+
+
+class _LogFormatter(logging.Formatter):
+    """Info as plain lines; warnings and errors prefixed like the CLI's own errors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        if record.levelno >= logging.WARNING:
+            return f"{PROG}: {record.levelname.lower()}: {message}"
+        return message
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``mlpkit`` command with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the usage error or the help
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+
+    package_logger = logging.getLogger("mlpkit")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogFormatter("%(message)s"))
+    previous_level = package_logger.level
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    try:
+        return int(args.handler(args))
+    except TrainingDivergedError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except MlpkitError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        package_logger.removeHandler(handler)
+        package_logger.setLevel(previous_level)

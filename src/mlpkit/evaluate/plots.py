@@ -1,0 +1,166 @@
+"""Figures of a run: loss and accuracy curves, and a grid of test images with their predictions.
+
+matplotlib is imported inside the functions, so ``import mlpkit.evaluate`` stays light and
+matplotlib is needed only by callers who plot (it is the ``plot`` extra). The figures are built
+with :class:`matplotlib.figure.Figure` and the Agg canvas directly, never through ``pyplot``: no
+global figure registry, no GUI backend, nothing to close, safe in threads and on servers.
+
+Each function returns the :class:`~matplotlib.figure.Figure` so callers and tests can inspect
+it, and writes the PNG atomically when given a path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mlpkit._io import atomic_path
+from mlpkit.errors import DataFormatError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["plot_curves", "plot_predictions"]
+
+_DPI = 100
+_MISTAKE_COLOR = "tab:red"
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    """A Figure on an Agg canvas: PNG rendering without pyplot or a display."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save_png(figure: Figure, path: str | os.PathLike[str]) -> None:
+    """Render ``figure`` to ``path`` as PNG, atomically (temporary file, fsync, rename)."""
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=_DPI)
+
+
+def plot_curves(
+    records: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike[str] | None = None,
+    *,
+    best_epoch: int | None = None,
+) -> Figure:
+    """Loss (left) and accuracy (right) per epoch, train and validation, as one figure.
+
+    Parameters
+    ----------
+    records : sequence of mapping
+        One mapping per epoch with ``epoch``, ``train_loss``, ``val_loss``, ``train_accuracy`` and
+        ``val_accuracy`` (the trainer's history records, or the lines of ``metrics.jsonl``). A
+        series whose values are all ``None`` (no validation set) is left out.
+    path : str or os.PathLike, optional
+        Where to write the PNG; nothing is written when omitted.
+    best_epoch : int, optional
+        Marked with a dotted vertical line on both axes.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two axes titled ``"loss"`` and ``"accuracy"``, one line per series (``label`` "train" or
+        "validation") plus the best-epoch marker.
+    """
+    if not records:
+        raise ValueError("plot_curves needs at least one epoch record, got none")
+    epochs = [int(record["epoch"]) for record in records]
+    figure = _new_figure(10.0, 4.0)
+    axes = figure.subplots(1, 2)
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for split, label, style in (("train", "train", "-o"), ("val", "validation", "-s")):
+            values = [record.get(f"{split}_{metric}") for record in records]
+            if all(v is None for v in values):
+                continue
+            ax.plot(epochs, [np.nan if v is None else v for v in values], style, markersize=3, label=label)
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch ({best_epoch})")
+        ax.set_title(metric)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        # Epochs are integers: ticks at 1.5 would suggest half epochs.
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if path is not None:
+        _save_png(figure, path)
+    return figure
+
+
+def plot_predictions(
+    images: np.ndarray,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    class_names: Sequence[str],
+    path: str | os.PathLike[str] | None = None,
+    *,
+    ncols: int = 5,
+) -> Figure:
+    """A grid of images, each titled with its predicted class over its true class.
+
+    Mistakes are titled in red, so a glance shows which classes the model confuses.
+
+    Parameters
+    ----------
+    images : ndarray of shape (N, 28, 28) or (N, 784)
+        Grey-level images (uint8 0..255 or floats in [0, 1]); flat rows must have a square size.
+    y_true : ndarray of shape (N,)
+        True class indices.
+    y_pred : ndarray of shape (N,)
+        Predicted class indices.
+    class_names : sequence of str
+        Name of each class index.
+    path : str or os.PathLike, optional
+        Where to write the PNG; nothing is written when omitted.
+    ncols : int
+        Images per row.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes per image, titled ``"{predicted}\\n{true}"``.
+    """
+    images = np.asarray(images)
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    n = len(images)
+    if n == 0:
+        raise DataFormatError("plot_predictions needs at least one image, got 0")
+    if images.ndim == 2:
+        side = round(np.sqrt(images.shape[1]))
+        if side * side != images.shape[1]:
+            raise DataFormatError(f"flat images must have a square number of pixels, got {images.shape[1]}")
+        images = images.reshape(n, side, side)                             # (N, 784) -> (N, 28, 28)
+    if images.ndim != 3:
+        raise DataFormatError(f"images must be (N, H, W) or (N, H*W), got shape {images.shape}")
+    if y_true.shape != (n,) or y_pred.shape != (n,):
+        raise DataFormatError(
+            f"y_true and y_pred must have shape ({n},) like the images, got {y_true.shape} and {y_pred.shape}"
+        )
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    figure = _new_figure(1.6 * ncols, 1.9 * nrows + 0.4)
+    figure.suptitle("predicted / true (mistakes in red)", fontsize=10)
+    axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
+    vmax = 255 if images.dtype == np.uint8 else 1.0
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=vmax, interpolation="nearest")
+        wrong = y_pred[i] != y_true[i]
+        ax.set_title(
+            f"{class_names[y_pred[i]]}\n{class_names[y_true[i]]}",
+            fontsize=8,
+            color=_MISTAKE_COLOR if wrong else "black",
+        )
+    if path is not None:
+        _save_png(figure, path)
+    return figure

@@ -1,0 +1,432 @@
+"""The mlpkit command end to end: train, evaluate and predict on small generated IDX files.
+
+One trained run (module fixture) is shared by the read-only checks. Bad-input tests assert the
+exit status, that the message names the problem and the offending value or path, and that
+nothing existing was changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from mlpkit.cli import main
+from mlpkit.config import load_config
+from mlpkit.data.idx import read_idx, write_idx
+
+REAL_DATA = Path("/usr/share/datasets/fashion-mnist")
+N_TRAIN, N_TEST, N_VAL = 300, 100, 60
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# The same generator as in tests/test_run.py: test modules cannot import each other under
+# --import-mode=importlib. It belongs in tests/conftest.py as a shared fixture.
+def fake_images(labels: np.ndarray, seed: int) -> np.ndarray:
+    """(N, 28, 28) uint8: the pattern of each image's class (fixed by seed 1234) plus noise."""
+    patterns = np.random.default_rng(1234).random((10, 28, 28)) < 0.3  # (10, 28, 28)
+    noise = np.random.default_rng(seed).integers(0, 90, size=(len(labels), 28, 28))
+    return (patterns[labels] * 160 + noise).astype(np.uint8)
+
+
+def write_fake_fashion_mnist(directory: Path, *, train_labels: np.ndarray | None = None) -> Path:
+    """The four Fashion-MNIST files, train images gzipped and the rest not (both forms are valid)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    y_train = rng.integers(0, 10, N_TRAIN).astype(np.uint8) if train_labels is None else train_labels
+    y_test = rng.integers(0, 10, N_TEST).astype(np.uint8)
+    write_idx(directory / "train-images-idx3-ubyte.gz", fake_images(np.minimum(y_train, 9), seed=1))
+    write_idx(directory / "train-labels-idx1-ubyte", y_train)
+    write_idx(directory / "t10k-images-idx3-ubyte", fake_images(y_test, seed=2))
+    write_idx(directory / "t10k-labels-idx1-ubyte", y_test)
+    return directory
+
+
+SMALL = [
+    "--hidden",
+    "32",
+    "--lr",
+    "0.3",
+    "--epochs",
+    "4",
+    "--batch-size",
+    "32",
+    "--val-size",
+    str(N_VAL),
+    "--seed",
+    "3",
+]
+
+
+def run_cli(*argv: str | Path) -> tuple[int, str, str]:
+    """Run ``mlpkit ARGV`` in-process; return (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(arg) for arg in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def train_args(data_dir: Path, out: Path, *extra: str) -> list[str | Path]:
+    return ["train", "--data-dir", data_dir, "--no-verify", "--no-download", *SMALL, "--out", out, *extra]
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def without_seconds(run_dir: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl minus the wall-clock field, the one value a repeat cannot reproduce."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in record.items() if k != "seconds"} for record in records]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_fake_fashion_mnist(tmp_path_factory.mktemp("fake-fashion-mnist"))
+
+
+@pytest.fixture(scope="module")
+def run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str, str]:
+    run_dir = tmp_path_factory.mktemp("runs") / "run"
+    return (run_dir, *run_cli(*train_args(data_dir, run_dir)))
+
+
+# -- train -------------------------------------------------------------------------------------------
+
+
+def test_train_succeeds_and_prints_a_short_table(run: tuple[Path, int, str, str]) -> None:
+    run_dir, code, out, err = run
+    assert code == 0, err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert re.search(rf"^test accuracy +{summary['test_accuracy']:.4f} ", out, flags=re.MULTILINE)
+    assert re.search(rf"^best epoch +{summary['best_epoch']} of 4 ", out, flags=re.MULTILINE)
+    assert re.search(rf"^run directory +{re.escape(str(run_dir))}$", out, flags=re.MULTILINE)
+    assert "epoch 4/4" in err  # the per-epoch log line
+
+
+def test_every_run_file_exists_and_parses(run: tuple[Path, int, str, str]) -> None:
+    run_dir = run[0]
+    config = load_config(run_dir / "config.json")
+    assert config.model.hidden_features == (32,) and config.optim.lr == 0.3 and config.run.seed == 3
+
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+    required = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
+    assert all(required <= set(r) for r in records)
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert {
+        "test_accuracy",
+        "test_loss",
+        "final_test_accuracy",
+        "best_epoch_test_accuracy",
+        "best_epoch",
+        "epochs_run",
+        "stop_reason",
+        "wall_seconds",
+        "mlpkit_version",
+        "numpy_version",
+    } <= set(summary)
+    # Far above the 10% of chance, on validation and on test.
+    assert summary["best_val_accuracy"] > 0.8 and summary["test_accuracy"] > 0.8
+
+    tensors = load_file(str(run_dir / "model.safetensors"))
+    assert {name: t.shape for name, t in tensors.items()} == config.model.to_spec(784, 10).linear_shapes()
+
+    for png in ("curves.png", "predictions.png"):
+        data = (run_dir / png).read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 1000
+    assert (run_dir / "report.md").read_text().startswith("# mlpkit run: run\n")
+
+
+def test_repeating_from_config_json_gives_identical_metrics_and_model(
+    run: tuple[Path, int, str, str], tmp_path: Path
+) -> None:
+    run_dir = run[0]
+    code, _, err = run_cli("train", "--config", run_dir / "config.json", "--out", tmp_path / "again", "-q")
+    assert code == 0, err
+    assert without_seconds(tmp_path / "again") == without_seconds(run_dir)
+    # Not the file bytes: safetensors writes the metadata map in hash order.
+    first_model, second_model = (
+        load_file(str(d / "model.safetensors")) for d in (run_dir, tmp_path / "again")
+    )
+    assert first_model.keys() == second_model.keys()
+    for name, tensor in first_model.items():
+        np.testing.assert_array_equal(second_model[name], tensor)
+    first, second = (json.loads((d / "summary.json").read_text()) for d in (run_dir, tmp_path / "again"))
+    assert first["test_accuracy"] == second["test_accuracy"] and first["test_loss"] == second["test_loss"]
+
+
+def test_a_different_seed_gives_a_different_run(
+    run: tuple[Path, int, str, str], data_dir: Path, tmp_path: Path
+) -> None:
+    code, _, err = run_cli(*train_args(data_dir, tmp_path / "seed4", "--seed", "4", "--epochs", "1", "-q"))
+    assert code == 0, err
+    assert without_seconds(tmp_path / "seed4")[0] != without_seconds(run[0])[0]
+
+
+def test_config_file_then_flags(data_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "small.toml"
+    config.write_text('[model]\nhidden_features = [16]\nactivation = "tanh"\n[optim]\nepochs = 1\n')
+    code, _, err = run_cli(
+        "-q",
+        "train",
+        "--config",
+        config,
+        "--data-dir",
+        data_dir,
+        "--no-verify",
+        "--val-size",
+        "60",
+        "--activation",
+        "relu,tanh",
+        "--hidden",
+        "16,8",
+        "--dropout",
+        "0.1",
+        "--optimizer",
+        "adamw",
+        "--lr",
+        "0.01",
+        "--weight-decay",
+        "0.001",
+        "--out",
+        tmp_path / "run",
+    )
+    assert code == 0, err
+    recorded = load_config(tmp_path / "run" / "config.json")
+    assert recorded.model.hidden_features == (16, 8) and recorded.model.activation == ("relu", "tanh")
+    assert (
+        recorded.model.dropout == 0.1 and recorded.optim.optimizer == "adamw" and recorded.optim.epochs == 1
+    )
+    assert recorded.optim.weight_decay == 0.001 and recorded.run.name == "small"
+
+
+# -- evaluate and predict ----------------------------------------------------------------------------
+
+
+def test_evaluate_reproduces_the_summary(run: tuple[Path, int, str, str]) -> None:
+    run_dir = run[0]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    code, out, err = run_cli("evaluate", run_dir)
+    assert code == 0, err
+    assert re.search(rf"^test accuracy +{summary['test_accuracy']:.4f}$", out, flags=re.MULTILINE)
+    assert re.search(rf"^test images +{N_TEST}$", out, flags=re.MULTILINE)
+
+
+def test_predict_reads_idx_npy_and_csv_alike(
+    run: tuple[Path, int, str, str], data_dir: Path, tmp_path: Path
+) -> None:
+    images = read_idx(data_dir / "t10k-images-idx3-ubyte")[:7]  # (7, 28, 28) uint8
+    write_idx(tmp_path / "images-idx3-ubyte.gz", images)
+    np.save(tmp_path / "images.npy", images.reshape(7, 784))
+    np.savetxt(tmp_path / "images.csv", images.reshape(7, 784), fmt="%d", delimiter=",")
+    outputs = []
+    for name in ("images-idx3-ubyte.gz", "images.npy", "images.csv"):
+        code, out, err = run_cli("predict", run[0], tmp_path / name)
+        assert code == 0, err
+        outputs.append(out)
+    assert outputs[0] == outputs[1] == outputs[2]
+    lines = outputs[0].splitlines()
+    assert lines[0] == "row,class,class_name,probability" and len(lines) == 8
+    row, label, name, probability = lines[1].split(",")
+    assert row == "0" and 0 <= int(label) < 10 and name and 0.1 <= float(probability) <= 1
+
+
+def test_predict_writes_out_atomically_and_never_overwrites(
+    run: tuple[Path, int, str, str], tmp_path: Path
+) -> None:
+    np.save(tmp_path / "x.npy", np.zeros((2, 784), dtype=np.uint8))
+    code, out, err = run_cli("predict", run[0], tmp_path / "x.npy", "--out", tmp_path / "p.csv")
+    assert code == 0, err
+    assert "wrote 2 predictions" in out and len((tmp_path / "p.csv").read_text().splitlines()) == 3
+    (tmp_path / "p.csv").write_text("mine")
+    code, _, err = run_cli("predict", run[0], tmp_path / "x.npy", "--out", tmp_path / "p.csv")
+    assert code == 2 and "p.csv already exists" in err and (tmp_path / "p.csv").read_text() == "mine"
+    assert run_cli("predict", run[0], tmp_path / "x.npy", "--out", tmp_path / "p.csv", "--overwrite")[0] == 0
+    assert (tmp_path / "p.csv").read_text().startswith("row,class")
+
+
+# -- bad input -------------------------------------------------------------------------------------
+
+
+def test_predict_wrong_feature_count_names_the_file_and_both_counts(
+    run: tuple[Path, int, str, str], tmp_path: Path
+) -> None:
+    np.save(tmp_path / "short.npy", np.zeros((3, 783)))
+    code, out, err = run_cli("predict", run[0], tmp_path / "short.npy")
+    assert code == 2 and out == ""
+    assert err == f"mlpkit: error: {tmp_path / 'short.npy'} has 783 features, but the model expects 784\n"
+
+
+def test_predict_nan_input_is_rejected(run: tuple[Path, int, str, str], tmp_path: Path) -> None:
+    x = np.zeros((4, 784))
+    x[2, 100] = np.nan
+    np.save(tmp_path / "nan.npy", x)
+    code, _, err = run_cli("predict", run[0], tmp_path / "nan.npy")
+    assert code == 2
+    assert f"{tmp_path / 'nan.npy'} contains 1 NaN or infinite value(s); first at row 2, column 100" in err
+
+
+def test_training_labels_outside_the_class_range_are_named(tmp_path: Path) -> None:
+    labels = np.random.default_rng(0).integers(0, 10, 300).astype(np.uint8)
+    labels[17] = 12
+    data_dir = write_fake_fashion_mnist(tmp_path / "data", train_labels=labels)
+    code, _, err = run_cli(*train_args(data_dir, tmp_path / "run"))
+    assert code == 2
+    assert "train-labels-idx1-ubyte: labels must lie in 0..9, found 12 at index 17" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_truncated_idx_is_named(tmp_path: Path) -> None:
+    data_dir = write_fake_fashion_mnist(tmp_path / "data")
+    images = data_dir / "train-images-idx3-ubyte.gz"
+    raw = gzip.decompress(images.read_bytes())
+    images.write_bytes(gzip.compress(raw[:-100]))
+    code, _, err = run_cli(*train_args(data_dir, tmp_path / "run"))
+    assert code == 2 and f"{images}: truncated IDX file" in err
+
+
+def test_corrupted_gz_is_named(tmp_path: Path) -> None:
+    data_dir = write_fake_fashion_mnist(tmp_path / "data")
+    images = data_dir / "train-images-idx3-ubyte.gz"
+    images.write_bytes(images.read_bytes()[:200])
+    code, _, err = run_cli(*train_args(data_dir, tmp_path / "run"))
+    assert code == 2 and f"{images}: the .gz file is corrupted or truncated" in err
+
+
+def test_checksum_mismatch_of_unofficial_files_is_reported(data_dir: Path, tmp_path: Path) -> None:
+    code, _, err = run_cli(
+        "train", "--data-dir", data_dir, "--out", tmp_path / "run"
+    )  # --verify is on by default
+    assert code == 2 and "checksum mismatch" in err
+
+
+def test_unwritable_output_directory_fails_before_training(tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a regular file, so nothing can be created under it (even as root)")
+    # No data either: the output check must come first, within the first second.
+    code, _, err = run_cli(*train_args(tmp_path / "no-data", blocker / "run"))
+    assert code == 2
+    assert err.startswith(f"mlpkit: error: cannot write to output directory {blocker / 'run'}")
+    assert blocker.read_text().startswith("a regular file")
+
+
+def test_existing_run_directory_is_not_overwritten(data_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text('{"precious": true}')
+    before = snapshot(run_dir)
+    code, _, err = run_cli(*train_args(data_dir, run_dir))
+    assert code == 2
+    assert f"run directory {run_dir} already exists and is not empty" in err and "--overwrite" in err
+    assert snapshot(run_dir) == before
+
+
+def test_unknown_config_key_lists_the_valid_ones_and_names_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "typo.toml"
+    config.write_text("[optim]\nepoch = 3\n")
+    code, _, err = run_cli("train", "--config", config, "--out", tmp_path / "run")
+    assert code == 2
+    assert (
+        f"mlpkit: error: {config}: [optim] unknown key(s) ['epoch']; valid keys: ['batch_size', 'epochs',"
+        in err
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_activation_lists_the_valid_ones(tmp_path: Path) -> None:
+    code, _, err = run_cli("train", "--activation", "swish", "--out", tmp_path / "run")
+    assert code == 2
+    assert re.search(
+        r"command-line options: \[model\] activation must be one of \['gelu', .*\], got 'swish'", err
+    )
+
+
+def test_divergence_exits_1_keeps_the_metrics_and_saves_no_model(data_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(*train_args(data_dir, run_dir, "--hidden", "256", "--lr", "1e6"))
+    assert code == 1
+    assert re.match(
+        r"mlpkit: error: training diverged: loss is nan at epoch 1, batch \d+ \(lr=1e\+06\)",
+        err.splitlines()[-1],
+    )
+    assert "no model was saved" in err
+    assert (run_dir / "metrics.jsonl").read_text() == ""  # the epoch never finished
+    assert not (run_dir / "model.safetensors").exists()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["test_accuracy"] is None
+
+
+def test_missing_run_directory_is_named(tmp_path: Path) -> None:
+    code, _, err = run_cli("evaluate", tmp_path / "nope")
+    assert (code, err) == (2, f"mlpkit: error: no run directory at {tmp_path / 'nope'}\n")
+
+
+def test_usage_errors_exit_2() -> None:
+    code, _, err = run_cli("train", "--hidden", "a,b")
+    assert code == 2 and "argument --hidden: expected comma-separated integers, got 'a,b'" in err
+    assert run_cli("frobnicate")[0] == 2
+    assert run_cli()[0] == 2
+
+
+def test_python_dash_m_mlpkit_runs_the_cli() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mlpkit", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+    )
+    assert result.returncode == 0 and result.stdout.startswith("mlpkit ")
+
+
+def test_experiment_subcommand_calls_the_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[Path, bool, int]] = []
+
+    def demo(out_dir: Path, *, quick: bool, seed: int) -> Path:
+        """A stand-in study."""
+        calls.append((out_dir, quick, seed))
+        return out_dir / "report.md"
+
+    registry = types.ModuleType("mlpkit.experiments")
+    registry.EXPERIMENTS = {"demo": demo}  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mlpkit.experiments", registry)
+    code, out, _ = run_cli("experiment", "demo", "--out", tmp_path, "--quick", "--seed", "5")
+    assert code == 0 and calls == [(tmp_path, True, 5)]
+    assert re.search(rf"^written to +{re.escape(str(tmp_path / 'report.md'))}$", out, flags=re.MULTILINE)
+    code, out, _ = run_cli("experiment")
+    assert code == 0 and re.search(r"^demo +A stand-in study\.$", out, flags=re.MULTILINE)
+    code, _, err = run_cli("experiment", "nope")
+    assert code == 2 and "unknown experiment 'nope'; available: ['demo']" in err
+
+
+def test_the_cli_path_imports_neither_torch_nor_matplotlib() -> None:
+    code = "import sys, mlpkit.cli, mlpkit.run; print(sorted({'torch', 'matplotlib'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+# -- the real data ---------------------------------------------------------------------------------
+
+
+@pytest.mark.real_data
+@pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"the real Fashion-MNIST files are not in {REAL_DATA}")
+def test_one_epoch_on_the_real_data_beats_70_percent(tmp_path: Path) -> None:
+    code, _, err = run_cli("train", "--data-dir", REAL_DATA, "--epochs", "1", "--out", tmp_path / "run", "-q")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["n_train"] == 55000 and summary["n_val"] == 5000 and summary["n_test"] == 10000
+    assert summary["best_val_accuracy"] > 0.70 and summary["test_accuracy"] > 0.70

@@ -1,0 +1,453 @@
+"""train_run / evaluate_run / predict_run on small generated Fashion-MNIST-shaped IDX files.
+
+The generated data has learnable structure (each class is a fixed random pattern of lit pixels
+plus noise), so a few epochs reach an accuracy far above the 10% of chance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from mlpkit.config import DataConfig, EarlyStoppingConfig, ModelConfig, OptimConfig, RunConfig, RunSettings
+from mlpkit.data.fashion_mnist import FASHION_MNIST_CLASSES
+from mlpkit.data.idx import write_idx
+from mlpkit.errors import (
+    CheckpointError,
+    ConfigError,
+    DataFormatError,
+    DataNotFoundError,
+    OutputError,
+    TrainingDivergedError,
+)
+from mlpkit.run import (
+    RUN_FILES,
+    Predictions,
+    evaluate_run,
+    load_run,
+    pixels_to_features,
+    predict_run,
+    read_images,
+    split_validation,
+    train_run,
+)
+from mlpkit.train import NumpyTrainer
+
+N_TRAIN, N_TEST, N_VAL = 300, 100, 60
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# Also in tests/test_cli.py: test modules cannot import each other under --import-mode=importlib.
+def fake_images(labels: np.ndarray, seed: int) -> np.ndarray:
+    """(N, 28, 28) uint8: the pattern of each image's class (fixed by seed 1234) plus noise."""
+    patterns = np.random.default_rng(1234).random((10, 28, 28)) < 0.3  # (10, 28, 28)
+    noise = np.random.default_rng(seed).integers(0, 90, size=(len(labels), 28, 28))
+    return (patterns[labels] * 160 + noise).astype(np.uint8)
+
+
+def write_fake_fashion_mnist(directory: Path, *, train_labels: np.ndarray | None = None) -> Path:
+    """The four Fashion-MNIST files, train images gzipped and the rest not (both forms are valid)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    y_train = rng.integers(0, 10, N_TRAIN).astype(np.uint8) if train_labels is None else train_labels
+    y_test = rng.integers(0, 10, N_TEST).astype(np.uint8)
+    write_idx(directory / "train-images-idx3-ubyte.gz", fake_images(np.minimum(y_train, 9), seed=1))
+    write_idx(directory / "train-labels-idx1-ubyte", y_train)
+    write_idx(directory / "t10k-images-idx3-ubyte", fake_images(y_test, seed=2))
+    write_idx(directory / "t10k-labels-idx1-ubyte", y_test)
+    return directory
+
+
+def small_config(data_dir: Path, out: Path | None, **sections: dict[str, Any]) -> RunConfig:
+    """A run that takes about a second: 784-32-10, 4 epochs of batch 32 on 240 images."""
+    config = RunConfig(
+        model=ModelConfig(hidden_features=(32,)),
+        optim=OptimConfig(lr=0.3, batch_size=32, epochs=4),
+        early_stopping=EarlyStoppingConfig(),
+        data=DataConfig(data_dir=str(data_dir), val_size=N_VAL, download=False, verify=False),
+        run=RunSettings(seed=3, out=None if out is None else str(out)),
+    )
+    return config.with_overrides(sections) if sections else config
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_fake_fashion_mnist(tmp_path_factory.mktemp("fake-fashion-mnist"))
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return train_run(small_config(data_dir, tmp_path_factory.mktemp("runs") / "run"))
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def model_tensors(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    with safe_open(str(path), framework="numpy") as file:
+        return {name: tuple(file.get_tensor(name).shape) for name in file.keys()}, file.metadata()  # noqa: SIM118
+
+
+# -- data preparation ------------------------------------------------------------------------------
+
+
+def test_pixels_to_features_flattens_and_scales_to_unit_interval() -> None:
+    images = np.arange(2 * 28 * 28).reshape(2, 28, 28) % 256
+    x = pixels_to_features(images.astype(np.uint8), np.float64)
+    assert x.shape == (2, 784) and x.dtype == np.float64
+    np.testing.assert_array_equal(x, images.reshape(2, 784) / 255.0)
+    assert x.min() == 0.0 and x.max() == 1.0
+
+
+def test_split_validation_is_a_seeded_partition() -> None:
+    train, val = split_validation(100, 20, np.random.default_rng(0))
+    assert len(val) == 20 and len(train) == 80
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(100))
+    again, _ = split_validation(100, 20, np.random.default_rng(0))
+    np.testing.assert_array_equal(train, again)
+
+
+def test_split_validation_rejects_a_validation_set_as_large_as_the_data() -> None:
+    with pytest.raises(
+        ConfigError, match=r"val_size must be smaller than the training set \(100 images\), got 100"
+    ):
+        split_validation(100, 100, np.random.default_rng(0))
+
+
+# -- one run ---------------------------------------------------------------------------------------
+
+
+def test_run_writes_every_file_and_learns(trained: Any) -> None:
+    run_dir = trained.run_dir
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(RUN_FILES)  # no temporary files left
+    for png in ("curves.png", "predictions.png"):
+        assert (run_dir / png).read_bytes()[:8] == PNG_MAGIC
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary == trained.summary
+    assert summary["status"] == "completed"
+    assert summary["test_accuracy"] > 0.8  # chance is 0.1
+    assert summary["n_train"] == N_TRAIN - N_VAL and summary["n_val"] == N_VAL and summary["n_test"] == N_TEST
+
+
+def test_metrics_jsonl_has_one_record_per_epoch(trained: Any) -> None:
+    records = read_metrics(trained.run_dir)
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+    assert records == trained.history.records
+    for record in records:
+        assert set(record) >= {
+            "epoch",
+            "train_loss",
+            "train_accuracy",
+            "val_loss",
+            "val_accuracy",
+            "lr",
+            "seconds",
+        }
+
+
+def test_summary_names_the_best_validation_epoch_and_its_weights(trained: Any) -> None:
+    summary, records = trained.summary, read_metrics(trained.run_dir)
+    best = min(records, key=lambda r: r["val_loss"])
+    assert summary["best_epoch"] == best["epoch"]
+    assert summary["best_val_loss"] == best["val_loss"]
+    assert summary["saved_weights"] == "best_epoch"
+    assert summary["test_accuracy"] == summary["best_epoch_test_accuracy"]
+    assert summary["stop_reason"] == "completed 4 epochs" and summary["epochs_run"] == 4
+    assert summary["wall_seconds"] > 0
+    assert summary["mlpkit_version"] and summary["numpy_version"] == np.__version__
+
+
+def test_model_file_has_the_spec_tensors_and_metadata(trained: Any) -> None:
+    shapes, metadata = model_tensors(trained.run_dir / "model.safetensors")
+    spec = trained.config.model.to_spec(784, 10)
+    assert (
+        shapes
+        == spec.linear_shapes()
+        == {"0.weight": (32, 784), "0.bias": (32,), "2.weight": (10, 32), "2.bias": (10,)}
+    )
+    assert json.loads(metadata["spec"]) == spec.to_dict()
+    assert json.loads(metadata["classes"]) == list(FASHION_MNIST_CLASSES)
+    assert int(metadata["epoch"]) == trained.summary["best_epoch"]
+
+
+def test_config_json_is_the_config_without_the_output_directory(trained: Any) -> None:
+    recorded = json.loads((trained.run_dir / "config.json").read_text())
+    assert recorded["run"]["out"] is None
+    assert RunConfig.from_dict(recorded) == dataclasses.replace(
+        trained.config, run=dataclasses.replace(trained.config.run, out=None)
+    )
+
+
+def test_report_links_the_figures_and_tabulates_every_epoch(trained: Any) -> None:
+    report = (trained.run_dir / "report.md").read_text()
+    assert "](curves.png)" in report and "](predictions.png)" in report
+    assert "## Test confusion matrix" in report and "| Ankle boot |" in report
+    assert f"**{trained.summary['best_epoch']}** (best)" in report
+    assert len(re.findall(r"^\| (\*\*)?\d+(\*\*)? ", report, flags=re.MULTILINE)) >= 4
+
+
+def test_evaluate_run_reproduces_the_summary(trained: Any) -> None:
+    scores = evaluate_run(trained.run_dir)
+    assert scores["test_accuracy"] == trained.summary["test_accuracy"]
+    assert scores["test_loss"] == pytest.approx(trained.summary["test_loss"], rel=1e-12)
+    assert scores["n_test"] == N_TEST
+
+
+def test_no_validation_set_keeps_the_last_epoch_in_float64(data_dir: Path, tmp_path: Path) -> None:
+    config = small_config(
+        data_dir,
+        tmp_path / "run",
+        data={"val_size": 0},
+        early_stopping={"restore_best": False},
+        run={"dtype": "float64"},
+    )
+    summary = train_run(config).summary
+    assert summary["monitor"] == "train_loss" and summary["n_val"] == 0
+    assert summary["best_val_loss"] is None
+    assert summary["saved_weights"] == "last_epoch"
+    assert summary["test_accuracy"] == summary["final_test_accuracy"]
+    assert all(r["val_loss"] is None for r in read_metrics(tmp_path / "run"))
+    _, metadata = model_tensors(tmp_path / "run" / "model.safetensors")
+    assert int(metadata["epoch"]) == summary["epochs_run"]
+    assert load_run(tmp_path / "run").network.dtype == np.float64
+
+
+def test_early_stopping_stops_and_says_why(data_dir: Path, tmp_path: Path) -> None:
+    # min_delta = 10 makes every epoch after the first a non-improvement.
+    config = small_config(
+        data_dir, tmp_path / "run", early_stopping={"patience": 1, "min_delta": 10.0}, optim={"epochs": 9}
+    )
+    summary = train_run(config).summary
+    assert summary["epochs_run"] == 2
+    assert summary["stop_reason"].startswith("early stopping: val_loss did not improve by more than 10")
+
+
+# -- failures --------------------------------------------------------------------------------------
+
+
+def _diverge_on_call(monkeypatch: pytest.MonkeyPatch, call: int, *, poison_weights: bool = False) -> None:
+    """Make NumpyTrainer.train_epoch fail on its ``call``-th call: raise, or leave NaN weights."""
+    original = NumpyTrainer.train_epoch
+    calls = 0
+
+    def train_epoch(self: NumpyTrainer, x: np.ndarray, y: np.ndarray) -> tuple[float, float | None]:
+        nonlocal calls
+        calls += 1
+        result = original(self, x, y)
+        if calls == call:
+            if not poison_weights:
+                raise TrainingDivergedError(f"training diverged: loss is nan at epoch {call}, batch 1")
+            next(iter(self.network.parameters().values())).data[0, 0] = np.nan
+        return result
+
+    monkeypatch.setattr(NumpyTrainer, "train_epoch", train_epoch)
+
+
+def test_divergence_keeps_finished_epochs_and_the_last_good_model(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _diverge_on_call(monkeypatch, 3)
+    run_dir = tmp_path / "run"
+    with pytest.raises(
+        TrainingDivergedError, match=r"diverged.*2 finished epoch\(s\) are in .*metrics.jsonl"
+    ):
+        train_run(small_config(data_dir, run_dir, early_stopping={"restore_best": False}))
+    assert [r["epoch"] for r in read_metrics(run_dir)] == [1, 2]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "diverged" and "loss is nan at epoch 3" in summary["stop_reason"]
+    assert summary["epochs_run"] == 2 and summary["saved_model_epoch"] == 2
+    _, metadata = model_tensors(run_dir / "model.safetensors")
+    assert metadata["epoch"] == "2"
+    assert not (run_dir / "report.md").exists()
+
+
+def test_weights_that_overflow_after_a_finite_loss_are_never_saved(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _diverge_on_call(monkeypatch, 2, poison_weights=True)
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingDivergedError, match="weights hold NaN or inf after epoch 2"):
+        train_run(small_config(data_dir, run_dir, early_stopping={"restore_best": False}))
+    assert [r["epoch"] for r in read_metrics(run_dir)] == [1]
+    _, metadata = model_tensors(run_dir / "model.safetensors")
+    assert metadata["epoch"] == "1"
+    assert np.isfinite(load_run(run_dir).network.parameters()["0.weight"].data).all()
+
+
+def test_unwritable_output_fails_before_the_data_is_read(tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a regular file")
+    # The data directory does not exist either: the output check must come first.
+    with pytest.raises(OutputError, match=re.escape(str(blocker / "run"))):
+        train_run(small_config(tmp_path / "no-data", blocker / "run"))
+
+
+def test_existing_run_directory_is_left_untouched(data_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "model.safetensors").write_bytes(b"precious")
+    with pytest.raises(
+        OutputError, match=rf"run directory {re.escape(str(run_dir))} already exists and is not empty"
+    ):
+        train_run(small_config(data_dir, run_dir))
+    assert [p.name for p in run_dir.iterdir()] == ["model.safetensors"]
+    assert (run_dir / "model.safetensors").read_bytes() == b"precious"
+
+
+def test_overwrite_replaces_only_the_run_files(data_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "model.safetensors").write_bytes(b"stale")
+    (run_dir / "notes.txt").write_text("mine")
+    train_run(small_config(data_dir, run_dir, optim={"epochs": 1}), overwrite=True)
+    assert (run_dir / "notes.txt").read_text() == "mine"
+    assert load_run(run_dir).spec.hidden_features == (32,)
+
+
+def test_a_run_that_cannot_load_its_data_leaves_no_directory(tmp_path: Path) -> None:
+    with pytest.raises(DataNotFoundError, match="not found in data_dir"):
+        train_run(small_config(tmp_path / "no-data", tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_default_run_directory_is_timestamped_under_runs(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = train_run(small_config(data_dir, None, optim={"epochs": 1}, run={"name": "tiny run"}))
+    assert result.run_dir.parent == Path("runs")
+    assert re.fullmatch(r"\d{8}-\d{6}-tiny-run", result.run_dir.name)
+    assert (tmp_path / result.run_dir / "summary.json").is_file()
+
+
+# -- reusing a run ---------------------------------------------------------------------------------
+
+
+def test_load_run_errors_name_the_path(trained: Any, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=f"no run directory at {re.escape(str(tmp_path / 'nope'))}$"):
+        load_run(tmp_path / "nope")
+    with pytest.raises(CheckpointError, match=r"is not a run directory: config\.json is missing"):
+        load_run(tmp_path)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_bytes((trained.run_dir / "config.json").read_bytes())
+    with pytest.raises(CheckpointError, match=r"model.safetensors is missing"):
+        load_run(broken)
+    (broken / "model.safetensors").write_bytes((trained.run_dir / "model.safetensors").read_bytes()[:1000])
+    with pytest.raises(
+        CheckpointError, match=rf"{re.escape(str(broken / 'model.safetensors'))}: not a readable"
+    ):
+        load_run(broken)
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(
+        CheckpointError, match=r"config.json is not a valid run configuration: .*invalid JSON"
+    ):
+        load_run(broken)
+
+
+def test_predictions_agree_with_the_summary_and_across_formats(
+    trained: Any, data_dir: Path, tmp_path: Path
+) -> None:
+    from mlpkit.data.idx import read_idx
+
+    images = read_idx(data_dir / "t10k-images-idx3-ubyte")  # (100, 28, 28) uint8
+    labels = read_idx(data_dir / "t10k-labels-idx1-ubyte")
+    write_idx(tmp_path / "images.gz", images)
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "flat.npy", images.reshape(len(images), -1).astype(np.float32))
+    np.savetxt(tmp_path / "images.csv", images.reshape(len(images), -1), fmt="%d", delimiter=",")
+    results = [
+        predict_run(trained.run_dir, data_dir / "t10k-images-idx3-ubyte"),
+        *(
+            predict_run(trained.run_dir, tmp_path / name)
+            for name in ("images.gz", "images.npy", "flat.npy", "images.csv")
+        ),
+    ]
+    first = results[0]
+    assert first.probabilities.shape == (N_TEST, 10)
+    np.testing.assert_allclose(first.probabilities.sum(axis=1), 1.0, rtol=1e-12)
+    assert np.mean(first.labels == labels) == trained.summary["test_accuracy"]
+    for other in results[1:]:
+        np.testing.assert_allclose(other.probabilities, first.probabilities, rtol=1e-6)
+
+
+def test_predictions_csv() -> None:
+    predictions = Predictions(np.array([[0.1, 0.9], [0.7, 0.3]]), ("no, never", "yes"))
+    assert (
+        predictions.to_csv()
+        == 'row,class,class_name,probability\n0,1,yes,0.900000\n1,0,"no, never",0.700000\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("short.npy", np.zeros((3, 783)), r"short.npy has 783 features, but the model expects 784"),
+        (
+            "nan.npy",
+            np.where(np.arange(784) == 5, np.nan, 0.0)[None, :],
+            r"nan.npy contains 1 NaN .* row 0, column 5: (np.float64\()?nan",
+        ),
+        (
+            "inf.csv",
+            "0," * 783 + "inf\n",
+            r"inf.csv contains 1 NaN or infinite .* column 783: (np.float64\()?inf",
+        ),
+        (
+            "big.npy",
+            np.full((2, 784), 256.0),
+            r"big.npy: pixel values must be grey levels in \[0, 255\], got 256.0 at row 0",
+        ),
+        (
+            "bad.npy",
+            np.zeros((2, 32, 32)),
+            r"bad.npy: expected images of shape \(N, 28, 28\), got shape \(2, 32, 32\)",
+        ),
+        (
+            "objects.npy",
+            np.array([{"a": 1}], dtype=object),
+            r"objects.npy: not a readable .npy array .*allow_pickle",
+        ),
+        (
+            "header.csv",
+            "p0,p1\n1,2\n",
+            r"header.csv: expected rows of comma-separated numbers without a header",
+        ),
+        ("empty.csv", "", r"empty.csv: no images to classify"),
+        (
+            "labels-idx1-ubyte",
+            np.zeros(5, dtype=np.uint8),
+            r"labels-idx1-ubyte: expected an IDX image file .* got shape \(5,\)",
+        ),
+    ],
+)
+def test_read_images_rejects_bad_input_naming_the_file(
+    tmp_path: Path, name: str, content: Any, message: str
+) -> None:
+    path = tmp_path / name
+    if isinstance(content, str):
+        path.write_text(content)
+    elif name.endswith(".npy"):
+        np.save(path, content, allow_pickle=True)
+    else:
+        write_idx(path, content)
+    with pytest.raises(DataFormatError, match=message):
+        read_images(path)
+
+
+def test_read_images_truncated_idx_and_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "images-idx3-ubyte"
+    write_idx(path, np.zeros((4, 28, 28), dtype=np.uint8))
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(DataFormatError, match=rf"{re.escape(str(path))}: truncated IDX file"):
+        read_images(path)
+    with pytest.raises(DataNotFoundError, match="no such input file"):
+        read_images(tmp_path / "missing.npy")
