@@ -23,35 +23,14 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from fakedata import N_TEST, write_fake_fashion_mnist
 from mlpkit.cli import main
 from mlpkit.config import load_config
 from mlpkit.data.idx import read_idx, write_idx
 
 REAL_DATA = Path("/usr/share/datasets/fashion-mnist")
-N_TRAIN, N_TEST, N_VAL = 300, 100, 60
+N_VAL = 60
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-# The same generator as in tests/test_run.py: test modules cannot import each other under
-# --import-mode=importlib. It belongs in tests/conftest.py as a shared fixture.
-def fake_images(labels: np.ndarray, seed: int) -> np.ndarray:
-    """(N, 28, 28) uint8: the pattern of each image's class (fixed by seed 1234) plus noise."""
-    patterns = np.random.default_rng(1234).random((10, 28, 28)) < 0.3  # (10, 28, 28)
-    noise = np.random.default_rng(seed).integers(0, 90, size=(len(labels), 28, 28))
-    return (patterns[labels] * 160 + noise).astype(np.uint8)
-
-
-def write_fake_fashion_mnist(directory: Path, *, train_labels: np.ndarray | None = None) -> Path:
-    """The four Fashion-MNIST files, train images gzipped and the rest not (both forms are valid)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(7)
-    y_train = rng.integers(0, 10, N_TRAIN).astype(np.uint8) if train_labels is None else train_labels
-    y_test = rng.integers(0, 10, N_TEST).astype(np.uint8)
-    write_idx(directory / "train-images-idx3-ubyte.gz", fake_images(np.minimum(y_train, 9), seed=1))
-    write_idx(directory / "train-labels-idx1-ubyte", y_train)
-    write_idx(directory / "t10k-images-idx3-ubyte", fake_images(y_test, seed=2))
-    write_idx(directory / "t10k-labels-idx1-ubyte", y_test)
-    return directory
 
 
 SMALL = [

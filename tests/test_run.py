@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
+from fakedata import N_TEST, N_TRAIN, write_fake_fashion_mnist
 from mlpkit.config import DataConfig, EarlyStoppingConfig, ModelConfig, OptimConfig, RunConfig, RunSettings
 from mlpkit.data.fashion_mnist import FASHION_MNIST_CLASSES
 from mlpkit.data.idx import write_idx
@@ -40,29 +41,8 @@ from mlpkit.run import (
 )
 from mlpkit.train import NumpyTrainer
 
-N_TRAIN, N_TEST, N_VAL = 300, 100, 60
+N_VAL = 60
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-# Also in tests/test_cli.py: test modules cannot import each other under --import-mode=importlib.
-def fake_images(labels: np.ndarray, seed: int) -> np.ndarray:
-    """(N, 28, 28) uint8: the pattern of each image's class (fixed by seed 1234) plus noise."""
-    patterns = np.random.default_rng(1234).random((10, 28, 28)) < 0.3  # (10, 28, 28)
-    noise = np.random.default_rng(seed).integers(0, 90, size=(len(labels), 28, 28))
-    return (patterns[labels] * 160 + noise).astype(np.uint8)
-
-
-def write_fake_fashion_mnist(directory: Path, *, train_labels: np.ndarray | None = None) -> Path:
-    """The four Fashion-MNIST files, train images gzipped and the rest not (both forms are valid)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(7)
-    y_train = rng.integers(0, 10, N_TRAIN).astype(np.uint8) if train_labels is None else train_labels
-    y_test = rng.integers(0, 10, N_TEST).astype(np.uint8)
-    write_idx(directory / "train-images-idx3-ubyte.gz", fake_images(np.minimum(y_train, 9), seed=1))
-    write_idx(directory / "train-labels-idx1-ubyte", y_train)
-    write_idx(directory / "t10k-images-idx3-ubyte", fake_images(y_test, seed=2))
-    write_idx(directory / "t10k-labels-idx1-ubyte", y_test)
-    return directory
 
 
 def small_config(data_dir: Path, out: Path | None, **sections: dict[str, Any]) -> RunConfig:
