@@ -1,0 +1,22 @@
+"""PyTorch building blocks: tensors in, tensors out. Importing this package imports torch.
+
+Models built from these return logits; they never hold an optimizer, a device or a loop.
+"""
+
+from __future__ import annotations
+
+from mlpkit.blocks.activations import ACT_LAYERS, get_act_layer, make_activation
+from mlpkit.blocks.init import calculate_gain, init_linear_, init_weight_
+from mlpkit.blocks.mlp import MLP, GatedMLP, GatedUnit
+
+__all__ = [
+    "ACT_LAYERS",
+    "MLP",
+    "GatedMLP",
+    "GatedUnit",
+    "calculate_gain",
+    "get_act_layer",
+    "init_linear_",
+    "init_weight_",
+    "make_activation",
+]

@@ -1,0 +1,254 @@
+"""Data parallelism over ``torch.distributed``, launched by the standard ``torchrun``.
+
+``torchrun --nproc_per_node=2 -m mlpkit train --engine torch ...`` starts one process per rank
+with ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` set;
+:func:`init_distributed` reads them and joins the process group (gloo on CPU, nccl on GPU).
+
+Why 2-process training equals 1-process training with the same global batch: every rank draws
+the same seeded permutation of the training set, and :func:`shard_batch` gives rank ``r`` the
+``r``-th of ``WORLD_SIZE`` contiguous pieces of each global batch of size B. DDP averages the
+ranks' gradients, so with equal pieces of B/W samples the update is the gradient of the mean
+loss over the whole global batch, as in one process. Only float summation order differs.
+A last, smaller batch is split as evenly as possible and each rank's loss is weighted by its
+share (see :func:`shard_weight`), so it is exact too.
+
+Only rank 0 writes the run directory (:func:`is_rank_zero`); metrics are sums reduced over the
+ranks (:func:`all_reduce_sum`). Dropout masks come from each rank's own torch generator, so with
+dropout on the ranks do not reproduce a single process mask for mask.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from mlpkit.errors import ConfigError
+
+__all__ = [
+    "DistributedContext",
+    "all_reduce_sum",
+    "cleanup_distributed",
+    "init_distributed",
+    "is_distributed",
+    "is_rank_zero",
+    "local_batch_size",
+    "shard_batch",
+    "shard_weight",
+]
+
+logger = logging.getLogger(__name__)
+
+ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process sits in the process group.
+
+    Attributes
+    ----------
+    rank, world_size, local_rank : int
+    backend : str
+        ``"gloo"`` or ``"nccl"``.
+    device : torch.device
+        ``cuda:{local_rank}`` for nccl, else ``cpu``.
+    """
+
+    rank: int
+    world_size: int
+    local_rank: int
+    backend: str
+    device: torch.device
+
+    @property
+    def is_rank_zero(self) -> bool:
+        """Whether this process writes the run directory."""
+        return self.rank == 0
+
+
+def _env_int(env: Mapping[str, str], name: str) -> int:
+    raw = env.get(name)
+    try:
+        return int(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"torchrun environment variable {name} must be an int, got {raw!r}") from None
+
+
+def init_distributed(
+    device: str = "auto",
+    *,
+    backend: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout_seconds: float = 300.0,
+) -> DistributedContext | None:
+    """Join the process group described by torchrun's environment variables.
+
+    Parameters
+    ----------
+    device : {"auto", "cpu", "cuda"}
+        ``"auto"`` and ``"cuda"`` use ``cuda:{LOCAL_RANK}`` with nccl when CUDA is available;
+        ``"cpu"`` uses gloo.
+    backend : {"gloo", "nccl"} or None
+        Override the backend chosen from the device.
+    env : mapping or None
+        The environment to read (``os.environ`` when None).
+    timeout_seconds : float
+        How long collectives wait for a missing rank before failing.
+
+    Returns
+    -------
+    DistributedContext or None
+        None when ``WORLD_SIZE`` is unset (a plain single-process run): nothing is initialized.
+
+    Raises
+    ------
+    ConfigError
+        If a torchrun variable is missing or malformed, or ``device``/``backend`` is unknown or
+        unavailable.
+    """
+    from mlpkit.train.torch_trainer import resolve_device
+
+    env = os.environ if env is None else env
+    if "WORLD_SIZE" not in env:
+        return None
+    missing = [name for name in ENV_VARS if name not in env]
+    if missing:
+        raise ConfigError(
+            f"torchrun environment is incomplete: missing {missing}; launch with "
+            "`torchrun --nproc_per_node=N -m mlpkit train ...`"
+        )
+    rank, world_size, local_rank = (_env_int(env, n) for n in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+    if not 0 <= rank < world_size:
+        raise ConfigError(f"RANK must lie in [0, WORLD_SIZE={world_size}), got {rank}")
+    resolved = resolve_device(device)
+    if resolved.type == "cuda":
+        resolved = torch.device("cuda", local_rank)
+        torch.cuda.set_device(resolved)
+    chosen = backend or ("nccl" if resolved.type == "cuda" else "gloo")
+    if chosen not in ("gloo", "nccl"):
+        raise ConfigError(f"backend must be one of ['gloo', 'nccl'], got {chosen!r}")
+    if chosen == "nccl" and resolved.type != "cuda":
+        raise ConfigError("backend 'nccl' needs CUDA devices; use backend 'gloo' on CPU")
+    if not dist.is_initialized():
+        # env:// reads MASTER_ADDR/MASTER_PORT (and RANK/WORLD_SIZE) from os.environ.
+        os.environ.update({name: str(env[name]) for name in ENV_VARS})
+        dist.init_process_group(
+            backend=chosen,
+            init_method="env://",
+            rank=rank,
+            world_size=world_size,
+            timeout=timedelta(seconds=timeout_seconds),
+        )
+    logger.info("rank %d of %d joined the %s process group on %s", rank, world_size, chosen, resolved)
+    return DistributedContext(rank, world_size, local_rank, chosen, resolved)
+
+
+def cleanup_distributed() -> None:
+    """Leave the process group if one was joined (safe to call always)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_distributed() -> bool:
+    """Whether a process group with more than one rank is active."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def is_rank_zero() -> bool:
+    """True in rank 0 and in any single-process run: the process that writes files.
+
+    Examples
+    --------
+    >>> is_rank_zero()
+    True
+    """
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over every rank, in place, and return it; the identity in a single process.
+
+    Reduce *sums* (loss × samples, correct counts, sample counts), never means, so uneven
+    shards weigh right.
+
+    Examples
+    --------
+    >>> all_reduce_sum(torch.tensor([3.0, 1.0])).shape
+    torch.Size([2])
+    """
+    if is_distributed():
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def local_batch_size(batch_size: int, world_size: int) -> int:
+    """The per-rank batch B / W; the global batch must split evenly.
+
+    Raises
+    ------
+    ConfigError
+        ``batch_size 250 is not divisible by the world size 3: ...``.
+
+    Examples
+    --------
+    >>> local_batch_size(256, 2)
+    128
+    """
+    if batch_size % world_size:
+        raise ConfigError(
+            f"batch_size {batch_size} is not divisible by the world size {world_size}: each rank takes "
+            f"an equal share of every global batch; use a multiple of {world_size}"
+        )
+    return batch_size // world_size
+
+
+def _bounds(size: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Contiguous piece ``rank`` of ``size`` items split into ``world_size`` near-equal pieces."""
+    base, extra = divmod(size, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (rank < extra)
+
+
+def shard_batch(batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """This rank's contiguous piece of one global batch of indices.
+
+    Pieces have ``len(batch) // world_size`` items, the first ``len(batch) % world_size`` one more.
+
+    Parameters
+    ----------
+    batch : Tensor of shape (B,)
+        Indices of a global batch, a slice of the shared seeded permutation.
+
+    Returns
+    -------
+    Tensor of shape (B / W,)
+
+    Examples
+    --------
+    >>> shard_batch(torch.arange(6), rank=1, world_size=2)
+    tensor([3, 4, 5])
+    """
+    start, stop = _bounds(len(batch), rank, world_size)
+    return batch[start:stop]
+
+
+def shard_weight(global_size: int, rank: int, world_size: int) -> float:
+    """Factor on this rank's mean loss so that DDP's gradient average is the global-batch mean.
+
+    With ``n_r`` samples on rank ``r`` of a global batch of ``n``, DDP computes
+    ``(1/W) Σ_r ∇(w_r · mean_r)``; ``w_r = W n_r / n`` makes that ``∇ (1/n) Σ loss``. It is
+    exactly 1.0 when the batch splits evenly.
+
+    Examples
+    --------
+    >>> shard_weight(256, 0, 2), shard_weight(5, 0, 2)
+    (1.0, 1.2)
+    """
+    start, stop = _bounds(global_size, rank, world_size)
+    return world_size * (stop - start) / global_size

@@ -1,0 +1,583 @@
+"""The training loop for torch modules: it owns the loss, the optimizer, the device and the loop.
+
+The model only maps a (B, D) batch to (B, C) logits. :class:`TorchTrainer` has the shape of
+:class:`~mlpkit.train.numpy_trainer.NumpyTrainer` (``fit(x, y, x_val, y_val, epochs=...)``
+returning a :class:`~mlpkit.train.history.History` with the same record keys, ``on_epoch_end``,
+``best_state``, restore-best) and adds a device, learning-rate schedules, gradient clipping and
+data parallelism (:mod:`mlpkit.train.distributed`). Minibatches come from
+``rng.permutation(N)`` exactly as in the NumPy trainer, so one seed gives both engines the same
+batches.
+
+The hot loop is kept lean: the whole data set is moved to the device once per :meth:`fit`, a
+batch is an index into it, gradients are released with ``zero_grad(set_to_none=True)``, and the
+loss and accuracy are summed *on the device* and read back once per epoch. Reading a number back
+(``.item()``) waits for the device to finish; per batch that serialises a GPU and costs several
+percent on a CPU, so NaN detection happens once per epoch too (see :meth:`TorchTrainer.train_epoch`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from mlpkit._checks import (
+    check_choice,
+    check_nonnegative_int,
+    check_positive_float,
+    check_positive_int,
+    check_probability,
+)
+from mlpkit.errors import ConfigError, TrainingDivergedError
+from mlpkit.train.distributed import (
+    DistributedContext,
+    all_reduce_sum,
+    local_batch_size,
+    shard_batch,
+    shard_weight,
+)
+from mlpkit.train.early_stopping import EarlyStopping
+from mlpkit.train.history import History
+from mlpkit.train.schedules import Schedule
+
+__all__ = [
+    "DEVICE_NAMES",
+    "LOSS_NAMES",
+    "OPTIMIZER_NAMES",
+    "TorchTrainer",
+    "build_loss",
+    "build_optimizer",
+    "resolve_device",
+]
+
+logger = logging.getLogger(__name__)
+
+MONITORS = {"val_loss": "min", "val_accuracy": "max", "train_loss": "min"}
+DEVICE_NAMES = ("auto", "cpu", "cuda")
+OPTIMIZER_NAMES = ("sgd", "adam", "adamw")
+LOSS_NAMES = ("cross_entropy", "bce_with_logits", "mse")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Turn ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` into a :class:`torch.device`.
+
+    ``"auto"`` picks the first GPU when CUDA is available, else the CPU.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown name (listing the valid ones), or ``"cuda"`` when this torch build or
+        machine has no CUDA device, or a GPU index that does not exist.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    name = str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        index_text = name.partition(":")[2]
+        if index_text and not index_text.isdigit():
+            raise ConfigError(f"device must be one of {list(DEVICE_NAMES)} or 'cuda:N', got {name!r}")
+        if not torch.cuda.is_available():
+            build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", a build without CUDA")
+            raise ConfigError(
+                f"device {name!r} was requested but CUDA is not available ({build}); "
+                "use device 'cpu', or 'auto' to take a GPU only when there is one"
+            )
+        index = int(index_text) if index_text else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+        return torch.device("cuda", index)
+    raise ConfigError(f"device must be one of {list(DEVICE_NAMES)} or 'cuda:N', got {name!r}")
+
+
+def build_loss(name: str) -> nn.Module:
+    """A loss on logits by name: ``cross_entropy``, ``bce_with_logits`` or ``mse`` (mean reduction).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown name, listing the valid ones.
+
+    Examples
+    --------
+    >>> build_loss("cross_entropy")
+    CrossEntropyLoss()
+    """
+    losses: dict[str, type[nn.Module]] = {
+        "cross_entropy": nn.CrossEntropyLoss,
+        "bce_with_logits": nn.BCEWithLogitsLoss,
+        "mse": nn.MSELoss,
+    }
+    if name not in losses:
+        raise ConfigError(f"loss must be one of {sorted(losses)}, got {name!r}")
+    return losses[name]()
+
+
+def build_optimizer(
+    name: str,
+    model: nn.Module,
+    *,
+    lr: float,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> torch.optim.Optimizer:
+    """A torch optimizer whose weight decay, like the NumPy engine's, touches weights only.
+
+    Parameters with two or more dimensions (Linear weights) form a group with ``weight_decay``;
+    biases and norm scales form a group with none (Goodfellow et al., *Deep Learning*, sec. 7.1).
+    ``sgd`` adds ``weight_decay * w`` to the gradient and may use (Nesterov) momentum; ``adam``
+    is coupled L2; ``adamw`` decays decoupled (Loshchilov & Hutter, ICLR 2019).
+
+    Parameters
+    ----------
+    name : {"sgd", "adam", "adamw"}
+    model : nn.Module
+    lr, weight_decay, momentum, nesterov, betas, eps
+        As in ``torch.optim``; ``momentum`` and ``nesterov`` for SGD, ``betas``/``eps`` for Adam(W).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown name, listing the valid ones.
+    ValueError
+        For an out-of-range value, naming the parameter.
+
+    Examples
+    --------
+    >>> opt = build_optimizer("adamw", nn.Linear(3, 2), lr=1e-3, weight_decay=0.01)
+    >>> [g["weight_decay"] for g in opt.param_groups]
+    [0.01, 0.0]
+    """
+    if name not in OPTIMIZER_NAMES:
+        raise ConfigError(f"optimizer must be one of {sorted(OPTIMIZER_NAMES)}, got {name!r}")
+    lr = check_positive_float("lr", lr)
+    weight_decay = float(weight_decay)
+    if not math.isfinite(weight_decay) or weight_decay < 0:
+        raise ValueError(f"weight_decay must be a non-negative float, got {weight_decay!r}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("optimizer got an empty parameter list")
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    if name == "sgd":
+        momentum = check_probability("momentum", momentum)
+        if nesterov and momentum == 0:
+            raise ValueError("nesterov momentum needs momentum > 0, got momentum=0")
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+    check_probability("betas[0]", betas[0])
+    check_probability("betas[1]", betas[1])
+    check_positive_float("eps", eps)
+    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    return cls(groups, lr=lr, betas=tuple(betas), eps=eps)
+
+
+def _correct_fn(loss: nn.Module) -> Callable[[Tensor, Tensor], Tensor] | None:
+    """Correct predictions in a batch, as a device tensor, for classification losses; else None."""
+    if isinstance(loss, nn.CrossEntropyLoss):
+        return lambda logits, y: (logits.argmax(dim=1) == y).sum()
+    if isinstance(loss, nn.BCEWithLogitsLoss):
+        return lambda logits, y: ((logits > 0) == (y > 0.5)).sum()
+    return None
+
+
+class TorchTrainer:
+    """Minibatch training of a torch module, with validation, early stopping and restore-best.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps (B, D) inputs to (B, C) logits. The trainer moves it to ``device``.
+    loss : nn.Module
+        A mean-reduced loss on logits (see :func:`build_loss`).
+    optimizer : torch.optim.Optimizer
+        Built over ``model``'s parameters (see :func:`build_optimizer`).
+    rng : numpy.random.Generator
+        Shuffles the training set each epoch (``rng.permutation(N)``, as the NumPy trainer).
+        In a distributed run every rank must pass a generator with the same seed.
+    batch_size : int
+        The global minibatch size; in a distributed run each rank takes B / WORLD_SIZE of it.
+    device : str or torch.device
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see :func:`resolve_device`);
+        ignored when ``distributed`` is given (its device is used).
+    early_stopping : EarlyStopping or None
+        Stops when its monitored score stalls; ``None`` trains every epoch.
+    monitor : {"val_loss", "val_accuracy", "train_loss"}
+        Which score picks the best epoch and feeds early stopping and the plateau schedule;
+        ``"train_loss"`` when there is no validation set.
+    restore_best : bool
+        Put the best epoch's weights back at the end of :meth:`fit`.
+    schedule : Schedule or None
+        Sets the learning rate of every parameter group before each epoch; stepped with the
+        monitored score after it.
+    grad_clip_norm : float or None
+        Clip the global L2 norm of the gradients to this value before each step.
+    progress : bool
+        Show a tqdm progress bar per epoch (off unless asked).
+    on_epoch_end : callable or None
+        Called with each finished epoch's record, after the trainer's whole state (early
+        stopping, schedule, best weights) is updated, so a checkpoint written there resumes
+        exactly. Called on rank 0 only, the rank that writes the run directory.
+    distributed : DistributedContext or None
+        From :func:`~mlpkit.train.distributed.init_distributed`; wraps the model in
+        ``DistributedDataParallel``.
+    eval_batch_size : int
+        Batch size for validation and prediction (no gradients kept).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> model = nn.Linear(4, 3)
+    >>> trainer = TorchTrainer(model, loss=build_loss("cross_entropy"),
+    ...                        optimizer=build_optimizer("sgd", model, lr=0.1), rng=np.random.default_rng(0))
+    >>> x, y = np.zeros((8, 4), np.float32), np.zeros(8, np.int64)
+    >>> len(trainer.fit(x, y, epochs=2).records), trainer.predict_logits(x[:1]).shape
+    (2, (1, 3))
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        loss: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        rng: np.random.Generator,
+        batch_size: int = 256,
+        device: str | torch.device = "cpu",
+        early_stopping: EarlyStopping | None = None,
+        monitor: str = "val_loss",
+        restore_best: bool = True,
+        schedule: Schedule | None = None,
+        grad_clip_norm: float | None = None,
+        progress: bool = False,
+        on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+        distributed: DistributedContext | None = None,
+        eval_batch_size: int = 8192,
+    ) -> None:
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.eval_batch_size = check_positive_int("eval_batch_size", eval_batch_size)
+        self.monitor = check_choice("monitor", monitor, MONITORS)
+        self.grad_clip_norm = (
+            None if grad_clip_norm is None else check_positive_float("grad_clip_norm", grad_clip_norm)
+        )
+        self.distributed = distributed if distributed is not None and distributed.world_size > 1 else None
+        if self.distributed is not None:
+            local_batch_size(self.batch_size, self.distributed.world_size)  # raises if uneven
+        self.device = distributed.device if distributed is not None else resolve_device(device)
+        self.model = model.to(self.device)
+        self.loss = loss.to(self.device)
+        self.optimizer = optimizer
+        self.rng = rng
+        self.early_stopping = early_stopping
+        self.restore_best = restore_best
+        self.schedule = schedule
+        self.progress = progress
+        self.on_epoch_end = on_epoch_end
+        self.history = History()
+        self.best_state: dict[str, Tensor] | None = None
+        self.best_tracker = EarlyStopping(patience=1, mode=MONITORS[monitor], monitor=monitor)
+        self.stopped_early = False
+        self._params = [p for p in model.parameters() if p.requires_grad]
+        self.dtype = self._params[0].dtype if self._params else torch.float32
+        self._correct = _correct_fn(loss)
+        self.train_model: nn.Module = model
+        if self.distributed is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(model, device_ids=ids)  # broadcasts rank 0's weights
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def epochs_done(self) -> int:
+        """Epochs finished so far (restored by a checkpoint); ``fit(epochs=total - epochs_done)`` resumes."""
+        return len(self.history.records)
+
+    def remaining_epochs(self, total: int) -> int:
+        """Epochs left to reach ``total`` (0 once early stopping has fired): ``fit(epochs=...)`` on resume."""
+        return 0 if self.stopped_early else max(0, total - self.epochs_done)
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the first parameter group."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def snapshot(self) -> dict[str, Any]:
+        """Copies of the model, optimizer and shuffling state (the last good state kept per epoch)."""
+        return {
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "rng": copy.deepcopy(self.rng.bit_generator.state),
+        }
+
+    def restore_snapshot(self, snap: dict[str, Any]) -> None:
+        """Put back what :meth:`snapshot` copied."""
+        self.model.load_state_dict(snap["model"])
+        self.optimizer.load_state_dict(snap["optimizer"])
+        self.rng.bit_generator.state = snap["rng"]
+
+    # -- data ----------------------------------------------------------------------------------
+
+    def _inputs(self, x: Any) -> Tensor:
+        t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
+        if t.ndim != 2:
+            raise ValueError(f"x must be 2-D (samples, features), got shape {tuple(t.shape)}")
+        return t.to(device=self.device, dtype=self.dtype)
+
+    def _targets(self, y: Any, n: int) -> Tensor:
+        t = torch.as_tensor(np.asarray(y) if not isinstance(y, Tensor) else y)
+        if t.shape[0] != n:
+            raise ValueError(f"y has {t.shape[0]} rows for {n} samples")
+        dtype = torch.long if isinstance(self.loss, nn.CrossEntropyLoss) else self.dtype
+        return t.to(device=self.device, dtype=dtype)
+
+    # -- one epoch ---------------------------------------------------------------------------
+
+    def train_epoch(self, x: Tensor, y: Tensor) -> tuple[float, float | None]:
+        """One pass over device tensors (x, y) in shuffled minibatches; return mean loss and accuracy.
+
+        NaN detection, and its trade-off: the loss is summed on the device and checked once, at
+        the end of the epoch, because checking each batch forces a device sync per batch. The
+        price is that a diverging run wastes the rest of its epoch and the error names the epoch,
+        not the batch. To make up for it, the caller keeps the state of the last good epoch
+        (:meth:`snapshot`): :meth:`fit` rolls back to it before raising, so neither the restored
+        weights nor any checkpoint ever holds NaN.
+        """
+        model, loss_fn, optimizer = self.train_model, self.loss, self.optimizer
+        model.train()
+        n = x.shape[0]
+        order = torch.from_numpy(self.rng.permutation(n)).to(self.device)
+        ctx = self.distributed
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        epoch = self.epochs_done + 1
+        starts = range(0, n, self.batch_size)
+        for start in tqdm(
+            starts, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not self.progress
+        ):
+            idx = order[start : start + self.batch_size]  # (B,) global batch
+            weight = 1.0
+            if ctx is not None:
+                weight = shard_weight(len(idx), ctx.rank, ctx.world_size)
+                idx = shard_batch(idx, ctx.rank, ctx.world_size)  # (B / W,)
+            xb, yb = x[idx], y[idx]  # (B, D), (B,)
+            logits = model(xb)  # (B, C)
+            if len(idx):
+                loss = loss_fn(logits, yb)
+                loss_sum += loss.detach() * len(idx)
+                if self._correct is not None:
+                    correct += self._correct(logits.detach(), yb)
+            else:  # an empty shard still joins DDP's all-reduce
+                loss = logits.sum() * 0.0
+            optimizer.zero_grad(set_to_none=True)
+            (loss * weight if weight != 1.0 else loss).backward()
+            if self.grad_clip_norm is not None:
+                nn.utils.clip_grad_norm_(self._params, self.grad_clip_norm)
+            optimizer.step()
+        totals = all_reduce_sum(torch.stack([loss_sum, correct.to(torch.float64)]))  # sums over ranks
+        # A last batch can turn the weights to NaN while its own loss is still finite: check both.
+        nonfinite = torch.stack([~torch.isfinite(p).all() for p in self._params]).sum().to(torch.float64)
+        totals = torch.cat([totals, nonfinite.reshape(1)])
+        total_loss, total_correct, bad_params = totals.tolist()  # the one sync of the epoch
+        if not math.isfinite(total_loss) or bad_params:
+            what = (
+                f"the loss is {total_loss / n}"
+                if not math.isfinite(total_loss)
+                else "a weight became NaN or inf"
+            )
+            raise TrainingDivergedError(
+                f"training diverged: {what} in epoch {epoch} (lr={self.lr:g}); the trainer was rolled back "
+                f"to the end of epoch {epoch - 1}; try a smaller learning rate or gradient clipping"
+                # (the roll-back itself is done by fit, which kept the last good state)
+            )
+        return total_loss / n, (total_correct / n if self._correct is not None else None)
+
+    @torch.no_grad()
+    def evaluate(self, x: Any, y: Any) -> tuple[float, float | None]:
+        """Mean loss and accuracy (None for regression) in evaluation mode, summed over ranks.
+
+        Parameters
+        ----------
+        x : array or Tensor of shape (N, D)
+        y : array or Tensor of shape (N,) or (N, C)
+        """
+        x_t = self._inputs(x)
+        y_t = self._targets(y, x_t.shape[0])
+        n = x_t.shape[0]
+        if n == 0:
+            raise ValueError("cannot evaluate on an empty array (0 samples)")
+        ctx = self.distributed
+        if ctx is not None:  # each rank scores one contiguous piece
+            rows = shard_batch(torch.arange(n), ctx.rank, ctx.world_size)
+            x_t, y_t = x_t[rows], y_t[rows]
+        was_training = self.model.training
+        self.model.eval()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        try:
+            for start in range(0, x_t.shape[0], self.eval_batch_size):
+                xb, yb = x_t[start : start + self.eval_batch_size], y_t[start : start + self.eval_batch_size]
+                logits = self.model(xb)  # (B, C)
+                loss_sum += self.loss(logits, yb) * len(xb)
+                if self._correct is not None:
+                    correct += self._correct(logits, yb)
+        finally:
+            self.model.train(was_training)
+        totals = all_reduce_sum(torch.stack([loss_sum, correct.to(torch.float64)])).tolist()
+        return totals[0] / n, (totals[1] / n if self._correct is not None else None)
+
+    @torch.no_grad()
+    def predict_logits(self, x: Any) -> np.ndarray:
+        """Logits of ``x`` in evaluation mode (dropout off), in batches; this rank only.
+
+        Parameters
+        ----------
+        x : array or Tensor of shape (N, D)
+
+        Returns
+        -------
+        ndarray of shape (N, C)
+        """
+        x_t = self._inputs(x)
+        if x_t.shape[0] == 0:
+            raise ValueError("cannot predict on an empty array (0 samples)")
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            parts = [
+                self.model(x_t[i : i + self.eval_batch_size])
+                for i in range(0, x_t.shape[0], self.eval_batch_size)
+            ]
+        finally:
+            self.model.train(was_training)
+        return torch.cat(parts).cpu().numpy()
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        x: Any,
+        y: Any,
+        x_val: Any | None = None,
+        y_val: Any | None = None,
+        *,
+        epochs: int,
+    ) -> History:
+        """Train for up to ``epochs`` more epochs; may be called again (or after a resume) to continue.
+
+        Parameters
+        ----------
+        x : ndarray or Tensor of shape (N, D)
+            Inputs, moved to the device and cast to the model's dtype once.
+        y : ndarray or Tensor of shape (N,) or (N, C)
+            Class indices for cross-entropy, targets for the other losses.
+        x_val, y_val : ndarray or None
+            Validation set scored after every epoch.
+        epochs : int
+            Epochs to run in this call; 0 (e.g. ``remaining_epochs(total)`` after a finished run)
+            only restores the best weights. No epoch runs once early stopping has fired.
+
+        Returns
+        -------
+        History
+            Every epoch so far (records keep accumulating across calls and resumes).
+
+        Raises
+        ------
+        TrainingDivergedError
+            When an epoch's loss is NaN or infinite; the trainer is first rolled back to the end
+            of the last good epoch, which ``on_epoch_end`` has already seen.
+        """
+        check_nonnegative_int("epochs", epochs)
+        if self.stopped_early:
+            epochs = 0
+        x_t = self._inputs(x)
+        y_t = self._targets(y, x_t.shape[0])
+        if x_t.shape[0] == 0:
+            raise ValueError("cannot train on an empty array (0 samples)")
+        has_val = x_val is not None and y_val is not None
+        if has_val:
+            xv_t = self._inputs(x_val)
+            yv_t = self._targets(y_val, xv_t.shape[0])
+        monitor = self.monitor if has_val else "train_loss"
+        if monitor != self.best_tracker.monitor:
+            self.best_tracker = EarlyStopping(patience=1, mode=MONITORS[monitor], monitor=monitor)
+        if self.schedule is not None:
+            self._set_lr(self.schedule.lr)
+        rank_zero = self.distributed is None or self.distributed.is_rank_zero
+        for _ in range(epochs):
+            start = time.perf_counter()
+            lr = self.lr
+            last_good = self.snapshot()
+            try:
+                train_loss, train_acc = self.train_epoch(x_t, y_t)
+            except TrainingDivergedError:
+                self.restore_snapshot(last_good)
+                raise
+            val_loss, val_acc = self.evaluate(xv_t, yv_t) if has_val else (None, None)
+            record = {
+                "epoch": self.epochs_done + 1,
+                "train_loss": train_loss,
+                "train_accuracy": train_acc,
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+                "lr": lr,
+                "seconds": time.perf_counter() - start,
+            }
+            self.history.records.append(record)
+            score = {"val_loss": val_loss, "val_accuracy": val_acc, "train_loss": train_loss}[monitor]
+            if score is None:
+                raise ValueError(
+                    f"monitor {monitor!r} needs a classification loss, got {type(self.loss).__name__}"
+                )
+            self.best_tracker.update(score)
+            if self.best_tracker.improved:
+                self.history.best_epoch = record["epoch"]
+                self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            if self.schedule is not None:
+                self._set_lr(self.schedule.step(score))
+            stop = self.early_stopping is not None and self.early_stopping.update(score)
+            if stop:
+                self.stopped_early = True
+                self.history.stop_reason = f"early stopping: {self.early_stopping.reason}"  # type: ignore[union-attr]
+                logger.info(self.history.stop_reason)
+            else:
+                self.history.stop_reason = f"completed {self.epochs_done} epochs"
+            if self.on_epoch_end is not None and rank_zero:
+                self.on_epoch_end(record)
+            if stop:
+                break
+        if self.restore_best and self.best_state is not None:
+            self.restore_best_weights()
+        return self.history
+
+    def restore_best_weights(self) -> None:
+        """Copy the best epoch's weights back into the model."""
+        if self.best_state is None:
+            raise ValueError("no best weights recorded yet: call fit first")
+        self.model.load_state_dict(self.best_state)

@@ -1,0 +1,414 @@
+"""TorchTrainer: history, early stopping in both modes with restore-best, schedules, clipping, NaN
+handling, devices and the error messages; plus the rule that ``import mlpkit`` never imports torch."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mlpkit.errors import ConfigError, TrainingDivergedError
+from mlpkit.spec import MLPSpec
+from mlpkit.torch_engine import build_torch_mlp
+from mlpkit.train import EarlyStopping
+from mlpkit.train.schedules import (
+    SCHEDULES,
+    CosineLR,
+    ExponentialLR,
+    ReduceLROnPlateau,
+    StepLR,
+    make_schedule,
+)
+from mlpkit.train.torch_trainer import TorchTrainer, build_loss, build_optimizer, resolve_device
+
+pytestmark = pytest.mark.torch  # needs torch (the `torch` extra)
+
+RECORD_KEYS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+
+
+def blobs(seed: int, n: int = 90) -> tuple[np.ndarray, np.ndarray]:
+    """Three Gaussian blobs in 4-D: learnable in a few epochs."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    centers = np.array([[2.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 2.0, 0]])
+    return (centers[y] + rng.standard_normal((n, 4))).astype(np.float32), y
+
+
+def make_trainer(optimizer: str = "sgd", lr: float = 0.1, **kwargs) -> TorchTrainer:
+    torch.manual_seed(0)
+    model = build_torch_mlp(MLPSpec(4, (16,), 3, init="xavier_uniform"), rng=np.random.default_rng(0))
+    return TorchTrainer(
+        model,
+        loss=build_loss("cross_entropy"),
+        optimizer=build_optimizer(optimizer, model, lr=lr),
+        rng=np.random.default_rng(1),
+        batch_size=kwargs.pop("batch_size", 16),
+        **kwargs,
+    )
+
+
+def test_fit_records_the_numpy_trainers_keys_and_learns():
+    x, y = blobs(0)
+    xv, yv = blobs(1, 30)
+    seen = []
+    trainer = make_trainer(on_epoch_end=seen.append)
+    history = trainer.fit(x, y, xv, yv, epochs=6)
+    assert [list(r) for r in history.records] == [RECORD_KEYS] * 6
+    assert seen == history.records
+    assert [r["epoch"] for r in history.records] == [1, 2, 3, 4, 5, 6]
+    assert history.records[-1]["train_loss"] < 0.6 * history.records[0]["train_loss"]
+    assert history.records[-1]["val_accuracy"] > 0.8
+    assert history.stop_reason == "completed 6 epochs"
+    # The reported validation numbers are the model's (reference: computed here by hand).
+    trainer.restore_best = False
+    history = trainer.fit(x, y, xv, yv, epochs=1)
+    logits = trainer.model(torch.from_numpy(xv))
+    assert history.records[-1]["val_loss"] == pytest.approx(
+        nn.functional.cross_entropy(logits, torch.from_numpy(yv)).item(), rel=1e-6
+    )
+    assert history.records[-1]["val_accuracy"] == pytest.approx((logits.argmax(1).numpy() == yv).mean())
+    assert trainer.epochs_done == 7
+
+
+def test_batch_of_one_and_predict_shapes():
+    x, y = blobs(0, 5)
+    trainer = make_trainer(batch_size=1)
+    trainer.fit(x, y, epochs=1)
+    assert trainer.predict_logits(x[:1]).shape == (1, 3)
+    loss, acc = trainer.evaluate(x[:1], y[:1])
+    assert math.isfinite(loss) and acc in (0.0, 1.0)
+
+
+def test_train_loss_equals_the_mean_of_the_batch_losses():
+    # Reference: the same epoch written as a plain loop over the same permutation.
+    x, y = blobs(0, 20)
+    trainer = make_trainer(batch_size=6)
+    model = build_torch_mlp(MLPSpec(4, (16,), 3, init="xavier_uniform"), rng=np.random.default_rng(0))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    order, total = np.random.default_rng(1).permutation(20), 0.0
+    for start in range(0, 20, 6):
+        idx = order[start : start + 6]
+        loss = nn.functional.cross_entropy(model(torch.from_numpy(x[idx])), torch.from_numpy(y[idx]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(idx)
+    history = trainer.fit(x, y, epochs=1)
+    assert history.records[0]["train_loss"] == pytest.approx(total / 20, rel=1e-6)
+    for (name, p), q in zip(trainer.model.named_parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, msg=name)
+
+
+@pytest.mark.parametrize(("monitor", "mode"), [("val_loss", "min"), ("val_accuracy", "max")])
+def test_early_stopping_in_either_mode_restores_the_best_weights(monitor, mode):
+    x, y = blobs(0)
+    xv, yv = blobs(1, 30)
+    weights = {}
+    trainer = make_trainer(
+        optimizer="adam",
+        lr=0.05,
+        monitor=monitor,
+        early_stopping=EarlyStopping(patience=2, min_delta=0.0, mode=mode, monitor=monitor),
+    )
+    trainer.on_epoch_end = lambda r: weights.__setitem__(
+        r["epoch"], {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    )
+    history = trainer.fit(x, y, xv, yv, epochs=40)
+    scores = history.column(monitor)
+    best = (np.argmin if mode == "min" else np.argmax)(scores) + 1
+    assert history.best_epoch == best
+    assert len(history.records) == best + 2  # patience 2 after the best epoch
+    assert history.stop_reason.startswith(
+        f"early stopping: {monitor} did not improve by more than 0 for 2 epochs"
+    )
+    assert trainer.stopped_early
+    for name, value in trainer.model.state_dict().items():
+        torch.testing.assert_close(value, weights[best][name], rtol=0, atol=0)
+    assert (
+        trainer.fit(x, y, xv, yv, epochs=5) is history and len(history.records) == best + 2
+    )  # stays stopped
+
+
+def test_without_validation_the_train_loss_picks_the_best_epoch():
+    x, y = blobs(0)
+    history = make_trainer(restore_best=False).fit(x, y, epochs=3)
+    assert history.column("val_loss") == [None] * 3
+    assert history.best_epoch == int(np.argmin(history.column("train_loss"))) + 1
+
+
+def test_a_schedule_sets_the_lr_of_every_group_each_epoch():
+    x, y = blobs(0)
+    trainer = make_trainer(schedule=make_schedule("step", 0.1, step_size=2, gamma=0.5))
+    history = trainer.fit(x, y, epochs=5)
+    assert history.column("lr") == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025])
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx([0.025, 0.025])  # epoch 6's
+
+
+def test_plateau_schedule_decays_when_the_monitored_loss_stalls():
+    x, y = blobs(0)
+    xv, yv = blobs(1, 30)
+    trainer = make_trainer(
+        lr=1e-4, schedule=make_schedule("plateau", 1e-4, factor=0.5, patience=0, threshold=0.5)
+    )
+    history = trainer.fit(x, y, xv, yv, epochs=4)  # lr too small to improve by 50%
+    # Epoch 1 sets the best score; epochs 2, 3, 4 each fail to beat it by 50% and halve the lr.
+    assert history.column("lr") == pytest.approx([1e-4, 1e-4, 0.5e-4, 0.25e-4])
+
+
+def test_gradient_clipping_bounds_the_update():
+    x, y = blobs(0, 8)
+    trainer = make_trainer(lr=1.0, grad_clip_norm=1e-3, batch_size=8)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.fit(x, y, epochs=1)  # one SGD step: update = lr * clipped grad
+    step = torch.cat(
+        [(p.detach() - b).flatten() for p, b in zip(trainer.model.parameters(), before, strict=True)]
+    )
+    assert step.norm().item() == pytest.approx(1e-3, rel=1e-4)
+
+
+def test_a_diverging_epoch_raises_and_rolls_back_to_the_last_good_epoch():
+    x, y = blobs(0)
+    saved = {}
+    trainer = make_trainer(restore_best=False)
+    trainer.on_epoch_end = lambda r: saved.update(
+        {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    )
+    trainer.fit(x, y, epochs=1)
+    trainer._set_lr(1e30)
+    with pytest.raises(
+        TrainingDivergedError,
+        match=r"training diverged: .* in epoch 2 \(lr=1e\+30\); "
+        r"the trainer was rolled back to the end of epoch 1",
+    ):
+        trainer.fit(x, y, epochs=3)
+    assert trainer.epochs_done == 1  # the NaN epoch was never recorded nor passed on
+    for name, value in trainer.model.state_dict().items():
+        torch.testing.assert_close(value, saved[name], rtol=0, atol=0)
+
+
+def test_the_loop_reads_back_one_number_per_epoch(monkeypatch):
+    x, y = blobs(0, 64)
+    trainer = make_trainer(batch_size=4)
+    calls = []
+    original = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: calls.append(1) or original(self))
+    trainer.fit(x, y, epochs=1)
+    assert calls == []  # no per-batch .item() sync
+
+
+def test_progress_bar_runs(capsys):
+    x, y = blobs(0, 10)
+    make_trainer(progress=True).fit(x, y, epochs=1)
+    assert "epoch 1" in capsys.readouterr().err
+
+
+def test_mse_loss_has_no_accuracy():
+    rng = np.random.default_rng(0)
+    model = nn.Linear(3, 2)
+    trainer = TorchTrainer(
+        model,
+        loss=build_loss("mse"),
+        optimizer=build_optimizer("adam", model, lr=0.01),
+        rng=rng,
+        batch_size=4,
+    )
+    x, y = rng.standard_normal((10, 3)), rng.standard_normal((10, 2))
+    history = trainer.fit(x, y, x, y, epochs=2)
+    assert history.column("train_accuracy") == [None, None]
+    with pytest.raises(ValueError, match="monitor 'val_accuracy' needs a classification loss, got MSELoss"):
+        TorchTrainer(
+            model, loss=build_loss("mse"), optimizer=trainer.optimizer, rng=rng, monitor="val_accuracy"
+        ).fit(x, y, x, y, epochs=1)
+
+
+# -- devices, names, arguments -------------------------------------------------------------------
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_a_clear_error():
+    with pytest.raises(
+        ConfigError,
+        match=r"device 'cuda' was requested but CUDA is not available .*use device 'cpu', or 'auto'",
+    ):
+        resolve_device("cuda")
+    with pytest.raises(ConfigError, match="device 'cuda:1' was requested but CUDA is not available"):
+        make_trainer(device="cuda:1")
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda: resolve_device("tpu"),
+            r"device must be one of \['auto', 'cpu', 'cuda'\] or 'cuda:N', got 'tpu'",
+        ),
+        (lambda: resolve_device("cuda:x"), r"device must be one of .* got 'cuda:x'"),
+        (
+            lambda: build_optimizer("lbfgs", nn.Linear(2, 2), lr=0.1),
+            r"optimizer must be one of \['adam', 'adamw', 'sgd'\], got 'lbfgs'",
+        ),
+        (
+            lambda: build_loss("hinge"),
+            r"loss must be one of \['bce_with_logits', 'cross_entropy', 'mse'\], got 'hinge'",
+        ),
+        (
+            lambda: make_schedule("linear", 0.1),
+            r"schedule must be one of \['constant', 'cosine', 'exponential', 'plateau', 'step'\], "
+            r"got 'linear'",
+        ),
+        (
+            lambda: make_schedule("step", 0.1, epochs=3),
+            r"schedule 'step': .*unexpected keyword argument 'epochs'",
+        ),
+    ],
+)
+def test_unknown_names_are_config_errors_listing_the_valid_ones(call, message):
+    with pytest.raises(ConfigError, match=message):
+        call()
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: build_optimizer("sgd", nn.Linear(2, 2), lr=0), "lr must be a positive float, got 0"),
+        (
+            lambda: build_optimizer("sgd", nn.Linear(2, 2), lr=0.1, nesterov=True),
+            "nesterov momentum needs momentum > 0",
+        ),
+        (
+            lambda: build_optimizer("adam", nn.Linear(2, 2), lr=0.1, weight_decay=-1),
+            "weight_decay must be a non-negative float, got -1.0",
+        ),
+        (lambda: make_trainer(batch_size=0), "batch_size must be a positive int, got 0"),
+        (
+            lambda: make_trainer(monitor="auc"),
+            r"monitor must be one of \['train_loss', 'val_accuracy', 'val_loss'\], got 'auc'",
+        ),
+        (lambda: make_trainer(grad_clip_norm=0.0), "grad_clip_norm must be a positive float, got 0.0"),
+        (lambda: make_trainer().fit(*blobs(0), epochs=-1), "epochs must be a non-negative int, got -1"),
+        (
+            lambda: make_trainer().fit(np.zeros(4), np.zeros(4), epochs=1),
+            r"x must be 2-D \(samples, features\), got shape \(4,\)",
+        ),
+        (lambda: make_trainer().fit(np.zeros((4, 4)), np.zeros(3), epochs=1), "y has 3 rows for 4 samples"),
+        (lambda: make_schedule("plateau", 0.1, factor=1.5), r"factor must be a float in \(0, 1\), got 1.5"),
+    ],
+)
+def test_bad_arguments_name_the_parameter(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_weight_decay_groups_hold_weights_only():
+    model = build_torch_mlp(MLPSpec(3, (4,), 2))
+    opt = build_optimizer("sgd", model, lr=0.1, weight_decay=0.1, momentum=0.9, nesterov=True)
+    decay, no_decay = opt.param_groups
+    assert [p.shape for p in decay["params"]] == [(4, 3), (2, 4)] and decay["weight_decay"] == 0.1
+    assert [p.shape for p in no_decay["params"]] == [(4,), (2,)] and no_decay["weight_decay"] == 0.0
+    assert decay["nesterov"] and decay["momentum"] == 0.9
+
+
+# -- schedules (framework-free), checked against torch.optim.lr_scheduler -------------------------
+
+
+def _torch_lrs(make, epochs, scores=None):
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = make(opt)
+    lrs = []
+    for epoch in range(epochs):
+        opt.step()
+        sched.step(scores[epoch]) if scores is not None else sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    return lrs
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (lambda: StepLR(0.1, step_size=3, gamma=0.5), lambda o: torch.optim.lr_scheduler.StepLR(o, 3, 0.5)),
+        (lambda: ExponentialLR(0.1, gamma=0.9), lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.9)),
+        (
+            lambda: CosineLR(0.1, epochs=7, min_lr=0.01),
+            lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 7, 0.01),
+        ),
+    ],
+)
+def test_epoch_schedules_match_torch(ours, theirs):
+    schedule = ours()
+    assert [schedule.step() for _ in range(7)] == pytest.approx(_torch_lrs(theirs, 7), rel=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+@pytest.mark.parametrize("threshold_mode", ["rel", "abs"])
+def test_plateau_matches_torch(mode, threshold_mode):
+    scores = [1.0, 0.9, 0.95, 0.93, 0.91, 0.96, 0.97, 0.8, 0.85, 0.86, 0.87, 0.88, 0.9, 0.7, 0.71]
+    kwargs = {
+        "mode": mode,
+        "factor": 0.5,
+        "patience": 1,
+        "threshold": 0.02,
+        "threshold_mode": threshold_mode,
+        "cooldown": 1,
+        "min_lr": 0.01,
+    }
+    ours = ReduceLROnPlateau(0.1, **kwargs)
+    expected = _torch_lrs(
+        lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o, **kwargs), len(scores), scores
+    )
+    assert [ours.step(s) for s in scores] == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_schedule_state_round_trips_through_json(name):
+    import json
+
+    kwargs = {"epochs": 5} if name == "cosine" else {}
+    a, b = make_schedule(name, 0.1, **kwargs), make_schedule(name, 0.1, **kwargs)
+    for score in (1.0, 1.0, 1.0):
+        a.step(score)
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    assert [a.step(s) for s in (1.0, 0.5)] == [b.step(s) for s in (1.0, 0.5)]
+    with pytest.raises(ValueError, match="schedule state is for 'other'"):
+        b.load_state_dict(a.state_dict() | {"name": "other"})
+
+
+@pytest.mark.parametrize("name", [n for n in SCHEDULES if n != "plateau"])
+def test_epoch_schedules_are_functions_of_the_epoch_for_the_numpy_trainer(name):
+    kwargs = {"epochs": 5} if name == "cosine" else {}
+    schedule = make_schedule(name, 0.1, **kwargs)
+    as_function = [schedule(epoch) for epoch in range(6)]  # lr_schedule(epoch), epochs from 0
+    stepped = [schedule.lr] + [schedule.step() for _ in range(5)]
+    assert as_function == pytest.approx(stepped, rel=1e-15)
+
+
+def test_plateau_is_not_a_function_of_the_epoch():
+    with pytest.raises(ConfigError, match="schedule 'plateau' depends on the monitored score"):
+        ReduceLROnPlateau(0.1)(0)
+
+
+def test_plateau_needs_a_score():
+    with pytest.raises(ValueError, match="the plateau schedule needs the epoch's monitored score, got None"):
+        ReduceLROnPlateau(0.1).step()
+
+
+# -- layering ---------------------------------------------------------------------------------------
+
+
+def test_importing_the_numpy_side_never_imports_torch():
+    code = (
+        "import mlpkit, mlpkit.engine, mlpkit.train, mlpkit.data; import sys; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
