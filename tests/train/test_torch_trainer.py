@@ -383,20 +383,6 @@ def test_schedule_state_round_trips_through_json(name):
         b.load_state_dict(a.state_dict() | {"name": "other"})
 
 
-@pytest.mark.parametrize("name", [n for n in SCHEDULES if n != "plateau"])
-def test_epoch_schedules_are_functions_of_the_epoch_for_the_numpy_trainer(name):
-    kwargs = {"epochs": 5} if name == "cosine" else {}
-    schedule = make_schedule(name, 0.1, **kwargs)
-    as_function = [schedule(epoch) for epoch in range(6)]  # lr_schedule(epoch), epochs from 0
-    stepped = [schedule.lr] + [schedule.step() for _ in range(5)]
-    assert as_function == pytest.approx(stepped, rel=1e-15)
-
-
-def test_plateau_is_not_a_function_of_the_epoch():
-    with pytest.raises(ConfigError, match="schedule 'plateau' depends on the monitored score"):
-        ReduceLROnPlateau(0.1)(0)
-
-
 def test_plateau_needs_a_score():
     with pytest.raises(ValueError, match="the plateau schedule needs the epoch's monitored score, got None"):
         ReduceLROnPlateau(0.1).step()

@@ -6,26 +6,21 @@ Minibatches are drawn by an explicit ``numpy.random.Generator``, so a seed fixes
 
 from __future__ import annotations
 
-import logging
+import copy
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from mlpkit._checks import check_choice, check_positive_int
 from mlpkit.engine.losses import BCEWithLogitsLoss, Loss, SoftmaxCrossEntropyLoss
 from mlpkit.engine.network import Sequential
 from mlpkit.engine.optimizers import Optimizer
 from mlpkit.errors import TrainingDivergedError
-from mlpkit.train.early_stopping import EarlyStopping
-from mlpkit.train.history import History
+from mlpkit.train.loop import MONITORS, EpochTrainer
 
-logger = logging.getLogger(__name__)
-
-MONITORS = {"val_loss": "min", "val_accuracy": "max", "train_loss": "min"}
+__all__ = ["MONITORS", "NumpyTrainer", "count_correct", "predict_logits"]
 
 
 def predict_logits(network: Sequential, x: np.ndarray, *, batch_size: int = 8192) -> np.ndarray:
@@ -61,8 +56,12 @@ def count_correct(loss: Loss, logits: np.ndarray, target: np.ndarray) -> int | N
     return None
 
 
-class NumpyTrainer:
+class NumpyTrainer(EpochTrainer):
     """Minibatch training of an engine network, with validation, early stopping and restore-best.
+
+    The epoch loop (best epoch, schedule, early stopping, roll-back on divergence, the order of
+    an epoch's bookkeeping) is :class:`~mlpkit.train.loop.EpochTrainer`'s; this class supplies
+    one epoch of forward, backward and update in NumPy.
 
     Parameters
     ----------
@@ -72,28 +71,23 @@ class NumpyTrainer:
         Takes logits and targets.
     optimizer : Optimizer
         Built over ``network.parameters()``.
-    batch_size : int
-        Minibatch size; the last batch of an epoch may be smaller.
-    rng : numpy.random.Generator
-        Shuffles the training set each epoch.
-    early_stopping : EarlyStopping or None
-        Stops when its monitored score stalls; ``None`` trains every epoch.
-    monitor : {"val_loss", "val_accuracy", "train_loss"}
-        Which score picks the best epoch (and feeds early stopping). Falls back to
-        ``"train_loss"`` when there is no validation set.
-    restore_best : bool
-        Put the best epoch's weights back at the end of :meth:`fit`.
-    progress : bool
-        Show a progress bar (the CLI turns it on for terminals).
-    on_epoch_end : callable or None
-        Called with each epoch's record after it is complete (the CLI writes metrics and
-        checkpoints there, so a crash later leaves every finished epoch on disk).
     augment : callable or None
         ``augment(xb, rng) -> xb`` applied to each training minibatch (B, D), e.g.
         :class:`~mlpkit.data.augment.ShiftFlip`; never to validation data.
-    lr_schedule : callable or None
-        ``lr_schedule(epoch) -> lr`` for epochs counted from 0, set on the optimizer before
-        each epoch; see :mod:`mlpkit.train.schedules`.
+    **loop
+        ``rng``, ``batch_size``, ``early_stopping``, ``monitor``, ``restore_best``, ``schedule``,
+        ``progress`` and ``on_epoch_end``, as documented on :class:`~mlpkit.train.loop.EpochTrainer`.
+
+    Examples
+    --------
+    >>> from mlpkit.engine import SGD, SoftmaxCrossEntropyLoss, build_mlp
+    >>> from mlpkit.spec import MLPSpec
+    >>> rng = np.random.default_rng(0)
+    >>> net = build_mlp(MLPSpec(4, (8,), 3), rng=rng)
+    >>> opt = SGD(net.parameters().values(), lr=0.1)
+    >>> trainer = NumpyTrainer(net, loss=SoftmaxCrossEntropyLoss(), optimizer=opt, rng=rng)
+    >>> len(trainer.fit(np.zeros((8, 4)), np.zeros(8, dtype=int), epochs=2).records)
+    2
     """
 
     def __init__(
@@ -103,30 +97,49 @@ class NumpyTrainer:
         loss: Loss,
         optimizer: Optimizer,
         rng: np.random.Generator,
-        batch_size: int = 256,
-        early_stopping: EarlyStopping | None = None,
-        monitor: str = "val_loss",
-        restore_best: bool = True,
-        progress: bool = False,
-        on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
         augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
-        lr_schedule: Callable[[int], float] | None = None,
+        **loop: Any,
     ) -> None:
+        super().__init__(rng=rng, **loop)
         self.network = network
         self.loss = loss
         self.optimizer = optimizer
-        self.rng = rng
-        self.batch_size = check_positive_int("batch_size", batch_size)
-        self.monitor = check_choice("monitor", monitor, MONITORS)
-        self.early_stopping = early_stopping
-        self.restore_best = restore_best
-        self.progress = progress
-        self.on_epoch_end = on_epoch_end
         self.augment = augment
-        self.lr_schedule = lr_schedule
-        self.history = History()
-        self.best_state: dict[str, np.ndarray] | None = None
-        self._best = EarlyStopping(patience=1, mode=MONITORS[monitor], monitor=monitor)
+
+    # -- EpochTrainer hooks --------------------------------------------------------------------
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.lr
+
+    def _set_lr(self, lr: float) -> None:
+        self.optimizer.lr = lr
+
+    def _prepare(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(x, dtype=self.network.dtype)  # one cast, not one per batch
+        y = np.asarray(y)
+        if len(y) != len(x):
+            raise ValueError(f"y has {len(y)} rows for {len(x)} samples")
+        return x, y
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return {name: p.data.copy() for name, p in self.network.named_parameters().items()}
+
+    def load_weights(self, state: dict[str, np.ndarray]) -> None:
+        for name, param in self.network.named_parameters().items():
+            param.data[...] = state[name]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "weights": self.weights(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": copy.deepcopy(self.rng.bit_generator.state),
+        }
+
+    def restore_snapshot(self, snap: dict[str, Any]) -> None:
+        self.load_weights(snap["weights"])
+        self.optimizer.load_state_dict(snap["optimizer"])
+        self.rng.bit_generator.state = snap["rng"]
 
     # -- one epoch ---------------------------------------------------------------------------
 
@@ -136,8 +149,8 @@ class NumpyTrainer:
         Raises
         ------
         TrainingDivergedError
-            As soon as a batch loss is NaN or infinite; the weights of the last finished
-            epoch are gone from memory but any checkpoint written so far is untouched.
+            As soon as a batch loss is NaN or infinite, naming the epoch and batch
+            (:meth:`fit` then rolls back to the last good epoch).
         """
         # Overflow on the way to a divergence is caught below as a non-finite loss, with the epoch
         # and batch in the message; NumPy's own warnings would only say where in a ufunc it began.
@@ -148,22 +161,25 @@ class NumpyTrainer:
         network, loss, optimizer = self.network, self.loss, self.optimizer
         network.train()
         n = len(x)
+        if n == 0:
+            raise ValueError("cannot train on an empty array (0 samples)")
         order = self.rng.permutation(n)
+        epoch = self.epochs_done + 1
         total_loss, correct, counted = 0.0, 0, True
         batches = range(0, n, self.batch_size)
-        bar = tqdm(batches, leave=False, unit="batch", disable=not self.progress, desc=f"epoch {len(self.history.records) + 1}")
-        for start in bar:
+        for start in tqdm(
+            batches, leave=False, unit="batch", disable=not self.progress, desc=f"epoch {epoch}"
+        ):
             idx = order[start : start + self.batch_size]
-            xb, yb = x[idx], y[idx]                          # (B, D), (B,)
+            xb, yb = x[idx], y[idx]  # (B, D), (B,)
             if self.augment is not None:
                 xb = self.augment(xb, self.rng)
-            logits = network.forward(xb)                     # (B, C)
+            logits = network.forward(xb)  # (B, C)
             batch_loss = loss.forward(logits, yb)
             if not math.isfinite(batch_loss):
-                epoch = len(self.history.records) + 1
                 raise TrainingDivergedError(
-                    f"training diverged: loss is {batch_loss} at epoch {epoch}, batch {start // self.batch_size + 1}"
-                    f" (lr={optimizer.lr:g}); try a smaller learning rate"
+                    f"training diverged: loss is {batch_loss} at epoch {epoch}, "
+                    f"batch {start // self.batch_size + 1} (lr={optimizer.lr:g}); try a smaller learning rate"
                 )
             hits = count_correct(loss, logits, yb)
             network.backward_params(loss.backward())
@@ -176,83 +192,15 @@ class NumpyTrainer:
         return total_loss / n, (correct / n if counted else None)
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float | None]:
-        """Mean loss and accuracy (None for regression) in evaluation mode."""
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # as in train_epoch
-            logits = predict_logits(self.network, x)
-            value = self.loss.forward(logits, y)
-        hits = count_correct(self.loss, logits, y)
-        return value, (hits / len(x) if hits is not None else None)
-
-    # -- the loop ------------------------------------------------------------------------------
-
-    def fit(
-        self,
-        x: np.ndarray,
-        y: np.ndarray,
-        x_val: np.ndarray | None = None,
-        y_val: np.ndarray | None = None,
-        *,
-        epochs: int,
-    ) -> History:
-        """Train for up to ``epochs`` more epochs; may be called again to continue.
+        """Mean loss and accuracy (None for regression) in evaluation mode.
 
         Parameters
         ----------
         x : ndarray of shape (N, D)
-            Inputs, cast once to the network's dtype.
         y : ndarray of shape (N,) or (N, C)
-            Class indices for cross-entropy, targets for the other losses.
-        x_val, y_val : ndarray or None
-            Validation set scored after every epoch.
-        epochs : int
-            Epochs to run in this call.
         """
-        check_positive_int("epochs", epochs)
-        x = np.asarray(x, dtype=self.network.dtype)
-        has_val = x_val is not None and y_val is not None
-        if has_val:
-            x_val = np.asarray(x_val, dtype=self.network.dtype)
-        monitor = self.monitor if has_val else "train_loss"
-        if monitor != self._best.monitor:
-            self._best = EarlyStopping(patience=1, mode=MONITORS[monitor], monitor=monitor)
-        for _ in range(epochs):
-            start = time.perf_counter()
-            if self.lr_schedule is not None:
-                self.optimizer.lr = float(self.lr_schedule(len(self.history.records)))
-            train_loss, train_acc = self.train_epoch(x, y)
-            val_loss, val_acc = self.evaluate(x_val, y_val) if has_val else (None, None)  # type: ignore[arg-type]
-            record = {
-                "epoch": len(self.history.records) + 1,
-                "train_loss": train_loss,
-                "train_accuracy": train_acc,
-                "val_loss": val_loss,
-                "val_accuracy": val_acc,
-                "lr": self.optimizer.lr,
-                "seconds": time.perf_counter() - start,
-            }
-            self.history.records.append(record)
-            score = {"val_loss": val_loss, "val_accuracy": val_acc, "train_loss": train_loss}[monitor]
-            if score is None:
-                raise ValueError(f"monitor {monitor!r} needs a classification loss, got {type(self.loss).__name__}")
-            self._best.update(score)
-            if self._best.improved:
-                self.history.best_epoch = record["epoch"]
-                self.best_state = {name: p.data.copy() for name, p in self.network.named_parameters().items()}
-            if self.on_epoch_end is not None:
-                self.on_epoch_end(record)
-            if self.early_stopping is not None and self.early_stopping.update(score):
-                self.history.stop_reason = f"early stopping: {self.early_stopping.reason}"
-                logger.info(self.history.stop_reason)
-                break
-        else:
-            self.history.stop_reason = f"completed {len(self.history.records)} epochs"
-        if self.restore_best and self.best_state is not None:
-            self.restore_best_weights()
-        return self.history
-
-    def restore_best_weights(self) -> None:
-        """Copy the best epoch's weights back into the network."""
-        if self.best_state is None:
-            raise ValueError("no best weights recorded yet: call fit first")
-        for name, param in self.network.named_parameters().items():
-            param.data[...] = self.best_state[name]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # as in train_epoch
+            logits = predict_logits(self.network, x)
+            value = self.loss.forward(logits, np.asarray(y))
+        hits = count_correct(self.loss, logits, y)
+        return value, (hits / len(x) if hits is not None else None)

@@ -1,12 +1,11 @@
 """Learning-rate schedules as small framework-free state machines, stepped once per epoch.
 
 :class:`~mlpkit.train.torch_trainer.TorchTrainer` reads :attr:`Schedule.lr` before an epoch and
-calls :meth:`Schedule.step` with the epoch's monitored score after it. The epoch-only schedules are
-also plain functions ``schedule(epoch) -> lr`` (epochs from 0), the ``lr_schedule`` that
-:class:`~mlpkit.train.numpy_trainer.NumpyTrainer` takes. Each rule reproduces the
-``torch.optim.lr_scheduler`` class of
-the same meaning (checked against it in the tests), but holds only floats, so either trainer can
-use it and its state is plain JSON for checkpoints.
+calls :meth:`Schedule.step` with the epoch's monitored score after it, and so does
+:class:`~mlpkit.train.numpy_trainer.NumpyTrainer` (both through :class:`~mlpkit.train.loop.EpochTrainer`).
+Each rule reproduces the ``torch.optim.lr_scheduler`` class of the same meaning (checked against
+it in the tests), but holds only floats, so either trainer can use it and its state is plain JSON
+for checkpoints.
 
 ========== ===================================================== ==========================
 name       lr after epoch t (t counts from 1)                    torch equivalent
@@ -70,10 +69,6 @@ class Schedule:
     def _lr_at(self, epoch: int) -> float:
         return self.base_lr
 
-    def __call__(self, epoch: int) -> float:
-        """The lr of epoch ``epoch`` (from 0), state unchanged: the NumpyTrainer's ``lr_schedule``."""
-        return self._lr_at(epoch)
-
     def state_dict(self) -> dict[str, Any]:
         """JSON-ready state; :meth:`load_state_dict` restores it."""
         return {"name": self.name, "lr": self.lr, "epoch": self.epoch}
@@ -104,10 +99,8 @@ class StepLR(Schedule):
     Examples
     --------
     >>> s = StepLR(1.0, step_size=2, gamma=0.5)
-    >>> [s(epoch) for epoch in range(4)]
-    [1.0, 1.0, 0.5, 0.5]
-    >>> [s.step() for _ in range(4)]
-    [1.0, 0.5, 0.5, 0.25]
+    >>> [s.lr] + [s.step() for _ in range(4)]
+    [1.0, 1.0, 0.5, 0.5, 0.25]
     """
 
     name = "step"
@@ -211,12 +204,6 @@ class ReduceLROnPlateau(Schedule):
         self.best = math.inf if mode == "min" else -math.inf
         self.num_bad_epochs = 0
         self.cooldown_counter = 0
-
-    def __call__(self, epoch: int) -> float:
-        raise ConfigError(
-            "schedule 'plateau' depends on the monitored score, not on the epoch alone; as a function "
-            f"lr_schedule(epoch) use one of {sorted(n for n in SCHEDULES if n != 'plateau')}"
-        )
 
     def _is_better(self, score: float) -> bool:
         if self.threshold_mode == "rel":

@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,8 +29,6 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from mlpkit._checks import (
-    check_choice,
-    check_nonnegative_int,
     check_positive_float,
     check_positive_int,
     check_probability,
@@ -45,7 +42,7 @@ from mlpkit.train.distributed import (
     shard_weight,
 )
 from mlpkit.train.early_stopping import EarlyStopping
-from mlpkit.train.history import History
+from mlpkit.train.loop import EpochTrainer
 from mlpkit.train.schedules import Schedule
 
 __all__ = [
@@ -60,7 +57,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MONITORS = {"val_loss": "min", "val_accuracy": "max", "train_loss": "min"}
 DEVICE_NAMES = ("auto", "cpu", "cuda")
 OPTIMIZER_NAMES = ("sgd", "adam", "adamw")
 LOSS_NAMES = ("cross_entropy", "bce_with_logits", "mse")
@@ -201,8 +197,11 @@ def _correct_fn(loss: nn.Module) -> Callable[[Tensor, Tensor], Tensor] | None:
     return None
 
 
-class TorchTrainer:
+class TorchTrainer(EpochTrainer):
     """Minibatch training of a torch module, with validation, early stopping and restore-best.
+
+    The epoch loop is :class:`~mlpkit.train.loop.EpochTrainer`'s, shared with the NumPy trainer;
+    this class supplies the device, one epoch of autograd training, DDP and gradient clipping.
 
     Parameters
     ----------
@@ -274,9 +273,17 @@ class TorchTrainer:
         distributed: DistributedContext | None = None,
         eval_batch_size: int = 8192,
     ) -> None:
-        self.batch_size = check_positive_int("batch_size", batch_size)
+        super().__init__(
+            rng=rng,
+            batch_size=batch_size,
+            early_stopping=early_stopping,
+            monitor=monitor,
+            restore_best=restore_best,
+            schedule=schedule,
+            progress=progress,
+            on_epoch_end=on_epoch_end,
+        )
         self.eval_batch_size = check_positive_int("eval_batch_size", eval_batch_size)
-        self.monitor = check_choice("monitor", monitor, MONITORS)
         self.grad_clip_norm = (
             None if grad_clip_norm is None else check_positive_float("grad_clip_norm", grad_clip_norm)
         )
@@ -287,16 +294,6 @@ class TorchTrainer:
         self.model = model.to(self.device)
         self.loss = loss.to(self.device)
         self.optimizer = optimizer
-        self.rng = rng
-        self.early_stopping = early_stopping
-        self.restore_best = restore_best
-        self.schedule = schedule
-        self.progress = progress
-        self.on_epoch_end = on_epoch_end
-        self.history = History()
-        self.best_state: dict[str, Tensor] | None = None
-        self.best_tracker = EarlyStopping(patience=1, mode=MONITORS[monitor], monitor=monitor)
-        self.stopped_early = False
         self._params = [p for p in model.parameters() if p.requires_grad]
         self.dtype = self._params[0].dtype if self._params else torch.float32
         self._correct = _correct_fn(loss)
@@ -308,15 +305,6 @@ class TorchTrainer:
             self.train_model = DistributedDataParallel(model, device_ids=ids)  # broadcasts rank 0's weights
 
     # -- state ---------------------------------------------------------------------------------
-
-    @property
-    def epochs_done(self) -> int:
-        """Epochs finished so far (restored by a checkpoint); ``fit(epochs=total - epochs_done)`` resumes."""
-        return len(self.history.records)
-
-    def remaining_epochs(self, total: int) -> int:
-        """Epochs left to reach ``total`` (0 once early stopping has fired): ``fit(epochs=...)`` on resume."""
-        return 0 if self.stopped_early else max(0, total - self.epochs_done)
 
     @property
     def lr(self) -> float:
@@ -340,6 +328,22 @@ class TorchTrainer:
         self.model.load_state_dict(snap["model"])
         self.optimizer.load_state_dict(snap["optimizer"])
         self.rng.bit_generator.state = snap["rng"]
+
+    def weights(self) -> dict[str, Tensor]:
+        """Detached copies of the model's state (what :attr:`best_state` holds)."""
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def load_weights(self, state: dict[str, Tensor]) -> None:
+        self.model.load_state_dict(state)
+
+    def _is_rank_zero(self) -> bool:
+        return self.distributed is None or self.distributed.is_rank_zero
+
+    def _prepare(self, x: Any, y: Any) -> tuple[Tensor, Tensor]:
+        x_t = self._inputs(x)
+        if x_t.shape[0] == 0:
+            raise ValueError("cannot train on an empty array (0 samples)")
+        return x_t, self._targets(y, x_t.shape[0])
 
     # -- data ----------------------------------------------------------------------------------
 
@@ -476,108 +480,3 @@ class TorchTrainer:
         finally:
             self.model.train(was_training)
         return torch.cat(parts).cpu().numpy()
-
-    # -- the loop ------------------------------------------------------------------------------
-
-    def fit(
-        self,
-        x: Any,
-        y: Any,
-        x_val: Any | None = None,
-        y_val: Any | None = None,
-        *,
-        epochs: int,
-    ) -> History:
-        """Train for up to ``epochs`` more epochs; may be called again (or after a resume) to continue.
-
-        Parameters
-        ----------
-        x : ndarray or Tensor of shape (N, D)
-            Inputs, moved to the device and cast to the model's dtype once.
-        y : ndarray or Tensor of shape (N,) or (N, C)
-            Class indices for cross-entropy, targets for the other losses.
-        x_val, y_val : ndarray or None
-            Validation set scored after every epoch.
-        epochs : int
-            Epochs to run in this call; 0 (e.g. ``remaining_epochs(total)`` after a finished run)
-            only restores the best weights. No epoch runs once early stopping has fired.
-
-        Returns
-        -------
-        History
-            Every epoch so far (records keep accumulating across calls and resumes).
-
-        Raises
-        ------
-        TrainingDivergedError
-            When an epoch's loss is NaN or infinite; the trainer is first rolled back to the end
-            of the last good epoch, which ``on_epoch_end`` has already seen.
-        """
-        check_nonnegative_int("epochs", epochs)
-        if self.stopped_early:
-            epochs = 0
-        x_t = self._inputs(x)
-        y_t = self._targets(y, x_t.shape[0])
-        if x_t.shape[0] == 0:
-            raise ValueError("cannot train on an empty array (0 samples)")
-        has_val = x_val is not None and y_val is not None
-        if has_val:
-            xv_t = self._inputs(x_val)
-            yv_t = self._targets(y_val, xv_t.shape[0])
-        monitor = self.monitor if has_val else "train_loss"
-        if monitor != self.best_tracker.monitor:
-            self.best_tracker = EarlyStopping(patience=1, mode=MONITORS[monitor], monitor=monitor)
-        if self.schedule is not None:
-            self._set_lr(self.schedule.lr)
-        rank_zero = self.distributed is None or self.distributed.is_rank_zero
-        for _ in range(epochs):
-            start = time.perf_counter()
-            lr = self.lr
-            last_good = self.snapshot()
-            try:
-                train_loss, train_acc = self.train_epoch(x_t, y_t)
-            except TrainingDivergedError:
-                self.restore_snapshot(last_good)
-                raise
-            val_loss, val_acc = self.evaluate(xv_t, yv_t) if has_val else (None, None)
-            record = {
-                "epoch": self.epochs_done + 1,
-                "train_loss": train_loss,
-                "train_accuracy": train_acc,
-                "val_loss": val_loss,
-                "val_accuracy": val_acc,
-                "lr": lr,
-                "seconds": time.perf_counter() - start,
-            }
-            self.history.records.append(record)
-            score = {"val_loss": val_loss, "val_accuracy": val_acc, "train_loss": train_loss}[monitor]
-            if score is None:
-                raise ValueError(
-                    f"monitor {monitor!r} needs a classification loss, got {type(self.loss).__name__}"
-                )
-            self.best_tracker.update(score)
-            if self.best_tracker.improved:
-                self.history.best_epoch = record["epoch"]
-                self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            if self.schedule is not None:
-                self._set_lr(self.schedule.step(score))
-            stop = self.early_stopping is not None and self.early_stopping.update(score)
-            if stop:
-                self.stopped_early = True
-                self.history.stop_reason = f"early stopping: {self.early_stopping.reason}"  # type: ignore[union-attr]
-                logger.info(self.history.stop_reason)
-            else:
-                self.history.stop_reason = f"completed {self.epochs_done} epochs"
-            if self.on_epoch_end is not None and rank_zero:
-                self.on_epoch_end(record)
-            if stop:
-                break
-        if self.restore_best and self.best_state is not None:
-            self.restore_best_weights()
-        return self.history
-
-    def restore_best_weights(self) -> None:
-        """Copy the best epoch's weights back into the model."""
-        if self.best_state is None:
-            raise ValueError("no best weights recorded yet: call fit first")
-        self.model.load_state_dict(self.best_state)
