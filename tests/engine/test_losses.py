@@ -190,3 +190,21 @@ def test_get_loss_unknown_name_lists_the_valid_names():
     assert sorted(LOSSES) == ["bce_with_logits", "cross_entropy", "mse"]
     with pytest.raises(ValueError, match=re.escape(msg)):
         get_loss("hinge")
+
+
+def test_confident_logits_send_back_no_subnormal_gradients():
+    # A fitted float32 network puts probability e^-95 on a wrong class: in float32 that is a
+    # subnormal number, and x86 arithmetic on subnormals takes a slow microcode path.
+    logits = np.array([[0.0, -90.0, 5.0], [3.0, 2.0, -1.0]], dtype=np.float32)  # (B, C)
+    target = np.array([2, 0])
+    loss = SoftmaxCrossEntropyLoss()
+    loss.forward(logits, target)
+    grad = loss.backward()
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)  # unflushed, float32
+    raw = (probs - np.eye(3, dtype=np.float32)[target]) / 2
+    tiny = np.finfo(np.float32).tiny
+    assert np.any((raw != 0) & (np.abs(raw) < tiny))  # the plain formula does produce one
+    assert not np.any((grad != 0) & (np.abs(grad) < tiny))
+    kept = np.abs(raw) >= 1e-30
+    np.testing.assert_allclose(grad[kept], raw[kept], rtol=1e-5)  # the rest as the formula (float32)

@@ -28,6 +28,21 @@ class Loss:
         return self.forward(logits, target)
 
 
+def flush_tiny(grad: np.ndarray) -> np.ndarray:
+    """Set to zero, in place, entries too small to matter that would go subnormal downstream.
+
+    Once a float32 network fits its training set, softmax and sigmoid put probabilities of about
+    1e-40 on the wrong classes; those gradient entries, and their products with weights and
+    activations in the backward GEMMs, are subnormal numbers, on which x86 arithmetic takes a
+    microcode assist: late epochs on Fashion-MNIST ran 35% slower. Below ``tiny / eps`` (1e-31 in
+    float32, 1e-292 in float64) an entry is 2^23 (2^52) times too small to move any weight, and
+    its products with factors of 1e-7 to 10 stay normal. GPUs flush such values the same way.
+    """
+    info = np.finfo(grad.dtype)
+    np.copyto(grad, 0, where=np.abs(grad) < info.tiny / info.eps)
+    return grad
+
+
 def _check_same_shape(logits: np.ndarray, target: np.ndarray) -> None:
     if logits.shape != target.shape:
         raise ValueError(f"target must have the logits' shape {logits.shape}, got {target.shape}")
@@ -76,7 +91,7 @@ class SoftmaxCrossEntropyLoss(Loss):
         grad = self._probs.copy()                                         # (B, C)
         grad[self._rows, self._target] -= 1
         grad *= grad.dtype.type(1.0 / grad.shape[0])
-        return grad
+        return flush_tiny(grad)
 
 
 class BCEWithLogitsLoss(Loss):
@@ -96,7 +111,7 @@ class BCEWithLogitsLoss(Loss):
 
     def backward(self) -> np.ndarray:
         z = self._logits
-        return (stable_sigmoid(z) - self._target) * z.dtype.type(1.0 / z.size)
+        return flush_tiny((stable_sigmoid(z) - self._target) * z.dtype.type(1.0 / z.size))
 
 
 LOSSES: dict[str, type[Loss]] = {

@@ -140,13 +140,17 @@ class Adam(Optimizer):
         self.eps = check_positive_float("eps", eps)
         self._m = [np.zeros_like(p.data) for p in self.params]
         self._v = [np.zeros_like(p.data) for p in self.params]
+        self._scratch = [np.empty_like(p.data) for p in self.params]
 
     def step(self) -> None:
         self.step_count += 1
         t = self.step_count
         step_size = self.lr / (1 - self.beta1**t)
         sqrt_bc2 = (1 - self.beta2**t) ** 0.5
-        for p, m, v in zip(self.params, self._m, self._v, strict=True):
+        # Every operation writes into a preallocated buffer: a step allocates nothing, which
+        # matters when the GEMMs are small (scikit-learn's 100-unit protocol spends a fifth of a
+        # step here otherwise).
+        for p, m, v, tmp in zip(self.params, self._m, self._v, self._scratch, strict=True):
             dt = p.data.dtype.type
             if self.decoupled:
                 g = p.grad
@@ -154,14 +158,19 @@ class Adam(Optimizer):
                     p.data *= dt(1 - self.lr * self.weight_decay)
             else:
                 g = self._l2_grad(p)
-            m *= dt(self.beta1)
-            m += dt(1 - self.beta1) * g
-            v *= dt(self.beta2)
-            v += dt(1 - self.beta2) * (g * g)
-            denom = np.sqrt(v)
-            denom /= dt(sqrt_bc2)
-            denom += dt(self.eps)
-            p.data -= dt(step_size) * (m / denom)
+            m *= dt(self.beta1)                                  # m ← β1 m + (1 − β1) g
+            np.multiply(g, dt(1 - self.beta1), out=tmp)
+            m += tmp
+            v *= dt(self.beta2)                                  # v ← β2 v + (1 − β2) g²
+            np.multiply(g, g, out=tmp)
+            tmp *= dt(1 - self.beta2)
+            v += tmp
+            np.sqrt(v, out=tmp)                                  # denom = sqrt(v) / sqrt(1 − β2ᵗ) + ε
+            tmp /= dt(sqrt_bc2)
+            tmp += dt(self.eps)
+            np.divide(m, tmp, out=tmp)                           # w ← w − lr/(1 − β1ᵗ) · m / denom
+            tmp *= dt(step_size)
+            p.data -= tmp
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         arrays = {f"{i}.exp_avg": m for i, m in enumerate(self._m)}
