@@ -29,8 +29,12 @@ _DPI = 100
 _MISTAKE_COLOR = "tab:red"
 
 
-def _new_figure(width: float, height: float) -> Figure:
-    """A Figure on an Agg canvas: PNG rendering without pyplot or a display."""
+def new_figure(width: float, height: float) -> Figure:
+    """A Figure on an Agg canvas: PNG rendering without pyplot or a display.
+
+    The figure is never registered with ``pyplot``: no global figure list holds it (nothing to
+    close, nothing leaks across calls) and the user's interactive backend is left alone.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -39,7 +43,7 @@ def _new_figure(width: float, height: float) -> Figure:
     return figure
 
 
-def _save_png(figure: Figure, path: str | os.PathLike[str]) -> None:
+def save_png(figure: Figure, path: str | os.PathLike[str]) -> None:
     """Render ``figure`` to ``path`` as PNG, atomically (temporary file, fsync, rename)."""
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=_DPI)
@@ -73,7 +77,7 @@ def plot_curves(
     if not records:
         raise ValueError("plot_curves needs at least one epoch record, got none")
     epochs = [int(record["epoch"]) for record in records]
-    figure = _new_figure(10.0, 4.0)
+    figure = new_figure(10.0, 4.0)
     axes = figure.subplots(1, 2)
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for split, label, style in (("train", "train", "-o"), ("val", "validation", "-s")):
@@ -91,7 +95,7 @@ def plot_curves(
         # Epochs are integers: ticks at 1.5 would suggest half epochs.
         ax.xaxis.get_major_locator().set_params(integer=True)
     if path is not None:
-        _save_png(figure, path)
+        save_png(figure, path)
     return figure
 
 
@@ -146,7 +150,7 @@ def plot_predictions(
         )
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
-    figure = _new_figure(1.6 * ncols, 1.9 * nrows + 0.4)
+    figure = new_figure(1.6 * ncols, 1.9 * nrows + 0.4)
     figure.suptitle("predicted / true (mistakes in red)", fontsize=10)
     axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
     vmax = 255 if images.dtype == np.uint8 else 1.0
@@ -162,5 +166,5 @@ def plot_predictions(
             color=_MISTAKE_COLOR if wrong else "black",
         )
     if path is not None:
-        _save_png(figure, path)
+        save_png(figure, path)
     return figure

@@ -6,6 +6,7 @@ writes the file (atomically) and the figures it links to.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,16 +33,25 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.4g}" if math.isfinite(value) else "—"
     if isinstance(value, list | tuple):
         return ", ".join(_cell(v) for v in value) if value else "(none)"
     return str(value).replace("|", "\\|")
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table; floats to 4 significant digits, None and NaN as a dash.
+
+    Examples
+    --------
+    >>> print(markdown_table(["a", "b"], [[1, 0.123456]]))
+    | a | b |
+    |---|---|
+    | 1 | 0.1235 |
+    """
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
-    return lines
+    return "\n".join(lines)
 
 
 def render_report(
@@ -89,16 +99,18 @@ def render_report(
     lines = [f"# mlpkit run: {title}", ""]
 
     lines += ["## Result", ""]
-    lines += _table(["", "value"], [(key, value) for key, value in summary.items()])
+    lines.append(markdown_table(["", "value"], [(key, value) for key, value in summary.items()]))
     lines.append("")
 
     for caption, target in figures.items():
         lines += [f"![{caption}]({target})", ""]
 
     lines += ["## Configuration", ""]
-    lines += _table(
-        ["section", "key", "value"],
-        [(section, key, value) for section, values in config.items() for key, value in values.items()],
+    lines.append(
+        markdown_table(
+            ["section", "key", "value"],
+            [(section, key, value) for section, values in config.items() for key, value in values.items()],
+        )
     )
     lines.append("")
 
@@ -111,7 +123,7 @@ def render_report(
             if record.get("epoch") == best:
                 row[0] = f"**{row[0]}** (best)"
             rows.append(row)
-        lines += _table([header for _, header in _EPOCH_COLUMNS], rows)
+        lines.append(markdown_table([header for _, header in _EPOCH_COLUMNS], rows))
     else:
         lines.append("No epoch finished.")
     lines.append("")
@@ -120,9 +132,8 @@ def render_report(
         confusion = np.asarray(confusion)
         lines += ["## Test confusion matrix", "", "Rows are true classes, columns predicted classes.", ""]
         header = ["true \\ predicted", *(_cell(name) for name in class_names)]
-        lines += _table(
-            header, [(name, *map(int, row)) for name, row in zip(class_names, confusion, strict=True)]
-        )
+        rows = [(name, *map(int, row)) for name, row in zip(class_names, confusion, strict=True)]
+        lines.append(markdown_table(header, rows))
         lines.append("")
 
     return "\n".join(lines)
