@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from mlpkit.config import (
+    DEVICES,
     OPTIMIZERS,
+    SCHEDULES,
     EarlyStoppingConfig,
     ModelConfig,
     OptimConfig,
@@ -95,7 +97,9 @@ def test_unknown_key_lists_the_valid_ones_and_names_the_file(tmp_path: Path) -> 
         load_config(path)
     message = str(info.value)
     assert message.startswith(f"{path}: [optim] unknown key(s) ['learning_rate']; valid keys: ")
-    assert "'batch_size', 'epochs', 'lr', 'momentum', 'nesterov', 'optimizer', 'weight_decay'" in message
+    assert (
+        "'batch_size', 'epochs', 'factor', 'gamma', 'grad_clip_norm', 'lr', 'min_lr', 'momentum'," in message
+    )
 
 
 def test_unknown_section_and_a_key_outside_its_section(tmp_path: Path) -> None:
@@ -145,7 +149,7 @@ def test_unknown_section_and_a_key_outside_its_section(tmp_path: Path) -> None:
         ),
         ("[data]\nval_size = -5", r"\[data\] val_size must be a non-negative int, got -5"),
         ('[run]\ndtype = "float16"', r"\[run\] dtype must be one of \['float32', 'float64'\], got 'float16'"),
-        ('[run]\nengine = "jax"', r"\[run\] engine must be one of \['numpy'\], got 'jax'"),
+        ('[run]\nengine = "jax"', r"\[run\] engine must be one of \['numpy', 'torch'\], got 'jax'"),
         ('[run]\ndevice = "cuda"', r"\[run\] device must be 'cpu' for engine 'numpy', got 'cuda'"),
         ("optim = 3", r"\[optim\] must be a table of keys, got 3"),
     ],
@@ -211,3 +215,183 @@ def test_unreadable_files_are_config_errors(tmp_path: Path, name: str, text: str
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=rf"{re.escape(str(tmp_path / 'none.toml'))}: no such config file"):
         load_config(tmp_path / "none.toml")
+
+
+# -- engines, devices, schedules, gradient clipping, augmentation (issue 4) --------------------------
+
+CLASSIC_TORCH = CLASSIC.with_name("classic_torch.toml")
+
+
+def test_config_names_the_schedules_the_trainers_have() -> None:
+    from mlpkit.train.schedules import SCHEDULES as TRAIN_SCHEDULES
+
+    assert set(SCHEDULES) == set(TRAIN_SCHEDULES)
+
+
+def test_config_names_the_devices_the_torch_engine_resolves() -> None:
+    pytest.importorskip("torch")
+    from mlpkit.train.torch_trainer import DEVICE_NAMES
+
+    assert set(DEVICES) == set(DEVICE_NAMES)
+
+
+def test_classic_torch_toml_is_the_classic_recipe_on_the_torch_engine() -> None:
+    classic, on_torch = load_config(CLASSIC), load_config(CLASSIC_TORCH)
+    assert on_torch.run.engine == "torch" and on_torch.run.device == "auto"
+    assert on_torch.run.name == "classic_torch"
+    same_run = dataclasses.replace(on_torch.run, engine="numpy", device="cpu", name="classic")
+    assert dataclasses.replace(on_torch, run=same_run) == classic
+
+
+def test_new_keys_round_trip_and_old_config_json_files_still_load(tmp_path: Path) -> None:
+    config = RunConfig().with_overrides(
+        {
+            "optim": {
+                "schedule": "plateau",
+                "min_lr": 1e-4,
+                "factor": 0.5,
+                "schedule_patience": 2,
+                "grad_clip_norm": 1,
+            },
+            "run": {"engine": "torch", "device": "cuda:1"},
+        }
+    )
+    assert config.optim.grad_clip_norm == 1.0 and isinstance(config.optim.grad_clip_norm, float)
+    assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    # A config.json written before these keys existed: every missing key takes its default.
+    old = RunConfig().to_dict()
+    for section, keys in {"optim": _NEW_OPTIM_KEYS, "data": ("augment", "max_shift", "flip_p")}.items():
+        for key in keys:
+            del old[section][key]
+    assert load_config(write(tmp_path, json.dumps(old), "config.json")) == RunConfig()
+
+
+_NEW_OPTIM_KEYS = (
+    "schedule",
+    "min_lr",
+    "gamma",
+    "step_size",
+    "factor",
+    "schedule_patience",
+    "grad_clip_norm",
+)
+
+
+@pytest.mark.parametrize(
+    ("optim", "expected"),
+    [
+        ({}, None),
+        ({"schedule": "step", "step_size": 3}, {"step_size": 3}),
+        ({"schedule": "step", "gamma": 0.5}, {"step_size": 10, "gamma": 0.5}),
+        ({"schedule": "exponential"}, {}),
+        ({"schedule": "cosine", "epochs": 7, "min_lr": 0.01}, {"epochs": 7, "min_lr": 0.01}),
+        (
+            {"schedule": "plateau", "factor": 0.5, "schedule_patience": 1},
+            {"mode": "max", "factor": 0.5, "patience": 1, "min_lr": 0.0},
+        ),
+    ],
+)
+def test_schedule_kwargs_build_the_schedule(
+    optim: dict[str, object], expected: dict[str, object] | None
+) -> None:
+    from mlpkit.train.schedules import make_schedule
+
+    config = OptimConfig(**optim)  # type: ignore[arg-type]
+    kwargs = config.schedule_kwargs(mode="max")
+    assert kwargs == (expected if expected is not None else {})
+    schedule = make_schedule(config.schedule, config.lr, **kwargs)
+    assert schedule.name == config.schedule and schedule.lr == config.lr
+
+
+def test_cosine_anneals_over_the_configured_epochs() -> None:
+    from mlpkit.train.schedules import make_schedule
+
+    optim = OptimConfig(schedule="cosine", lr=0.1, min_lr=0.001, epochs=4)
+    schedule = make_schedule(optim.schedule, optim.lr, **optim.schedule_kwargs())
+    lrs = [schedule.step() for _ in range(4)]
+    assert lrs[-1] == pytest.approx(0.001) and lrs[0] < 0.1
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        (
+            '[run]\nengine = "torch"\ndevice = "tpu"',
+            r"\[run\] device must be one of \['auto', 'cpu', 'cuda'\] or 'cuda:N', got 'tpu'",
+        ),
+        ('[run]\nengine = "torch"\ndevice = "cuda:x"', r"device must be one of .* or 'cuda:N', got 'cuda:x'"),
+        (
+            '[run]\ndevice = "cuda:0"',
+            r"device must be 'cpu' for engine 'numpy', got 'cuda:0'.*--engine torch",
+        ),
+        (
+            '[optim]\nschedule = "linear"',
+            r"\[optim\] schedule must be one of \['constant', 'cosine', 'exponential', 'plateau', 'step'\], "
+            r"got 'linear'",
+        ),
+        (
+            "[optim]\nmin_lr = 0.001",
+            r"\[optim\] min_lr applies to schedule 'cosine' or 'plateau' only, got min_lr=0.001 "
+            r"with schedule 'constant'",
+        ),
+        (
+            '[optim]\nschedule = "cosine"\ngamma = 0.5',
+            r"gamma applies to schedule 'step' or 'exponential' only, got gamma=0.5 with schedule 'cosine'",
+        ),
+        (
+            '[optim]\nschedule = "step"\nschedule_patience = 3',
+            r"schedule_patience applies to schedule 'plateau' only",
+        ),
+        (
+            '[optim]\nschedule = "cosine"\nlr = 0.01\nmin_lr = 0.01',
+            r"\[optim\] min_lr must be smaller than lr, got min_lr=0.01 with lr=0.01",
+        ),
+        (
+            '[optim]\nschedule = "plateau"\nfactor = 1.0',
+            r"\[optim\] factor must be a float in \(0, 1\), got 1.0",
+        ),
+        ('[optim]\nschedule = "plateau"\nfactor = 0', r"\[optim\] factor must be a positive float, got 0"),
+        ('[optim]\nschedule = "step"\nstep_size = 0', r"\[optim\] step_size must be a positive int, got 0"),
+        ('[optim]\nschedule = "step"\ngamma = -1', r"\[optim\] gamma must be a positive float, got -1"),
+        (
+            '[optim]\ngrad_clip_norm = 0\n[run]\nengine = "torch"',
+            r"\[optim\] grad_clip_norm must be a positive float, got 0",
+        ),
+        (
+            "[optim]\ngrad_clip_norm = 1.0",
+            r"\[optim\] grad_clip_norm needs engine 'torch' .*got grad_clip_norm=1 with engine 'numpy'",
+        ),
+        (
+            '[data]\naugment = "mixup"',
+            r"\[data\] augment must be one of \['none', 'shift_flip'\], got 'mixup'",
+        ),
+        (
+            "[data]\nmax_shift = 4",
+            r"\[data\] max_shift applies to augment 'shift_flip' only, got max_shift=4 with augment 'none'",
+        ),
+        (
+            '[data]\naugment = "shift_flip"\nflip_p = 1.5',
+            r"\[data\] flip_p must be a float in \[0, 1\], got 1.5",
+        ),
+        (
+            '[data]\naugment = "shift_flip"\n[run]\nengine = "torch"',
+            r"\[data\] augment 'shift_flip' needs engine 'numpy' .*got engine 'torch'",
+        ),
+    ],
+)
+def test_invalid_engine_schedule_and_augment_settings_are_named(
+    tmp_path: Path, toml: str, message: str
+) -> None:
+    path = write(tmp_path, toml + "\n")
+    with pytest.raises(ConfigError, match=re.escape(str(path)) + ": .*" + message):
+        load_config(path)
+
+
+def test_settings_for_the_engine_and_device_that_are_valid() -> None:
+    assert RunSettings(device="auto").device == "auto"  # the NumPy engine's CPU
+    for device in ("auto", "cpu", "cuda", "cuda:3"):
+        assert RunSettings(engine="torch", device=device).device == device
+    config = RunConfig().with_overrides(
+        {"data": {"augment": "shift_flip", "max_shift": 3, "flip_p": 1}, "optim": {"schedule": "step"}}
+    )
+    assert config.data.flip_p == 1.0 and config.optim.schedule_kwargs() == {"step_size": 10}

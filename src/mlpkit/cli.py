@@ -3,13 +3,15 @@
 ::
 
     mlpkit train [--config FILE] [options]     train into a new run directory (no options: the classic recipe)
+    mlpkit train --resume RUN_DIR              continue an interrupted --engine torch run from its checkpoint
     mlpkit evaluate RUN_DIR                    score a saved run on the test set
     mlpkit predict RUN_DIR FILE [--out CSV]    classify the images in an IDX, .npy or .csv file
     mlpkit experiment [NAME] [--out DIR] [--quick] [--seed N]   run a classic study (list them without NAME)
 
 Settings are taken from the defaults (the classic recipe), then ``--config FILE`` (.toml, or a
 run's ``config.json`` to repeat it), then the options given. Library code logs; this module shows
-``mlpkit`` log records on stderr (``-q`` keeps warnings only) and turns every
+``mlpkit`` log records on stderr (``-q`` keeps warnings only; under ``torchrun`` only rank 0 logs
+below warnings and prints results) and turns every
 :class:`~mlpkit.errors.MlpkitError` into one ``mlpkit: error: ...`` line and an exit status:
 
 ====  ======================================================================
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +39,17 @@ from pathlib import Path
 from typing import Any
 
 from mlpkit import __version__
-from mlpkit.config import DTYPES, ENGINES, MONITORS, OPTIMIZERS, RunConfig, load_config
+from mlpkit.config import (
+    AUGMENTS,
+    DEVICES,
+    DTYPES,
+    ENGINES,
+    MONITORS,
+    OPTIMIZERS,
+    SCHEDULES,
+    RunConfig,
+    load_config,
+)
 from mlpkit.errors import ConfigError, MlpkitError, OutputError, TrainingDivergedError
 from mlpkit.spec import ACTIVATION_NAMES, INIT_NAMES
 
@@ -120,7 +133,21 @@ _TRAIN_OPTIONS = (
     _option("--weight-decay", "optim.weight_decay", "L2 (sgd, adam) or decoupled (adamw) decay of the "
             "weights [0]", type=float, metavar="WD"),
     _option("--epochs", "optim.epochs", "maximum epochs [10]", type=int),
-    _option("--batch-size", "optim.batch_size", "minibatch size [256]", type=int, metavar="B"),
+    _option("--batch-size", "optim.batch_size", "minibatch size; the global batch under torchrun [256]",
+            type=int, metavar="B"),
+    _option("--schedule", "optim.schedule", f"learning rate per epoch: {', '.join(SCHEDULES)} [constant]",
+            metavar="NAME"),
+    _option("--min-lr", "optim.min_lr", "floor of the cosine and plateau schedules [0]", type=float,
+            metavar="LR"),
+    _option("--gamma", "optim.gamma", "decay factor of the step [0.1] and exponential [0.95] schedules",
+            type=float),
+    _option("--step-size", "optim.step_size", "epochs between decays of the step schedule [10]", type=int,
+            metavar="N"),
+    _option("--factor", "optim.factor", "decay factor of the plateau schedule [0.1]", type=float),
+    _option("--schedule-patience", "optim.schedule_patience", "epochs without improvement before the "
+            "plateau schedule decays [10]", type=int, metavar="N"),
+    _option("--grad-clip", "optim.grad_clip_norm", "clip the gradients' global L2 norm to this (torch "
+            "engine) [off]", type=float, metavar="NORM"),
     _option("--patience", "early_stopping.patience", "stop after N epochs without improvement; 0 = off "
             "[off]", type=int, metavar="N"),
     _option("--min-delta", "early_stopping.min_delta", "least improvement that counts [0]", type=float),
@@ -134,12 +161,18 @@ _TRAIN_OPTIONS = (
             metavar="N"),
     _option("--download", "data.download", "download the data once if no copy is found [on]", **_BOOL),
     _option("--verify", "data.verify", "check the files' SHA-256 against the official data [on]", **_BOOL),
+    _option("--augment", "data.augment", f"augment training batches: {', '.join(AUGMENTS)} [none]",
+            metavar="NAME"),
+    _option("--max-shift", "data.max_shift", "largest shift in pixels of shift_flip [2]", type=int,
+            metavar="PIXELS"),
+    _option("--flip-p", "data.flip_p", "probability of a horizontal flip in shift_flip [0.5]", type=float,
+            metavar="P"),
     _option("--seed", "run.seed", "seed of the split, init, dropout and batch order [0]", type=int),
     _option("--out", "run.out", "run directory [runs/<timestamp>-<name>]", metavar="DIR"),
     _option("--name", "run.name", "name in the default run directory [config stem, or from the model]"),
     _option("--dtype", "run.dtype", f"{', '.join(DTYPES)} [float32]", metavar="DTYPE"),
     _option("--engine", "run.engine", f"{', '.join(ENGINES)} [numpy]", metavar="NAME"),
-    _option("--device", "run.device", "device of the engine [cpu]"),
+    _option("--device", "run.device", f"{', '.join(DEVICES)} or cuda:N; cuda needs --engine torch [cpu]"),
 )
 
 
@@ -173,10 +206,17 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "Each setting comes from the defaults (the classic recipe: 784-256-10, ReLU, N(0, 0.01) weights, "
         "SGD lr 0.1, batch 256, 10 epochs), then --config, then these options. "
-        "'mlpkit train --config RUN_DIR/config.json' repeats a run into a new directory."
+        "'mlpkit train --config RUN_DIR/config.json' repeats a run into a new directory. "
+        "Several processes: 'torchrun --nproc_per_node=2 -m mlpkit train --engine torch ...'."
     )
     parser.add_argument(
         "--config", metavar="FILE", help="a .toml config, or a run's config.json to repeat it"
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted --engine torch run from its last checkpoint, with the settings in "
+        "RUN_DIR/config.json (no other settings may be given)",
     )
     for option in _TRAIN_OPTIONS:
         parser.add_argument(option.flag, dest=option.dest, default=None, help=option.help, **option.kwargs)
@@ -186,14 +226,34 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _run_train(args: argparse.Namespace) -> int:
-    from mlpkit.run import train_run
+def _resume_conflicts(args: argparse.Namespace) -> list[str]:
+    """The options given with ``--resume`` that would change the run it continues."""
+    given = [option.flag for option in _TRAIN_OPTIONS if getattr(args, option.dest) is not None]
+    if args.config:
+        given.insert(0, "--config")
+    if args.overwrite:
+        given.append("--overwrite")
+    return given
 
-    config = load_config(args.config) if args.config else RunConfig()
-    if overrides := _overrides(args):
-        config = config.with_overrides(overrides)
+
+def _run_train(args: argparse.Namespace) -> int:
+    from mlpkit.run import resume_run, train_run
+
     progress = not args.no_progress and sys.stderr.isatty()
-    result = train_run(config, progress=progress, overwrite=args.overwrite)
+    if args.resume:
+        if conflicts := _resume_conflicts(args):
+            raise ConfigError(
+                f"--resume continues {args.resume} with the settings in its config.json; it cannot be "
+                f"combined with {', '.join(conflicts)}"
+            )
+        result = resume_run(args.resume, progress=progress)
+    else:
+        config = load_config(args.config) if args.config else RunConfig()
+        if overrides := _overrides(args):
+            config = config.with_overrides(overrides)
+        result = train_run(config, progress=progress, overwrite=args.overwrite)
+    if result.rank != 0:
+        return EXIT_OK  # rank 0 reports for every process of a torchrun job
     s = result.summary
     _print_table(
         [
@@ -357,7 +417,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(_LogFormatter("%(message)s"))
     previous_level = package_logger.level
     package_logger.addHandler(handler)
-    package_logger.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    # Under torchrun every rank runs main(); only rank 0 tells the story.
+    other_rank = os.environ.get("RANK", "0") != "0"
+    package_logger.setLevel(logging.WARNING if args.quiet or other_rank else logging.INFO)
     try:
         return int(args.handler(args))
     except TrainingDivergedError as exc:

@@ -4,9 +4,10 @@ A configuration has five sections, each a frozen dataclass whose defaults are th
 (784-256-10, ReLU, weights N(0, 0.01), SGD lr 0.1, batch 256, 10 epochs)::
 
     [model]           hidden_features, activation, dropout, init, init_std
-    [optim]           optimizer, lr, momentum, nesterov, weight_decay, batch_size, epochs
+    [optim]           optimizer, lr, momentum, nesterov, weight_decay, batch_size, epochs,
+                      schedule, min_lr, gamma, step_size, factor, schedule_patience, grad_clip_norm
     [early_stopping]  patience, min_delta, monitor, restore_best
-    [data]            data_dir, val_size, download, verify
+    [data]            data_dir, val_size, download, verify, augment, max_shift, flip_p
     [run]             name, seed, out, dtype, engine, device
 
 Files are read by :func:`load_config`: ``.toml`` with the standard library's :mod:`tomllib`, and
@@ -18,7 +19,13 @@ and the value. Command-line options are applied on top with :meth:`RunConfig.wit
 which goes through the same checks.
 
 TOML has no null: leave a key out to get its ``None`` default (``data_dir``, ``out``, ``name``,
-``patience``); ``patience = 0`` also turns early stopping off.
+``patience``, ``gamma``, ``grad_clip_norm``); ``patience = 0`` also turns early stopping off.
+
+A key that only one choice uses (``momentum`` for SGD, ``min_lr`` for the cosine and plateau
+schedules, ``max_shift`` for the ``shift_flip`` augmentation, ...) is an error when set with
+another choice, and so is a setting the chosen engine does not have: ``grad_clip_norm`` and a
+GPU need ``engine = "torch"``, ``augment`` needs ``engine = "numpy"``. Whether a GPU is really
+there is checked when a run starts, by the torch engine: reading a config never imports torch.
 
 Examples
 --------
@@ -33,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -51,10 +59,13 @@ from mlpkit.errors import ConfigError
 from mlpkit.spec import MLPSpec
 
 __all__ = [
+    "AUGMENTS",
+    "DEVICES",
     "DTYPES",
     "ENGINES",
     "MONITORS",
     "OPTIMIZERS",
+    "SCHEDULES",
     "DataConfig",
     "EarlyStoppingConfig",
     "ModelConfig",
@@ -66,8 +77,14 @@ __all__ = [
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 """Optimizer names; each engine maps them to its implementation (``mlpkit.engine.OPTIMIZERS``)."""
-ENGINES = ("numpy",)
-"""Training engines. Issue 4 adds ``"torch"``, which is also when ``device`` may be other than cpu."""
+ENGINES = ("numpy", "torch")
+"""Training engines: the NumPy engine (CPU only) and PyTorch (any device, multi-process with torchrun)."""
+DEVICES = ("auto", "cpu", "cuda")
+"""Device names, plus ``"cuda:N"``; ``"auto"`` takes a GPU when there is one, else the CPU."""
+SCHEDULES = ("constant", "step", "exponential", "cosine", "plateau")
+"""Learning-rate schedules (``mlpkit.train.schedules.SCHEDULES``), stepped once per epoch."""
+AUGMENTS = ("none", "shift_flip")
+"""Training-time augmentations (``shift_flip``: :class:`mlpkit.data.augment.ShiftFlip`)."""
 DTYPES = ("float32", "float64")
 MONITORS = ("val_loss", "val_accuracy")
 """Scores that can pick the best epoch; the test set is never one of them."""
@@ -152,15 +169,36 @@ class ModelConfig:
         )
 
 
+# Keys used by some schedules only, and which: a value other than the default elsewhere is an error.
+_SCHEDULE_KEYS = {
+    "min_lr": ("cosine", "plateau"),
+    "gamma": ("step", "exponential"),
+    "step_size": ("step",),
+    "factor": ("plateau",),
+    "schedule_patience": ("plateau",),
+}
+
+
+def _only_with(
+    key: str, value: object, default: object, owner: str, chosen: str, users: Sequence[str]
+) -> None:
+    """Reject ``key`` set away from its default when the chosen ``owner`` does not use it."""
+    if chosen not in users and value != default:
+        used_by = " or ".join(repr(name) for name in users)
+        raise ValueError(
+            f"{key} applies to {owner} {used_by} only, got {key}={value!r} with {owner} {chosen!r}"
+        )
+
+
 @dataclass(frozen=True)
 class OptimConfig:
-    """Optimizer and schedule of the minibatch loop.
+    """Optimizer, learning-rate schedule and gradient clipping of the minibatch loop.
 
     Parameters
     ----------
     optimizer : {"sgd", "adam", "adamw"}
     lr : float
-        Learning rate.
+        Learning rate (the initial one when a schedule changes it).
     momentum : float in [0, 1)
         SGD momentum (SGD only).
     nesterov : bool
@@ -168,9 +206,26 @@ class OptimConfig:
     weight_decay : float
         L2 penalty for SGD and Adam, decoupled decay for AdamW; applied to weights, not biases.
     batch_size : int
-        Minibatch size B.
+        Minibatch size B (the global batch of a multi-process run).
     epochs : int
         Maximum number of passes over the training set.
+    schedule : {"constant", "step", "exponential", "cosine", "plateau"}
+        Learning rate per epoch (see :mod:`mlpkit.train.schedules`): ``step`` multiplies it by
+        ``gamma`` every ``step_size`` epochs, ``exponential`` by ``gamma`` every epoch, ``cosine``
+        anneals it to ``min_lr`` over ``epochs`` epochs, ``plateau`` multiplies it by ``factor``
+        after ``schedule_patience`` epochs without improvement of ``[early_stopping] monitor``.
+    min_lr : float
+        Floor of ``cosine`` and ``plateau``; smaller than ``lr``.
+    gamma : float or None
+        Decay factor of ``step`` (default 0.1) and ``exponential`` (default 0.95).
+    step_size : int
+        Epochs between two decays of ``step``.
+    factor : float in (0, 1)
+        Decay factor of ``plateau``.
+    schedule_patience : int
+        Epochs without improvement that ``plateau`` tolerates before it decays the rate.
+    grad_clip_norm : float or None
+        Clip the global L2 norm of the gradients to this value before each step (torch engine).
     """
 
     optimizer: str = "sgd"
@@ -180,6 +235,13 @@ class OptimConfig:
     weight_decay: float = 0.0
     batch_size: int = 256
     epochs: int = 10
+    schedule: str = "constant"
+    min_lr: float = 0.0
+    gamma: float | None = None
+    step_size: int = 10
+    factor: float = 0.1
+    schedule_patience: int = 10
+    grad_clip_norm: float | None = None
 
     def __post_init__(self) -> None:
         with _section("optim"):
@@ -197,6 +259,28 @@ class OptimConfig:
                 )
             if self.nesterov and self.momentum == 0:
                 raise ValueError("nesterov needs momentum > 0, got momentum=0")
+            self._check_schedule()
+            if self.grad_clip_norm is not None:
+                _set(self, "grad_clip_norm", check_positive_float("grad_clip_norm", self.grad_clip_norm))
+
+    def _check_schedule(self) -> None:
+        check_choice("schedule", self.schedule, SCHEDULES)
+        _set(self, "min_lr", check_nonnegative_float("min_lr", self.min_lr))
+        if self.gamma is not None:
+            _set(self, "gamma", check_positive_float("gamma", self.gamma))
+        check_positive_int("step_size", self.step_size)
+        factor = check_positive_float("factor", self.factor)
+        if factor >= 1:
+            raise ValueError(f"factor must be a float in (0, 1), got {self.factor!r}")
+        _set(self, "factor", factor)
+        check_nonnegative_int("schedule_patience", self.schedule_patience)
+        defaults = {f.name: f.default for f in fields(self)}
+        for key, users in _SCHEDULE_KEYS.items():
+            _only_with(key, getattr(self, key), defaults[key], "schedule", self.schedule, users)
+        if self.schedule in _SCHEDULE_KEYS["min_lr"] and self.min_lr >= self.lr:
+            raise ValueError(
+                f"min_lr must be smaller than lr, got min_lr={self.min_lr:g} with lr={self.lr:g}"
+            )
 
     def optimizer_kwargs(self) -> dict[str, float | bool]:
         """Keyword arguments of the optimizer's constructor (``make_optimizer(name, params, **kw)``)."""
@@ -204,6 +288,34 @@ class OptimConfig:
         if self.optimizer == "sgd":
             kwargs |= {"momentum": self.momentum, "nesterov": self.nesterov}
         return kwargs
+
+    def schedule_kwargs(self, mode: str = "min") -> dict[str, Any]:
+        """Keyword arguments of ``make_schedule(self.schedule, self.lr, **kw)``.
+
+        Parameters
+        ----------
+        mode : {"min", "max"}
+            Whether the monitored score improves downwards (a loss) or upwards (an accuracy);
+            only ``plateau`` uses it.
+
+        Examples
+        --------
+        >>> OptimConfig(schedule="cosine", epochs=20, min_lr=1e-4).schedule_kwargs()
+        {'epochs': 20, 'min_lr': 0.0001}
+        """
+        gamma = {} if self.gamma is None else {"gamma": self.gamma}
+        return {
+            "constant": {},
+            "step": {"step_size": self.step_size, **gamma},
+            "exponential": gamma,
+            "cosine": {"epochs": self.epochs, "min_lr": self.min_lr},
+            "plateau": {
+                "mode": mode,
+                "factor": self.factor,
+                "patience": self.schedule_patience,
+                "min_lr": self.min_lr,
+            },
+        }[self.schedule]
 
 
 @dataclass(frozen=True)
@@ -255,12 +367,23 @@ class DataConfig:
     verify : bool
         Check the files' SHA-256 against the official ones; turn off only for other data in the
         same format (e.g. small generated files).
+    augment : {"none", "shift_flip"}
+        Training-time augmentation of each minibatch (never of validation or test images):
+        ``shift_flip`` shifts each image by up to ``max_shift`` pixels and mirrors it with
+        probability ``flip_p`` (:class:`mlpkit.data.augment.ShiftFlip`).
+    max_shift : int
+        Largest shift in pixels along each axis (``shift_flip``).
+    flip_p : float in [0, 1]
+        Probability of a horizontal flip (``shift_flip``).
     """
 
     data_dir: str | None = None
     val_size: int = 5000
     download: bool = True
     verify: bool = True
+    augment: str = "none"
+    max_shift: int = 2
+    flip_p: float = 0.5
 
     def __post_init__(self) -> None:
         with _section("data"):
@@ -268,6 +391,12 @@ class DataConfig:
             check_nonnegative_int("val_size", self.val_size)
             _check_bool("download", self.download)
             _check_bool("verify", self.verify)
+            check_choice("augment", self.augment, AUGMENTS)
+            check_nonnegative_int("max_shift", self.max_shift)
+            _set(self, "flip_p", check_probability("flip_p", self.flip_p, inclusive_high=True))
+            defaults = {f.name: f.default for f in fields(self)}
+            for key in ("max_shift", "flip_p"):
+                _only_with(key, getattr(self, key), defaults[key], "augment", self.augment, ("shift_flip",))
 
 
 @dataclass(frozen=True)
@@ -287,10 +416,13 @@ class RunSettings:
         Not recorded in ``config.json``, so repeating a run writes a new directory.
     dtype : {"float32", "float64"}
         Parameter and input dtype.
-    engine : {"numpy"}
-        Training engine.
-    device : str
-        ``"cpu"`` for the NumPy engine.
+    engine : {"numpy", "torch"}
+        Training engine. Both read the same data in the same seeded batches from the same initial
+        weights and write the same run files; ``torch`` adds devices, gradient clipping,
+        checkpoints with ``--resume``, and multi-process training under ``torchrun``.
+    device : {"auto", "cpu", "cuda", "cuda:N"}
+        Where the torch engine trains; ``"auto"`` takes a GPU when there is one. The NumPy engine
+        runs on the CPU (``"cpu"`` or ``"auto"``).
     """
 
     name: str | None = None
@@ -307,10 +439,15 @@ class RunSettings:
             _check_optional_str("out", self.out)
             check_choice("dtype", self.dtype, DTYPES)
             check_choice("engine", self.engine, ENGINES)
-            if not isinstance(self.device, str):
-                raise ValueError(f"device must be a string, got {self.device!r}")
-            if self.engine == "numpy" and self.device != "cpu":
-                raise ValueError(f"device must be 'cpu' for engine 'numpy', got {self.device!r}")
+            if not isinstance(self.device, str) or not (
+                self.device in DEVICES or re.fullmatch(r"cuda:\d+", self.device)
+            ):
+                raise ValueError(f"device must be one of {list(DEVICES)} or 'cuda:N', got {self.device!r}")
+            if self.engine == "numpy" and self.device not in ("cpu", "auto"):
+                raise ValueError(
+                    f"device must be 'cpu' for engine 'numpy', got {self.device!r}: the NumPy engine runs "
+                    "on the CPU only; use engine 'torch' (--engine torch) to train on a GPU"
+                )
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -340,6 +477,21 @@ class RunConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     data: DataConfig = field(default_factory=DataConfig)
     run: RunSettings = field(default_factory=RunSettings)
+
+    def __post_init__(self) -> None:
+        # Rules across sections: what an engine can do.
+        engine = self.run.engine
+        if engine == "numpy" and self.optim.grad_clip_norm is not None:
+            raise ConfigError(
+                f"[optim] grad_clip_norm needs engine 'torch' (the NumPy engine does not clip gradients), "
+                f"got grad_clip_norm={self.optim.grad_clip_norm:g} with engine 'numpy'"
+            )
+        if engine == "torch" and self.data.augment != "none":
+            # TorchTrainer indexes batches on the device; ShiftFlip works on NumPy batches.
+            raise ConfigError(
+                f"[data] augment {self.data.augment!r} needs engine 'numpy' (the torch engine does not "
+                "augment batches yet), got engine 'torch'; use --engine numpy, or augment 'none'"
+            )
 
     @property
     def name(self) -> str:

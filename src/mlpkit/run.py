@@ -16,9 +16,17 @@ of each epoch that becomes the one to keep (the best validation epoch, or every 
 weights from a diverged step.
 
 The validation set is carved from the training set by the seeded generator; the test set is only
-scored at the end and never selects anything. One seed drives three independent streams (spawned
-from one :class:`numpy.random.SeedSequence`): the validation split, the initial weights and dropout
-masks, and the minibatch order, so changing ``val_size`` does not change the initial weights.
+scored at the end and never selects anything. One seed drives independent streams (spawned from
+one :class:`numpy.random.SeedSequence`): the validation split, the initial weights (and the NumPy
+engine's dropout masks), the minibatch order, and the seed of torch's generator (the torch
+engine's dropout masks), so changing ``val_size`` does not change the initial weights.
+
+``config.run.engine`` picks the trainer. The torch engine starts from the same initial weights
+and batches and writes the same files, plus a checkpoint after every epoch (``checkpoint.json``
+and ``checkpoint-epoch*.safetensors``, see :mod:`mlpkit.train.checkpoint`) that
+:func:`resume_run` continues from. Under ``torchrun`` every rank loads the data and trains, and
+rank 0 alone creates and writes the run directory; the ranks agree before training starts, so
+an error on one rank stops them all. torch is imported only on that path.
 
 :func:`evaluate_run` and :func:`predict_run` rebuild the network from ``model.safetensors`` and
 score the test set, or classify images from an IDX, ``.npy`` or ``.csv`` file.
@@ -26,6 +34,7 @@ score the test set, or classify images from an IDX, ``.npy`` or ``.csv`` file.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import importlib.util
@@ -37,20 +46,22 @@ import platform
 import re
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from mlpkit import __version__
 from mlpkit._checks import check_features
-from mlpkit._io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from mlpkit._io import atomic_path, atomic_write_json, atomic_write_text, ensure_writable_dir
 from mlpkit.config import RunConfig, load_config
+from mlpkit.data.augment import ShiftFlip
 from mlpkit.data.fashion_mnist import FASHION_MNIST, FashionMNIST, load_fashion_mnist
 from mlpkit.data.idx import read_idx
-from mlpkit.engine import SoftmaxCrossEntropyLoss, build_mlp, load_weights, make_optimizer, save_weights
+from mlpkit.engine import SoftmaxCrossEntropyLoss, build_mlp, load_weights, make_optimizer
 from mlpkit.engine.losses import log_softmax
 from mlpkit.engine.network import Sequential
 from mlpkit.errors import (
@@ -58,6 +69,7 @@ from mlpkit.errors import (
     ConfigError,
     DataFormatError,
     DataNotFoundError,
+    MlpkitError,
     OutputError,
     TrainingDivergedError,
 )
@@ -66,6 +78,7 @@ from mlpkit.evaluate.report import render_report
 from mlpkit.spec import MLPSpec
 from mlpkit.train import EarlyStopping, History, NumpyTrainer, predict_logits
 from mlpkit.train.numpy_trainer import MONITORS as MONITOR_MODES
+from mlpkit.train.schedules import Schedule, make_schedule
 
 __all__ = [
     "RUN_FILES",
@@ -77,10 +90,13 @@ __all__ = [
     "pixels_to_features",
     "predict_run",
     "read_images",
+    "resume_run",
     "train_run",
 ]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -90,7 +106,10 @@ REPORT_FILE = "report.md"
 CURVES_FILE = "curves.png"
 PREDICTIONS_FILE = "predictions.png"
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, MODEL_FILE, REPORT_FILE, CURVES_FILE, PREDICTIONS_FILE)
-"""Every file a run writes; ``overwrite`` removes exactly these from an existing directory."""
+"""Every file a run writes; ``overwrite`` removes these and a checkpoint from an existing directory."""
+CHECKPOINT_FILE = "checkpoint.json"
+CHECKPOINT_TENSORS_GLOB = "checkpoint-epoch*.safetensors"
+"""The torch engine's checkpoint (``mlpkit.train.checkpoint``): the JSON commit point and its tensors."""
 
 PREVIEW_IMAGES = 25
 """Test images shown in ``predictions.png`` (the first ones, so every run of a data set shows the same)."""
@@ -170,13 +189,17 @@ class RunResult:
     history : History
         Per-epoch records, best epoch and stop reason.
     summary : dict
-        The contents of ``summary.json``.
+        The contents of ``summary.json``; empty on the ranks other than 0 of a multi-process
+        run, which write nothing.
+    rank : int
+        This process's rank in a multi-process run (0 otherwise).
     """
 
     run_dir: Path
     config: RunConfig
     history: History
     summary: dict[str, Any]
+    rank: int = 0
 
 
 class _MetricsLog:
@@ -197,8 +220,10 @@ class _MetricsLog:
             raise OutputError(f"cannot append to {self.path}: {exc.strerror or exc}") from exc
         self.lines.append(line)
 
-    def rewrite(self) -> None:
-        """Write the whole file again, atomically, from the lines appended so far."""
+    def rewrite(self, records: list[dict[str, Any]] | None = None) -> None:
+        """Write the whole file again, atomically, from the lines appended so far (or ``records``)."""
+        if records is not None:
+            self.lines = [json.dumps(record, allow_nan=False) for record in records]
         atomic_write_text(self.path, "".join(f"{line}\n" for line in self.lines))
 
 
@@ -236,21 +261,33 @@ def _prepare_run_dir(config: RunConfig, *, overwrite: bool) -> tuple[Path, bool]
     created = not run_dir.exists()
     ensure_writable_dir(run_dir)
     if overwrite:
-        # Only the files a run writes: a stale model must not outlive a new run that diverges.
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
+        # Only the files a run writes: a stale model must not outlive a new run that diverges, and
+        # a stale checkpoint must not be resumed under the new run's config.json.
+        stale = [run_dir / name for name in (*RUN_FILES, CHECKPOINT_FILE)]
+        stale += run_dir.glob(CHECKPOINT_TENSORS_GLOB)
+        for path in stale:
+            path.unlink(missing_ok=True)
     return run_dir, created
 
 
-def _model_metadata(spec: MLPSpec, classes: tuple[str, ...], epoch: int) -> dict[str, str]:
+def _model_metadata(spec: MLPSpec, classes: tuple[str, ...], epoch: int, engine: str) -> dict[str, str]:
     """safetensors metadata (str -> str): enough to rebuild the network without config.json."""
     return {
         "format": "mlpkit.mlp",
         "spec": json.dumps(spec.to_dict()),
         "classes": json.dumps(list(classes)),
         "epoch": str(epoch),
+        "engine": engine,
         "mlpkit_version": __version__,
     }
+
+
+def _save_state(path: Path, state: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    """Write weights in the shared layout (``"{i}.weight"`` as (out, in)) atomically, for either engine."""
+    from safetensors.numpy import save_file
+
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
 
 
 def _score(network: Sequential, x: np.ndarray, y: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
@@ -266,6 +303,17 @@ def _versions() -> dict[str, str]:
         "numpy_version": np.__version__,
         "python_version": platform.python_version(),
     }
+
+
+def _seeds(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator, int]:
+    """The run's independent random streams, all from its one seed.
+
+    Returns the generators of the validation split, the initial weights (and the NumPy engine's
+    dropout masks) and the batch order, and a seed for torch's generator (torch dropout masks).
+    """
+    children = np.random.SeedSequence(seed).spawn(4)  # the first three are spawn(3)'s: old runs repeat
+    split_rng, init_rng, train_rng = (np.random.default_rng(child) for child in children[:3])
+    return split_rng, init_rng, train_rng, int(children[3].generate_state(1)[0])
 
 
 @dataclass(frozen=True, eq=False)
@@ -310,6 +358,38 @@ def _prepare_data(config: RunConfig, rng: np.random.Generator) -> _Splits:
     return splits
 
 
+# -- what both engines share ---------------------------------------------------------------------
+
+
+def _monitor(config: RunConfig, has_val: bool) -> str:
+    # Without a validation set the best epoch is the one with the lowest training loss.
+    return config.early_stopping.monitor if has_val else "train_loss"
+
+
+def _stopper(config: RunConfig, monitor: str) -> EarlyStopping | None:
+    es = config.early_stopping
+    if es.patience is None:
+        return None
+    mode = MONITOR_MODES[monitor]
+    return EarlyStopping(patience=es.patience, min_delta=es.min_delta, mode=mode, monitor=monitor)
+
+
+def _schedule(config: RunConfig, monitor: str) -> Schedule | None:
+    """The configured learning-rate schedule; None for ``constant`` (the optimizer's lr throughout)."""
+    optim = config.optim
+    if optim.schedule == "constant":
+        return None
+    return make_schedule(optim.schedule, optim.lr, **optim.schedule_kwargs(MONITOR_MODES[monitor]))
+
+
+def _augment(config: RunConfig) -> ShiftFlip | None:
+    data = config.data
+    if data.augment == "none":
+        return None
+    height, width = FASHION_MNIST.image_shape
+    return ShiftFlip(height, width, max_shift=data.max_shift, flip_p=data.flip_p)
+
+
 def _build_trainer(
     config: RunConfig,
     spec: MLPSpec,
@@ -323,23 +403,18 @@ def _build_trainer(
     optimizer = make_optimizer(
         config.optim.optimizer, network.parameters().values(), **config.optim.optimizer_kwargs()
     )
-    es = config.early_stopping
-    # Without a validation set the best epoch is the one with the lowest training loss.
-    monitor = es.monitor if has_val else "train_loss"
-    stopper = None
-    if es.patience is not None:
-        stopper = EarlyStopping(
-            patience=es.patience, min_delta=es.min_delta, mode=MONITOR_MODES[monitor], monitor=monitor
-        )
+    monitor = _monitor(config, has_val)
     return NumpyTrainer(
         network,
         loss=SoftmaxCrossEntropyLoss(),
         optimizer=optimizer,
         rng=train_rng,
         batch_size=config.optim.batch_size,
-        early_stopping=stopper,
+        early_stopping=_stopper(config, monitor),
         monitor=monitor,
-        restore_best=False,  # train_run scores both the last and the best weights
+        restore_best=False,  # the run scores both the last and the best weights
+        schedule=_schedule(config, monitor),
+        augment=_augment(config),
         progress=progress,
     )
 
@@ -351,18 +426,22 @@ class _EpochWriter:
     ``model.safetensors`` when this epoch's weights are the ones to keep: the best epoch so far,
     or every epoch when ``keep_every_epoch`` (``restore_best`` off). So the file always holds the
     model the run would deliver if it stopped now, and never weights of a diverged step.
+    The torch engine's writer (:class:`_TorchEpochWriter`) then writes a checkpoint.
     """
+
+    engine = "numpy"
 
     def __init__(
         self,
         run_dir: Path,
-        trainer: NumpyTrainer,
+        trainer: Any,
         *,
         spec: MLPSpec,
         classes: tuple[str, ...],
         epochs: int,
         keep_every_epoch: bool,
     ) -> None:
+        self.run_dir = run_dir
         self.metrics = _MetricsLog(run_dir / METRICS_FILE)
         self.model_path = run_dir / MODEL_FILE
         self.trainer = trainer
@@ -370,13 +449,25 @@ class _EpochWriter:
         self.keep_every_epoch = keep_every_epoch
         self.saved_epoch: int | None = None
 
+    def weights_finite(self) -> bool:
+        return all(np.isfinite(p.data).all() for p in self.trainer.network.parameters().values())
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The current weights in the file layout."""
+        state: dict[str, np.ndarray] = self.trainer.network.state_dict()
+        return state
+
+    def save_model(self, state: dict[str, np.ndarray], epoch: int) -> None:
+        _save_state(self.model_path, state, _model_metadata(self.spec, self.classes, epoch, self.engine))
+        self.saved_epoch = epoch
+
     def __call__(self, record: dict[str, Any]) -> None:
-        epoch, network = record["epoch"], self.trainer.network
+        epoch = record["epoch"]
         # The last step of an epoch may overflow after a finite loss: such weights are never kept.
-        if not all(np.isfinite(p.data).all() for p in network.parameters().values()):
+        if not self.weights_finite():
             raise TrainingDivergedError(
                 f"training diverged: the weights hold NaN or inf after epoch {epoch} "
-                f"(lr={self.trainer.optimizer.lr:g}); try a smaller learning rate"
+                f"(lr={record['lr']:g}); try a smaller learning rate"
             )
         self.metrics.append(record)
         logger.info(
@@ -385,12 +476,42 @@ class _EpochWriter:
             _fmt(record["val_loss"]), _fmt(record["val_accuracy"]), record["seconds"],
         )
         if self.keep_every_epoch or self.trainer.history.best_epoch == epoch:
-            save_weights(network, self.model_path, metadata=_model_metadata(self.spec, self.classes, epoch))
-            self.saved_epoch = epoch
+            self.save_model(self.weights(), epoch)
+
+
+def _write_diverged_summary(
+    run_dir: Path, exc: TrainingDivergedError, writer: _EpochWriter, *, started: float, data: _Splits
+) -> TrainingDivergedError:
+    """Record a diverged run in ``summary.json``; return the error to raise, saying what was kept."""
+    writer.metrics.rewrite()
+    atomic_write_json(
+        run_dir / SUMMARY_FILE,
+        {
+            "status": "diverged",
+            "stop_reason": str(exc),
+            "epochs_run": len(writer.metrics.lines),
+            "best_epoch": writer.trainer.history.best_epoch if writer.saved_epoch is not None else None,
+            "saved_model_epoch": writer.saved_epoch,
+            "test_accuracy": None,
+            "test_loss": None,
+            "wall_seconds": time.perf_counter() - started,
+            "data_dir": str(data.data_dir),
+            **_versions(),
+        },
+    )
+    saved = writer.saved_epoch
+    kept = "no model was saved" if saved is None else f"the model of epoch {saved} is kept"
+    return TrainingDivergedError(
+        f"{exc}. {len(writer.metrics.lines)} finished epoch(s) are in {writer.metrics.path}; {kept}"
+    )
 
 
 def train_run(config: RunConfig, *, progress: bool = False, overwrite: bool = False) -> RunResult:
     """Train the configured network on Fashion-MNIST and write one run directory.
+
+    ``config.run.engine`` picks the NumPy engine or PyTorch; both write the same files, and the
+    torch engine also writes a checkpoint after every epoch (see :func:`resume_run`). Under
+    ``torchrun`` the torch engine trains on every rank, and only rank 0 writes the directory.
 
     Parameters
     ----------
@@ -399,8 +520,8 @@ def train_run(config: RunConfig, *, progress: bool = False, overwrite: bool = Fa
     progress : bool
         Show a progress bar per epoch (the CLI turns it on when stderr is a terminal).
     overwrite : bool
-        Allow a non-empty ``config.run.out``; its run files (:data:`RUN_FILES`) are removed first,
-        other files are left alone.
+        Allow a non-empty ``config.run.out``; its run files (:data:`RUN_FILES` and a checkpoint)
+        are removed first, other files are left alone.
 
     Returns
     -------
@@ -414,23 +535,23 @@ def train_run(config: RunConfig, *, progress: bool = False, overwrite: bool = Fa
     DataNotFoundError, DataFormatError, ChecksumError
         The data cannot be found, or is malformed (the message names the file and the value).
     ConfigError
-        ``val_size`` leaves no training data.
+        ``val_size`` leaves no training data; a device that is not there (e.g. ``cuda`` without
+        a GPU), before anything is written.
     TrainingDivergedError
         The loss or the weights became NaN or infinite. ``metrics.jsonl`` keeps the finished epochs,
         ``summary.json`` says why the run stopped, and ``model.safetensors`` holds the last good
         model if one was saved (never diverged weights).
     """
+    if config.run.engine == "torch":
+        return _torch_run(config, progress=progress, overwrite=overwrite, resume_dir=None)
     started = time.perf_counter()
     run_dir, created = _prepare_run_dir(config, overwrite=overwrite)
     logger.info("run directory: %s", run_dir)
-    split_rng, init_rng, train_rng = (
-        np.random.default_rng(seed) for seed in np.random.SeedSequence(config.run.seed).spawn(3)
-    )
+    split_rng, init_rng, train_rng, _ = _seeds(config.run.seed)
     try:
         data = _prepare_data(config, split_rng)
     except BaseException:
-        if created and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # leave no empty run directory behind a run that never started
+        _remove_if_unused(run_dir, created)
         raise
 
     spec = config.model.to_spec(in_features=data.x_train.shape[1], out_features=len(data.classes))
@@ -444,57 +565,62 @@ def train_run(config: RunConfig, *, progress: bool = False, overwrite: bool = Fa
         keep_every_epoch=not restore_best,
     )
     trainer.on_epoch_end = writer
-    recorded = dataclasses.replace(config, run=dataclasses.replace(config.run, out=None))
+    recorded = _recorded(config)
     atomic_write_json(run_dir / CONFIG_FILE, recorded.to_dict())
 
     try:
         history = trainer.fit(data.x_train, data.y_train, data.x_val, data.y_val, epochs=config.optim.epochs)
     except TrainingDivergedError as exc:
-        writer.metrics.rewrite()
-        atomic_write_json(
-            run_dir / SUMMARY_FILE,
-            {
-                "status": "diverged",
-                "stop_reason": str(exc),
-                "epochs_run": len(writer.metrics.lines),
-                "best_epoch": trainer.history.best_epoch if writer.saved_epoch is not None else None,
-                "saved_model_epoch": writer.saved_epoch,
-                "test_accuracy": None,
-                "test_loss": None,
-                "wall_seconds": time.perf_counter() - started,
-                "data_dir": str(data.data_dir),
-                **_versions(),
-            },
-        )
-        saved = writer.saved_epoch
-        kept = "no model was saved" if saved is None else f"the model of epoch {saved} is kept"
-        raise TrainingDivergedError(
-            f"{exc}. {len(writer.metrics.lines)} finished epoch(s) are in {writer.metrics.path}; {kept}"
-        ) from exc
+        raise _write_diverged_summary(run_dir, exc, writer, started=started, data=data) from exc
 
     writer.metrics.rewrite()
-    summary = _finish_run(run_dir, recorded, trainer, data, started=started, restore_best=restore_best)
+    network = trainer.network
+    last_state = network.state_dict()
+    trainer.restore_best_weights()
+    summary = _finish_run(
+        run_dir, recorded, network, last_state=last_state, best_state=network.state_dict(),
+        history=history, monitor=trainer.monitor, data=data, started=started, restore_best=restore_best,
+        engine={"engine": "numpy"},
+    )
     return RunResult(run_dir, config, history, summary)
+
+
+def _recorded(config: RunConfig) -> RunConfig:
+    """The config as ``config.json`` records it: without the output directory."""
+    return dataclasses.replace(config, run=dataclasses.replace(config.run, out=None))
+
+
+def _remove_if_unused(run_dir: Path, created: bool) -> None:
+    if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()  # leave no empty run directory behind a run that never started
 
 
 def _finish_run(
     run_dir: Path,
     recorded: RunConfig,
-    trainer: NumpyTrainer,
-    data: _Splits,
+    network: Sequential,
     *,
+    last_state: dict[str, np.ndarray],
+    best_state: dict[str, np.ndarray],
+    history: History,
+    monitor: str,
+    data: _Splits,
     started: float,
     restore_best: bool,
+    engine: dict[str, Any],
 ) -> dict[str, Any]:
-    """Score the last and the best weights on the test set; write the figures, summary and report."""
-    network, history = trainer.network, trainer.history
-    last_state = {name: p.data.copy() for name, p in network.named_parameters().items()}
+    """Score the last and the best weights on the test set; write the figures, summary and report.
+
+    Both engines score with the NumPy ``network`` (their weights share one layout), so
+    ``summary.json`` holds the numbers :func:`evaluate_run` reproduces. ``engine`` adds the
+    engine's own fields to the summary.
+    """
+    network.load_state_dict(last_state)
     final, final_pred = _score(network, data.x_test, data.y_test)
-    trainer.restore_best_weights()
+    network.load_state_dict(best_state)
     best, best_pred = _score(network, data.x_test, data.y_test)
     if not restore_best:
-        for name, p in network.named_parameters().items():
-            p.data[...] = last_state[name]
+        network.load_state_dict(last_state)
     # model.safetensors already holds these weights: _EpochWriter saved them when they were current.
     saved, predicted = (best, best_pred) if restore_best else (final, final_pred)
     best_record = history.records[history.best_epoch - 1]
@@ -521,7 +647,7 @@ def _finish_run(
         "best_epoch_test_accuracy": best["accuracy"],
         "best_epoch_test_loss": best["loss"],
         "best_epoch": history.best_epoch,
-        "monitor": trainer.monitor,
+        "monitor": monitor,
         "best_val_loss": best_record["val_loss"],
         "best_val_accuracy": best_record["val_accuracy"],
         "epochs_run": len(history.records),
@@ -531,6 +657,7 @@ def _finish_run(
         "n_test": len(data.y_test),
         "wall_seconds": time.perf_counter() - started,
         "data_dir": str(data.data_dir),
+        **engine,
         **_versions(),
     }
     atomic_write_json(run_dir / SUMMARY_FILE, summary)
@@ -550,6 +677,352 @@ def _finish_run(
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+# -- the torch engine: checkpoints, resume, several processes ----------------------------------
+#
+# Everything torch is imported inside these functions: `import mlpkit.run` stays torch-free.
+
+
+class _TorchEpochWriter(_EpochWriter):
+    """:class:`_EpochWriter` for a ``TorchTrainer``, which then checkpoints the whole trainer.
+
+    The checkpoint comes last, so a run killed at any point resumes from an epoch whose metrics
+    line and model are on disk (or replays that epoch, deterministically, and writes them again).
+    """
+
+    engine = "torch"
+
+    def __init__(self, run_dir: Path, trainer: Any, *, recorded: RunConfig, **kwargs: Any) -> None:
+        super().__init__(run_dir, trainer, **kwargs)
+        self.recorded = recorded
+
+    def weights_finite(self) -> bool:
+        import torch
+
+        return all(bool(torch.isfinite(p).all()) for p in self.trainer.model.parameters())
+
+    def weights(self) -> dict[str, np.ndarray]:
+        from mlpkit.torch_engine import state_arrays
+
+        return state_arrays(self.trainer.model)
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        from mlpkit.train.checkpoint import save_checkpoint
+
+        super().__call__(record)
+        save_checkpoint(self.run_dir, self.trainer, extra={"config": self.recorded.to_dict()})
+
+
+def _torch_state(state: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {name: tensor.detach().cpu().numpy() for name, tensor in state.items()}
+
+
+def _broadcast_json(ctx: Any, payload: dict[str, Any] | None) -> dict[str, Any]:
+    """Rank 0's ``payload`` on every rank (as JSON bytes in a tensor: nothing is unpickled)."""
+    import torch
+    import torch.distributed as dist
+
+    data = json.dumps(payload).encode() if ctx.is_rank_zero else b""
+    size = torch.tensor([len(data)], dtype=torch.int64, device=ctx.device)
+    dist.broadcast(size, src=0)
+    buffer = (
+        torch.tensor(list(data), dtype=torch.uint8, device=ctx.device)
+        if ctx.is_rank_zero
+        else torch.empty(int(size.item()), dtype=torch.uint8, device=ctx.device)
+    )
+    dist.broadcast(buffer, src=0)
+    result: dict[str, Any] = json.loads(bytes(buffer.cpu().tolist()).decode())
+    return result
+
+
+def _count_failures(ctx: Any, failed: bool) -> int:
+    """How many ranks failed a step (every rank must call this, whether it failed or not)."""
+    import torch
+    import torch.distributed as dist
+
+    flag = torch.tensor([int(failed)], dtype=torch.int64, device=ctx.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.SUM)
+    return int(flag.item())
+
+
+def _on_every_rank(
+    ctx: Any, what: str, action: Callable[[], T], on_failure: Callable[[], None] | None
+) -> T:
+    """Run ``action`` on every rank; all go on only if it succeeded on all of them.
+
+    A rank that fails tells the others (an all-reduce every rank joins, failed or not) and
+    re-raises its error; the others raise one naming how many ranks failed. So no rank waits
+    forever in a later collective for a rank that has quit.
+    """
+    try:
+        result = action()
+    except BaseException:
+        if ctx is not None:
+            with contextlib.suppress(Exception):  # keep this rank's own error
+                _count_failures(ctx, True)
+        if on_failure is not None:
+            on_failure()
+        raise
+    if ctx is not None and (failed := _count_failures(ctx, False)):
+        if on_failure is not None:
+            on_failure()
+        raise MlpkitError(f"rank {ctx.rank} stops: {failed} other rank(s) failed {what} (see their errors)")
+    return result
+
+
+def _run_dir_on_rank_zero(ctx: Any, config: RunConfig, *, overwrite: bool) -> tuple[Path, bool]:
+    """Rank 0 checks and creates the run directory; every rank learns the outcome.
+
+    The other ranks never touch the directory: they get its path, or rank 0's error, by
+    broadcast, so all ranks go on or all stop (none waits forever for a rank that has quit).
+    """
+    if ctx is None:
+        return _prepare_run_dir(config, overwrite=overwrite)
+    if ctx.is_rank_zero:
+        try:
+            run_dir, created = _prepare_run_dir(config, overwrite=overwrite)
+        except BaseException as exc:
+            _broadcast_json(ctx, {"error": f"{type(exc).__name__}: {exc}"})
+            raise
+        _broadcast_json(ctx, {"run_dir": str(run_dir)})
+        return run_dir, created
+    outcome = _broadcast_json(ctx, None)
+    if "error" in outcome:
+        raise MlpkitError(
+            f"rank {ctx.rank} stops: rank 0 could not prepare the run directory ({outcome['error']})"
+        )
+    return Path(outcome["run_dir"]), False
+
+
+def _resume_config(run_dir: Path) -> RunConfig:
+    """The configuration of the run to resume, checked before anything is loaded or written."""
+    if not run_dir.is_dir():
+        raise CheckpointError(f"cannot resume: run directory {run_dir} does not exist")
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise CheckpointError(
+            f"cannot resume: {run_dir} has no {CONFIG_FILE}, so it is not a run directory of 'mlpkit train'"
+        )
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise CheckpointError(
+            f"cannot resume: {config_path} is not a valid run configuration: {exc}"
+        ) from exc
+    if config.run.engine != "torch":
+        raise ConfigError(
+            f"cannot resume {run_dir}: --resume needs --engine torch, and this run used engine "
+            f"{config.run.engine!r}, which writes no checkpoint; train it again instead"
+        )
+    if not (run_dir / CHECKPOINT_FILE).is_file():
+        raise CheckpointError(
+            f"cannot resume: no checkpoint in {run_dir} (no {CHECKPOINT_FILE}); the run may have stopped "
+            "before its first epoch finished: train it again instead"
+        )
+    return dataclasses.replace(config, run=dataclasses.replace(config.run, out=str(run_dir)))
+
+
+def resume_run(run_dir: str | os.PathLike[str], *, progress: bool = False) -> RunResult:
+    """Continue an interrupted ``--engine torch`` run from its last checkpoint, in the same directory.
+
+    The settings come from ``run_dir/config.json``; the trainer is rebuilt, restored from the
+    checkpoint (weights, optimizer, schedule, early stopping, best epoch, both generators),
+    ``metrics.jsonl`` is rewritten from the checkpoint's history, and training continues for the
+    remaining epochs. On the CPU the result equals the uninterrupted run bit for bit. Under
+    ``torchrun`` every rank reads the checkpoint and rank 0 writes.
+
+    Raises
+    ------
+    CheckpointError
+        Before anything is written: no such directory, no ``config.json`` or no checkpoint in it,
+        a corrupted checkpoint, or one that does not fit the configuration (the message names the
+        tensor and both shapes).
+    ConfigError
+        The run used the NumPy engine, which writes no checkpoint.
+    """
+    config = _resume_config(Path(run_dir))
+    return _torch_run(config, progress=progress, overwrite=False, resume_dir=Path(run_dir))
+
+
+def _torch_run(
+    config: RunConfig, *, progress: bool, overwrite: bool, resume_dir: Path | None
+) -> RunResult:
+    """:func:`train_run` and :func:`resume_run` on the torch engine."""
+    import torch.distributed as dist
+
+    from mlpkit.train.distributed import cleanup_distributed, init_distributed
+
+    started = time.perf_counter()
+    owns_group = not (dist.is_available() and dist.is_initialized())
+    ctx = init_distributed(config.run.device)  # None unless started by torchrun
+    try:
+        if ctx is not None and ctx.world_size == 1:
+            ctx = None  # torchrun with one process: a plain run
+        return _torch_run_in_group(
+            config, ctx, progress=progress, overwrite=overwrite, resume_dir=resume_dir, started=started
+        )
+    finally:
+        if owns_group:
+            cleanup_distributed()
+
+
+def _torch_run_in_group(
+    config: RunConfig,
+    ctx: Any,
+    *,
+    progress: bool,
+    overwrite: bool,
+    resume_dir: Path | None,
+    started: float,
+) -> RunResult:
+    import torch
+
+    from mlpkit.torch_engine import build_torch_mlp
+    from mlpkit.train.checkpoint import load_checkpoint
+    from mlpkit.train.distributed import local_batch_size
+    from mlpkit.train.torch_trainer import TorchTrainer, build_loss, build_optimizer, resolve_device
+
+    rank = 0 if ctx is None else ctx.rank
+    rank_zero = rank == 0
+    # Before the directory: a device that is not there, or a batch the ranks cannot share, fails
+    # with nothing written.
+    device = ctx.device if ctx is not None else resolve_device(config.run.device)
+    if ctx is not None:
+        local_batch_size(config.optim.batch_size, ctx.world_size)
+    if resume_dir is None:
+        run_dir, created = _run_dir_on_rank_zero(ctx, config, overwrite=overwrite)
+    else:
+        run_dir, created = resume_dir, False
+    if rank_zero:
+        logger.info(
+            "%s: %s (torch engine on %s%s)",
+            "run directory" if resume_dir is None else "resuming the run in",
+            run_dir,
+            device,
+            "" if ctx is None else f", {ctx.world_size} processes",
+        )
+
+    def leave_no_empty_directory() -> None:
+        if rank_zero:
+            _remove_if_unused(run_dir, created)
+
+    split_rng, init_rng, train_rng, torch_seed = _seeds(config.run.seed)
+    torch.manual_seed(torch_seed + rank)  # dropout masks; the ranks draw different ones
+    restore_best = config.early_stopping.restore_best
+    recorded = _recorded(config)
+    data = _on_every_rank(
+        ctx, "to load the data", lambda: _prepare_data(config, split_rng), leave_no_empty_directory
+    )
+    spec = config.model.to_spec(in_features=data.x_train.shape[1], out_features=len(data.classes))
+    monitor = _monitor(config, data.x_val is not None)
+    try:
+        model = build_torch_mlp(spec, rng=init_rng, dtype=getattr(torch, config.run.dtype))
+        # Wraps the model in DDP when there are several ranks: a collective, run by all or none.
+        trainer = TorchTrainer(
+            model,
+            loss=build_loss("cross_entropy"),
+            optimizer=build_optimizer(config.optim.optimizer, model, **config.optim.optimizer_kwargs()),
+            rng=train_rng,
+            batch_size=config.optim.batch_size,
+            device=device,
+            early_stopping=_stopper(config, monitor),
+            monitor=monitor,
+            restore_best=False,  # the run scores both the last and the best weights
+            schedule=_schedule(config, monitor),
+            grad_clip_norm=config.optim.grad_clip_norm,
+            progress=progress and rank_zero,
+            distributed=ctx,
+        )
+    except BaseException:
+        leave_no_empty_directory()
+        raise
+    if resume_dir is not None:
+        # Every rank reads the checkpoint; it is checked whole before anything changes.
+        extra = _on_every_rank(ctx, "to read the checkpoint", lambda: load_checkpoint(run_dir, trainer), None)
+        _warn_if_config_changed(extra, recorded, run_dir)
+
+    writer = _TorchEpochWriter(
+        run_dir, trainer, recorded=recorded, spec=spec, classes=data.classes, epochs=config.optim.epochs,
+        keep_every_epoch=not restore_best,
+    )
+    trainer.on_epoch_end = writer  # called on rank 0 only
+    if rank_zero:
+        if resume_dir is None:
+            atomic_write_json(run_dir / CONFIG_FILE, recorded.to_dict())
+        else:
+            _restart_files(writer, trainer, restore_best=restore_best)
+    epochs, resumed_at = trainer.remaining_epochs(config.optim.epochs), trainer.epochs_done
+    try:
+        history = trainer.fit(data.x_train, data.y_train, data.x_val, data.y_val, epochs=epochs)
+    except TrainingDivergedError as exc:
+        if not rank_zero:
+            raise
+        raise _write_diverged_summary(run_dir, exc, writer, started=started, data=data) from exc
+    except KeyboardInterrupt:
+        if rank_zero and trainer.epochs_done:
+            logger.warning(
+                "interrupted after epoch %d; continue with: mlpkit train --resume %s",
+                trainer.epochs_done,
+                run_dir,
+            )
+        raise
+    if not rank_zero:
+        return RunResult(run_dir, config, history, {}, rank=rank)
+
+    writer.metrics.rewrite()
+    network = build_mlp(spec, rng=np.random.default_rng(0), dtype=np.dtype(config.run.dtype))
+    last_state = writer.weights()
+    best_state = _torch_state(trainer.best_state) if trainer.best_state is not None else last_state
+    engine: dict[str, Any] = {
+        "engine": "torch",
+        "device": str(device),
+        "world_size": 1 if ctx is None else ctx.world_size,
+        "torch_version": torch.__version__,
+    }
+    if resume_dir is not None:
+        engine["resumed_at_epoch"] = resumed_at
+    summary = _finish_run(
+        run_dir, recorded, network, last_state=last_state, best_state=best_state, history=history,
+        monitor=trainer.monitor, data=data, started=started, restore_best=restore_best, engine=engine,
+    )
+    return RunResult(run_dir, config, history, summary)
+
+
+def _restart_files(writer: _TorchEpochWriter, trainer: Any, *, restore_best: bool) -> None:
+    """On resume, make ``metrics.jsonl`` and ``model.safetensors`` match the checkpoint.
+
+    A run killed between its metrics line and its checkpoint has one epoch more on disk than in
+    the checkpoint; that epoch is replayed, so the files are rewritten from the checkpoint first.
+    """
+    history = trainer.history
+    writer.metrics.rewrite(history.records)
+    if not history.records:
+        return
+    if restore_best and trainer.best_state is not None:
+        writer.save_model(_torch_state(trainer.best_state), history.best_epoch)
+    else:
+        writer.save_model(writer.weights(), len(history.records))
+
+
+def _warn_if_config_changed(extra: Any, recorded: RunConfig, run_dir: Path) -> None:
+    """Log the settings of ``config.json`` that differ from those the checkpoint was written with."""
+    saved = extra.get("config") if isinstance(extra, dict) else None
+    if not isinstance(saved, dict):
+        return
+    changed = []
+    for section, values in recorded.to_dict().items():
+        before = saved.get(section, {})
+        changed += [
+            f"[{section}] {key}: {before[key]!r} -> {value!r}"
+            for key, value in values.items()
+            if isinstance(before, dict) and key in before and before[key] != value
+        ]
+    if changed:
+        logger.warning(
+            "%s/%s differs from the configuration the checkpoint was written with: %s",
+            run_dir, CONFIG_FILE, "; ".join(changed),
+        )
 
 
 # -- reusing a saved run -----------------------------------------------------------------------
