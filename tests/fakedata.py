@@ -1,4 +1,4 @@
-"""Small generated stand-ins for real data sets, shared by the test modules.
+"""Small generated stand-ins for real data sets, and an in-process CLI runner, shared by the tests.
 
 Importable from any test as ``from fakedata import ...`` (``pythonpath = ["tests"]`` in the pytest
 settings), because test modules themselves cannot import each other under importlib mode.
@@ -6,10 +6,13 @@ settings), because test modules themselves cannot import each other under import
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import numpy as np
 
+from mlpkit.cli import main
 from mlpkit.data.idx import write_idx
 
 N_TRAIN, N_TEST = 300, 100
@@ -37,3 +40,11 @@ def write_fake_fashion_mnist(directory: Path, *, train_labels: np.ndarray | None
     write_idx(directory / "t10k-images-idx3-ubyte", fake_images(y_test, seed=2))
     write_idx(directory / "t10k-labels-idx1-ubyte", y_test)
     return directory
+
+
+def run_cli(*argv: str | Path) -> tuple[int, str, str]:
+    """Run ``mlpkit ARGV`` in-process; return (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(arg) for arg in argv])
+    return code, out.getvalue(), err.getvalue()

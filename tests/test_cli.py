@@ -7,9 +7,7 @@ nothing existing was changed.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import io
 import json
 import os
 import re
@@ -23,8 +21,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from fakedata import N_TEST, write_fake_fashion_mnist
-from mlpkit.cli import main
+from fakedata import N_TEST, run_cli, write_fake_fashion_mnist
 from mlpkit.config import load_config
 from mlpkit.data.idx import read_idx, write_idx
 
@@ -47,14 +44,6 @@ SMALL = [
     "--seed",
     "3",
 ]
-
-
-def run_cli(*argv: str | Path) -> tuple[int, str, str]:
-    """Run ``mlpkit ARGV`` in-process; return (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(arg) for arg in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def train_args(data_dir: Path, out: Path, *extra: str) -> list[str | Path]:

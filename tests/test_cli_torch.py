@@ -8,8 +8,6 @@ that nothing existing was changed.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import itertools
 import json
 import os
@@ -26,8 +24,7 @@ import torch
 from safetensors.numpy import load_file
 
 import mlpkit.run as run_module
-from fakedata import N_TEST, write_fake_fashion_mnist
-from mlpkit.cli import main
+from fakedata import N_TEST, run_cli, write_fake_fashion_mnist
 
 pytestmark = pytest.mark.torch  # needs torch (the `torch` extra)
 
@@ -46,14 +43,6 @@ SMALL = [
     "--seed",
     "3",
 ]
-
-
-def run_cli(*argv: str | Path) -> tuple[int, str, str]:
-    """Run ``mlpkit ARGV`` in-process; return (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(arg) for arg in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def data_args(data_dir: Path) -> list[str | Path]:
