@@ -74,6 +74,21 @@ def measure_gemm_peak(*, n: int = 2048, repeats: int = 7, dtype: type = np.float
     return 2 * n**3 / best / 1e9
 
 
+SETTLE_SECONDS = 0.5
+
+
+def settle(seconds: float = SETTLE_SECONDS) -> None:
+    """Pause between two implementations so that the first one's idle threads stop spinning.
+
+    After a burst of work, NumPy's OpenBLAS threads and torch's OpenMP threads keep spinning on
+    their cores for up to about 0.1 s before they sleep. On a 2-core machine, whichever
+    implementation runs next in the same process competes with them: a torch epoch started right
+    after a NumPy epoch measured 0.37 s instead of 0.28 s, and a 0.1 s pause removed the
+    difference. Timing starts after the pause.
+    """
+    time.sleep(seconds)
+
+
 def _timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()

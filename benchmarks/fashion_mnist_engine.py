@@ -10,7 +10,8 @@ In one process, over several seeds, it times an epoch of
 and reports the median seconds per epoch, the ratios, the final and best-epoch test accuracy
 (mean and sd over seeds), and the engine's GEMM throughput as a fraction of this machine's
 float32 GEMM peak, measured in the same run. Run order rotates per seed so that slow spells of
-the shared machine fall on every implementation alike.
+the shared machine fall on every implementation alike, and each run starts after a pause in
+which the previous one's idle BLAS/OpenMP threads stop spinning (``_common.settle``).
 
 Usage::
 
@@ -35,24 +36,25 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
+from _common import (
     machine_info,
     mean_sd,
     measure_gemm_peak,
     median,
     print_table,
     rerun_without_blas_env,
+    settle,
     write_json,
 )
 
-from mlpkit.data import load_fashion_mnist  # noqa: E402
-from mlpkit.engine import SGD, SoftmaxCrossEntropyLoss, build_mlp  # noqa: E402
-from mlpkit.spec import MLPSpec  # noqa: E402
-from mlpkit.train import NumpyTrainer  # noqa: E402
+from mlpkit.data import load_fashion_mnist
+from mlpkit.engine import SGD, SoftmaxCrossEntropyLoss, build_mlp
+from mlpkit.spec import MLPSpec
+from mlpkit.train import NumpyTrainer
 
 HIDDEN, CLASSES, LR, BATCH = 256, 10, 0.1, 256
 
-EpochResult = tuple[float, float]                 # (seconds of training, test accuracy after it)
+EpochResult = tuple[float, float]  # (seconds of training, test accuracy after it)
 
 
 def gemm_flops_per_epoch(n: int, d: int = 784, h: int = HIDDEN, c: int = CLASSES) -> float:
@@ -64,11 +66,18 @@ def gemm_flops_per_epoch(n: int, d: int = 784, h: int = HIDDEN, c: int = CLASSES
     return 2.0 * n * (d * h + h * c) + 2.0 * n * (d * h + h * c) + 2.0 * n * h * c
 
 
-def run_engine(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, seed: int, epochs: int) -> list[EpochResult]:
+def run_engine(
+    x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, seed: int, epochs: int
+) -> list[EpochResult]:
     rng = np.random.default_rng(seed)
     net = build_mlp(MLPSpec(784, (HIDDEN,), CLASSES, init="normal", init_std=0.01), rng=rng)
-    trainer = NumpyTrainer(net, loss=SoftmaxCrossEntropyLoss(), optimizer=SGD(net.parameters().values(), lr=LR),
-                           rng=rng, batch_size=BATCH)
+    trainer = NumpyTrainer(
+        net,
+        loss=SoftmaxCrossEntropyLoss(),
+        optimizer=SGD(net.parameters().values(), lr=LR),
+        rng=rng,
+        batch_size=BATCH,
+    )
     results = []
     for _ in range(epochs):
         start = time.perf_counter()
@@ -79,25 +88,38 @@ def run_engine(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, see
     return results
 
 
-def run_sklearn(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, seed: int, epochs: int) -> list[EpochResult]:
+def run_sklearn(
+    x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, seed: int, epochs: int
+) -> list[EpochResult]:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
-    clf = MLPClassifier(hidden_layer_sizes=(HIDDEN,), activation="relu", solver="sgd", momentum=0.0,
-                        learning_rate_init=LR, batch_size=BATCH, alpha=0.0, random_state=seed, shuffle=True)
+    clf = MLPClassifier(
+        hidden_layer_sizes=(HIDDEN,),
+        activation="relu",
+        solver="sgd",
+        momentum=0.0,
+        learning_rate_init=LR,
+        batch_size=BATCH,
+        alpha=0.0,
+        random_state=seed,
+        shuffle=True,
+    )
     classes = np.arange(CLASSES)
     results = []
     for _ in range(epochs):
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            clf.partial_fit(x, y, classes=classes)       # one epoch of minibatch SGD
+            clf.partial_fit(x, y, classes=classes)  # one epoch of minibatch SGD
         seconds = time.perf_counter() - start
         results.append((seconds, float(clf.score(xt, yt))))
     return results
 
 
-def run_torch(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, seed: int, epochs: int) -> list[EpochResult]:
+def run_torch(
+    x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, seed: int, epochs: int
+) -> list[EpochResult]:
     """The d2l-style concise loop, written the way a careful user would, nothing more."""
     import torch
     from torch import nn
@@ -169,11 +191,15 @@ def benchmark(seeds: int, epochs: int, subset: int | None) -> dict[str, Any]:
     per_run: dict[str, list[list[EpochResult]]] = {name: [] for name in runners}
     names = list(runners)
     for seed in range(seeds):
-        for name in names[seed % len(names):] + names[: seed % len(names)]:   # rotate the order
+        for name in names[seed % len(names) :] + names[: seed % len(names)]:  # rotate the order
+            settle()  # the previous runner's threads stop spinning
             per_run[name].append(runners[name](x, y, xt, yt, seed, epochs))
-            print(f"  seed {seed} {name:8s} epoch s {median([s for s, _ in per_run[name][-1]]):.3f}  "
-                  f"final acc {per_run[name][-1][-1][1]:.4f}", file=sys.stderr)
-    peak = max(peak, measure_gemm_peak())                    # best of before and after
+            print(
+                f"  seed {seed} {name:8s} epoch s {median([s for s, _ in per_run[name][-1]]):.3f}  "
+                f"final acc {per_run[name][-1][-1][1]:.4f}",
+                file=sys.stderr,
+            )
+    peak = max(peak, measure_gemm_peak())  # best of before and after
     summary: dict[str, Any] = {}
     for name, runs in per_run.items():
         seconds = [s for run in runs for s, _ in run]
@@ -186,13 +212,20 @@ def benchmark(seeds: int, epochs: int, subset: int | None) -> dict[str, Any]:
     flops = gemm_flops_per_epoch(len(x))
     gemm_kernels = measure_engine_gemm_kernels(x)
     result = {
-        "settings": {"seeds": seeds, "epochs": epochs, "train_samples": len(x), "batch_size": BATCH, "lr": LR},
+        "settings": {
+            "seeds": seeds,
+            "epochs": epochs,
+            "train_samples": len(x),
+            "batch_size": BATCH,
+            "lr": LR,
+        },
         "machine": machine_info(),
         "gemm_peak_gflops": peak,
         "results": summary,
         "ratios": {
             f"mlpkit/{other}": engine_seconds / summary[other]["median_epoch_seconds"]
-            for other in summary if other != "mlpkit"
+            for other in summary
+            if other != "mlpkit"
         },
         "engine_gemm": {
             "flops_per_epoch": flops,
@@ -206,19 +239,31 @@ def benchmark(seeds: int, epochs: int, subset: int | None) -> dict[str, Any]:
 
 
 def report(result: dict[str, Any], label: str) -> None:
-    print(f"\n{label}: {result['settings']['seeds']} seeds x {result['settings']['epochs']} epochs, "
-          f"{result['settings']['train_samples']} images; float32 GEMM peak {result['gemm_peak_gflops']:.0f} GFLOP/s")
+    print(
+        f"\n{label}: {result['settings']['seeds']} seeds x {result['settings']['epochs']} epochs, "
+        f"{result['settings']['train_samples']} images; float32 GEMM peak {result['gemm_peak_gflops']:.0f} GFLOP/s"
+    )
     rows = []
     for name, r in result["results"].items():
         ratio = result["ratios"].get(f"mlpkit/{name}", 1.0)
-        rows.append([name, r["median_epoch_seconds"], ratio,
-                     f"{r['final_test_accuracy']['mean']:.4f} ± {r['final_test_accuracy']['sd']:.4f}",
-                     f"{r['best_epoch_test_accuracy']['mean']:.4f} ± {r['best_epoch_test_accuracy']['sd']:.4f}"])
-    print_table(rows, ["implementation", "s/epoch (median)", "mlpkit / it", "final test acc", "best-epoch test acc"])
+        rows.append(
+            [
+                name,
+                r["median_epoch_seconds"],
+                ratio,
+                f"{r['final_test_accuracy']['mean']:.4f} ± {r['final_test_accuracy']['sd']:.4f}",
+                f"{r['best_epoch_test_accuracy']['mean']:.4f} ± {r['best_epoch_test_accuracy']['sd']:.4f}",
+            ]
+        )
+    print_table(
+        rows, ["implementation", "s/epoch (median)", "mlpkit / it", "final test acc", "best-epoch test acc"]
+    )
     g = result["engine_gemm"]
-    print(f"engine GEMM: {g['end_to_end_gflops']:.0f} GFLOP/s over whole epochs = "
-          f"{g['end_to_end_fraction_of_peak']:.0%} of peak; the same GEMMs alone {g['gemm_kernels_gflops']:.0f} GFLOP/s = "
-          f"{g['gemm_kernels_fraction_of_peak']:.0%} of peak")
+    print(
+        f"engine GEMM: {g['end_to_end_gflops']:.0f} GFLOP/s over whole epochs = "
+        f"{g['end_to_end_fraction_of_peak']:.0%} of peak; the same GEMMs alone {g['gemm_kernels_gflops']:.0f} GFLOP/s = "
+        f"{g['gemm_kernels_fraction_of_peak']:.0%} of peak"
+    )
 
 
 def main() -> None:

@@ -12,8 +12,10 @@ seeded shuffle, the training pass, and the validation loss and accuracy. An epoc
 the whole ``fit(epochs=1)`` call (so the trainer's per-epoch bookkeeping is counted); the first
 epoch of each run is a warm-up and is not counted. The three run in lockstep, one epoch each in an
 order that rotates every epoch, so a slow spell of this shared machine falls on neighbouring
-epochs of all of them; the acceptance ratio is the median over epochs of the paired ratio
-(trainer epoch / hand-written epoch run next to it), and the table also gives the medians.
+epochs of all of them, with a pause before each epoch so that the threads of the implementation
+that ran before it have stopped spinning (``_common.settle``). The acceptance ratio is the median
+over epochs of the paired ratio (trainer epoch / hand-written epoch run next to it); the table
+also gives the medians.
 
 Usage::
 
@@ -38,7 +40,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, median, print_table, rerun_without_blas_env, write_json
+from _common import machine_info, median, print_table, rerun_without_blas_env, settle, write_json
 
 HIDDEN, CLASSES, LR, BATCH, VAL_SIZE, STD = 256, 10, 0.1, 256, 5000, 0.01
 MAX_RATIO = 1.10
@@ -181,6 +183,7 @@ def benchmark(repeats: int, epochs: int, subset: int | None) -> dict[str, Any]:
         for epoch in range(epochs):
             shift = (repeat * epochs + epoch) % len(names)
             for name in names[shift:] + names[:shift]:  # rotate the order every epoch
+                settle()  # the previous implementation's threads stop spinning first
                 s = next(runners[name])
                 if epoch:  # the first epoch warms up
                     seconds[name][-1].append(s)
