@@ -109,6 +109,26 @@ def test_cross_entropy_batch_of_one_gradient_shape():
     assert loss.backward().shape == (1, 4)
 
 
+@pytest.mark.parametrize("batch_size", [1, 5])
+@pytest.mark.parametrize("loss", [SoftmaxCrossEntropyLoss(), BCEWithLogitsLoss(), MSELoss()], ids=type)
+def test_forward_and_backward_leave_the_logits_untouched(loss, batch_size, rng):
+    # At B = 1 a transposed (1, C) array counts as contiguous, so a loss that shifts a transpose
+    # in place without an explicit copy would overwrite its input.
+    logits = rng.standard_normal((batch_size, 3))
+    target = rng.integers(0, 3, batch_size) if isinstance(loss, SoftmaxCrossEntropyLoss) else np.zeros_like(logits)
+    if isinstance(loss, BCEWithLogitsLoss):
+        target = (logits > 0).astype(float)
+    before = logits.copy()
+    loss.forward(logits, target)
+    loss.backward()
+    np.testing.assert_array_equal(logits, before)
+
+
+def test_cross_entropy_of_an_empty_batch_is_rejected():
+    with pytest.raises(ValueError, match=r"cannot compute a loss on an empty batch \(0 samples\)"):
+        SoftmaxCrossEntropyLoss().forward(np.zeros((0, 3)), np.zeros(0, dtype=int))
+
+
 def test_cross_entropy_float32_gradient_stays_float32(rng):
     loss = SoftmaxCrossEntropyLoss()
     loss.forward(rng.standard_normal((3, 4)).astype(np.float32), np.array([0, 1, 3]))
