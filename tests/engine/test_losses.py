@@ -115,9 +115,10 @@ def test_forward_and_backward_leave_the_logits_untouched(loss, batch_size, rng):
     # At B = 1 a transposed (1, C) array counts as contiguous, so a loss that shifts a transpose
     # in place without an explicit copy would overwrite its input.
     logits = rng.standard_normal((batch_size, 3))
-    target = rng.integers(0, 3, batch_size) if isinstance(loss, SoftmaxCrossEntropyLoss) else np.zeros_like(logits)
-    if isinstance(loss, BCEWithLogitsLoss):
-        target = (logits > 0).astype(float)
+    if isinstance(loss, SoftmaxCrossEntropyLoss):
+        target = rng.integers(0, 3, batch_size)
+    else:
+        target = (logits > 0).astype(float)                  # (B, 3): BCE and MSE targets
     before = logits.copy()
     loss.forward(logits, target)
     loss.backward()

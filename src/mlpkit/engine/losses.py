@@ -91,7 +91,7 @@ class SoftmaxCrossEntropyLoss(Loss):
         batch, num_classes = logits.shape
         if batch == 0:
             raise ValueError("cannot compute a loss on an empty batch (0 samples)")
-        if (target.min() < 0 or target.max() >= num_classes):
+        if target.min() < 0 or target.max() >= num_classes:
             bad = target[(target < 0) | (target >= num_classes)][0]
             raise ValueError(f"target labels must lie in [0, {num_classes}), got {int(bad)}")
         # Work on the (C, B) transpose: a reduction over a short last axis (C = 10) runs 5x slower
