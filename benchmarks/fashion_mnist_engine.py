@@ -241,7 +241,8 @@ def benchmark(seeds: int, epochs: int, subset: int | None) -> dict[str, Any]:
 def report(result: dict[str, Any], label: str) -> None:
     print(
         f"\n{label}: {result['settings']['seeds']} seeds x {result['settings']['epochs']} epochs, "
-        f"{result['settings']['train_samples']} images; float32 GEMM peak {result['gemm_peak_gflops']:.0f} GFLOP/s"
+        f"{result['settings']['train_samples']} images; "
+        f"float32 GEMM peak {result['gemm_peak_gflops']:.0f} GFLOP/s"
     )
     rows = []
     for name, r in result["results"].items():
@@ -261,7 +262,8 @@ def report(result: dict[str, Any], label: str) -> None:
     g = result["engine_gemm"]
     print(
         f"engine GEMM: {g['end_to_end_gflops']:.0f} GFLOP/s over whole epochs = "
-        f"{g['end_to_end_fraction_of_peak']:.0%} of peak; the same GEMMs alone {g['gemm_kernels_gflops']:.0f} GFLOP/s = "
+        f"{g['end_to_end_fraction_of_peak']:.0%} of peak; "
+        f"the same GEMMs alone {g['gemm_kernels_gflops']:.0f} GFLOP/s = "
         f"{g['gemm_kernels_fraction_of_peak']:.0%} of peak"
     )
 

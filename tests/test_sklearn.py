@@ -30,7 +30,6 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 import mlpkit.sklearn as mlp_sklearn
-from mlpkit.engine.losses import SoftmaxCrossEntropyLoss
 from mlpkit.sklearn import MLPClassifier, MLPRegressor
 
 pytestmark = pytest.mark.filterwarnings("error")

@@ -117,11 +117,14 @@ def check_labels(name: str, y: object, num_classes: int, n_samples: int | None =
             raise DataFormatError(f"{name} must hold integer class indices, got dtype {labels.dtype}")
         if np.any(labels != np.round(labels)):
             bad = int(np.argmax(labels != np.round(labels)))
-            raise DataFormatError(f"{name} must hold integer class indices, got {labels[bad].item()!r} at index {bad}")
+            raise DataFormatError(
+                f"{name} must hold integer class indices, got {labels[bad].item()!r} at index {bad}"
+            )
     out_of_range = (labels < 0) | (labels >= num_classes)
     if out_of_range.any():
         bad = int(np.argmax(out_of_range))
         raise DataFormatError(
-            f"{name} has label {labels[bad].item()!r} at index {bad}, outside the class range [0, {num_classes})"
+            f"{name} has label {labels[bad].item()!r} at index {bad}, "
+            f"outside the class range [0, {num_classes})"
         )
     return labels.astype(np.int64, copy=False)

@@ -79,7 +79,8 @@ class MLPSpec:
         check_positive_int("out_features", self.out_features)
         if isinstance(self.hidden_features, str) or not isinstance(self.hidden_features, Sequence):
             raise ValueError(
-                f"hidden_features must be a sequence of positive ints, e.g. (256,), got {self.hidden_features!r}"
+                "hidden_features must be a sequence of positive ints, e.g. (256,), "
+                f"got {self.hidden_features!r}"
             )
         hidden = tuple(self.hidden_features)
         for width in hidden:

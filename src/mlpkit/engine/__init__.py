@@ -5,7 +5,17 @@ Nothing here imports torch. Each layer's ``backward`` sits beside its ``forward`
 
 from __future__ import annotations
 
-from mlpkit.engine.activations import ACTIVATIONS, GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Tanh, get_activation
+from mlpkit.engine.activations import (
+    ACTIVATIONS,
+    GELU,
+    LeakyReLU,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Tanh,
+    get_activation,
+)
 from mlpkit.engine.layers import Dropout, Layer, Linear, Parameter
 from mlpkit.engine.losses import LOSSES, BCEWithLogitsLoss, MSELoss, SoftmaxCrossEntropyLoss, get_loss
 from mlpkit.engine.network import Sequential, build_mlp, load_weights, save_weights

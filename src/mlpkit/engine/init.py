@@ -46,14 +46,18 @@ def xavier_normal(shape: tuple[int, int], rng: np.random.Generator, *, gain: flo
     return rng.normal(0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), size=shape)
 
 
-def kaiming_uniform(shape: tuple[int, int], rng: np.random.Generator, *, gain: float = math.sqrt(2)) -> np.ndarray:
+def kaiming_uniform(
+    shape: tuple[int, int], rng: np.random.Generator, *, gain: float = math.sqrt(2)
+) -> np.ndarray:
     """U(−b, b), b = gain · sqrt(3 / fan_in): variance gain² / fan_in (He et al., ICCV 2015)."""
     _, fan_in = shape
     bound = gain * math.sqrt(3.0 / fan_in)
     return rng.uniform(-bound, bound, size=shape)
 
 
-def kaiming_normal(shape: tuple[int, int], rng: np.random.Generator, *, gain: float = math.sqrt(2)) -> np.ndarray:
+def kaiming_normal(
+    shape: tuple[int, int], rng: np.random.Generator, *, gain: float = math.sqrt(2)
+) -> np.ndarray:
     """N(0, gain² / fan_in) (He et al., ICCV 2015, eq. 10 with fan_in mode)."""
     _, fan_in = shape
     return rng.normal(0.0, gain / math.sqrt(fan_in), size=shape)

@@ -7,6 +7,7 @@ torch's ``(out, in)`` layout, so ``model.safetensors`` files move between the en
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -148,8 +149,10 @@ def build_mlp(spec: MLPSpec, *, rng: np.random.Generator, dtype: np.dtype | type
     # The last layer feeds a loss, not an activation: Glorot/He gains use the linear gain 1 there.
     follows = (*spec.activations, "identity")
     layers: list[Layer] = []
-    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-        weight = initialize(spec.init, (fan_out, fan_in), rng, std=spec.init_std, nonlinearity=follows[i], dtype=dtype)
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
+        weight = initialize(
+            spec.init, (fan_out, fan_in), rng, std=spec.init_std, nonlinearity=follows[i], dtype=dtype
+        )
         # Drawn as (out, in) like torch, so one seed gives the same network in both engines.
         layers.append(Linear(fan_in, fan_out, weight=weight.T, bias=spec.bias))
         if i < len(spec.hidden_features):

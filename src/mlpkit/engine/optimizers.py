@@ -67,7 +67,9 @@ class Optimizer:
         for name, target in own.items():
             source = np.asarray(arrays[name])
             if source.shape != target.shape:
-                raise ValueError(f"optimizer buffer {name}: checkpoint shape {source.shape}, model {target.shape}")
+                raise ValueError(
+                    f"optimizer buffer {name}: checkpoint shape {source.shape}, model {target.shape}"
+                )
             target[...] = source
 
 
