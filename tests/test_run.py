@@ -397,6 +397,11 @@ def test_predictions_csv() -> None:
             r"objects.npy: not a readable .npy array .*allow_pickle",
         ),
         (
+            "text.npy",
+            "not an array\n",
+            r"text.npy: not a .npy file \(it does not start with the NPY magic",
+        ),
+        (
             "header.csv",
             "p0,p1\n1,2\n",
             r"header.csv: expected rows of comma-separated numbers without a header",
