@@ -1168,7 +1168,9 @@ def read_images(path: str | os.PathLike[str], *, n_features: int = 784) -> np.nd
         if magic != b"\x93NUMPY":
             # Checked first: NumPy's own error for a file without the magic talks about pickles
             # and allow_pickle, which we never use.
-            raise DataFormatError(f"{path}: not a .npy file (it does not start with the NPY magic \\x93NUMPY)")
+            raise DataFormatError(
+                f"{path}: not a .npy file (it does not start with the NPY magic \\x93NUMPY)"
+            )
         try:
             array = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
