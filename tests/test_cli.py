@@ -380,6 +380,15 @@ def test_experiment_subcommand_calls_the_registry(tmp_path: Path, monkeypatch: p
     code, _, err = run_cli("experiment", "nope")
     assert code == 2 and "unknown experiment 'nope'; available: ['demo']" in err
 
+    # A non-empty --out (an earlier run, say) is refused unless --overwrite.
+    (tmp_path / "config.json").write_text("{}")
+    code, _, err = run_cli("experiment", "demo", "--out", tmp_path)
+    assert code == 2 and len(calls) == 1
+    assert f"{tmp_path} already exists and is not empty; nothing was changed. Pass --overwrite" in err
+    assert (tmp_path / "config.json").read_text() == "{}"
+    code, _, err = run_cli("experiment", "demo", "--out", tmp_path, "--overwrite")
+    assert code == 0 and len(calls) == 2, err
+
 
 def test_the_cli_path_imports_neither_torch_nor_matplotlib() -> None:
     code = "import sys, mlpkit.cli, mlpkit.run; print(sorted({'torch', 'matplotlib'} & set(sys.modules)))"

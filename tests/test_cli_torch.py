@@ -83,6 +83,22 @@ def run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
 # -- train, evaluate, predict ---------------------------------------------------------------------
 
 
+def test_interrupted_before_the_first_checkpoint_does_not_suggest_resume(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def ctrl_c_before_the_checkpoint(self: Any, record: dict[str, Any]) -> None:
+        raise KeyboardInterrupt  # after epoch 1 has run, before its checkpoint is written
+
+    cut = tmp_path / "cut"
+    with monkeypatch.context() as patch:
+        patch.setattr(run_module._TorchEpochWriter, "__call__", ctrl_c_before_the_checkpoint)
+        code, _, err = run_cli(*train_args(data_dir, cut))
+    assert code == 130 and "mlpkit: interrupted" in err
+    assert "--resume" not in err
+    assert f"interrupted before the first checkpoint was written; {cut} cannot be resumed" in err
+    assert not (cut / "checkpoint.json").exists()
+
+
 def test_train_with_the_torch_engine_writes_a_run_the_numpy_engine_evaluates(
     run: tuple[Path, int, str, str], data_dir: Path, tmp_path: Path
 ) -> None:

@@ -6,7 +6,7 @@
     mlpkit train --resume RUN_DIR              continue an interrupted --engine torch run from its checkpoint
     mlpkit evaluate RUN_DIR                    score a saved run on the test set
     mlpkit predict RUN_DIR FILE [--out CSV]    classify the images in an IDX, .npy or .csv file
-    mlpkit experiment [NAME] [--out DIR] [--quick] [--seed N]   run a classic study (list them without NAME)
+    mlpkit experiment [NAME] [--out DIR] [--quick] [--seed N] [--overwrite]   run a classic study (list them without NAME)
 
 Settings are taken from the defaults (the classic recipe), then ``--config FILE`` (.toml, or a
 run's ``config.json`` to repeat it), then the options given. Library code logs; this module shows
@@ -325,6 +325,9 @@ def _add_experiment(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="output directory [runs/<timestamp>-experiment-NAME]")
     parser.add_argument("--quick", action="store_true", help="a small, fast version (for smoke tests)")
     parser.add_argument("--seed", type=int, default=0, help="seed [0]")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="write into an existing, non-empty --out directory"
+    )
 
 
 def _first_line(doc: str | None) -> str:
@@ -353,6 +356,11 @@ def _run_experiment(args: argparse.Namespace) -> int:
         if args.out
         else Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-experiment-{args.name}"
     )
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        # As for training runs: an earlier run (or any other file) is never replaced by surprise.
+        raise OutputError(
+            f"{out} already exists and is not empty; nothing was changed. Pass --overwrite to write into it"
+        )
     result = registry[args.name](out, quick=args.quick, seed=args.seed)
     _print_table([("experiment", args.name), ("written to", str(result))])
     return EXIT_OK

@@ -879,7 +879,7 @@ def _torch_run_in_group(
     import torch
 
     from mlpkit.torch_engine import build_torch_mlp
-    from mlpkit.train.checkpoint import load_checkpoint
+    from mlpkit.train.checkpoint import CHECKPOINT_JSON, load_checkpoint
     from mlpkit.train.distributed import local_batch_size
     from mlpkit.train.torch_trainer import TorchTrainer, build_loss, build_optimizer, resolve_device
 
@@ -960,12 +960,16 @@ def _torch_run_in_group(
             raise
         raise _write_diverged_summary(run_dir, exc, writer, started=started, data=data) from exc
     except KeyboardInterrupt:
-        if rank_zero and trainer.epochs_done:
+        if rank_zero and (run_dir / CHECKPOINT_JSON).is_file():
+            # The checkpoint, not the epoch count: an interrupt between an epoch's end and its
+            # checkpoint write leaves nothing to resume from.
             logger.warning(
                 "interrupted after epoch %d; continue with: mlpkit train --resume %s",
                 trainer.epochs_done,
                 run_dir,
             )
+        elif rank_zero:
+            logger.warning("interrupted before the first checkpoint was written; %s cannot be resumed", run_dir)
         raise
     if not rank_zero:
         return RunResult(run_dir, config, history, {}, rank=rank)

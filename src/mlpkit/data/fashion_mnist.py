@@ -444,8 +444,8 @@ def _read_checked(path: Path, file: IdxFileSpec, verify: bool) -> np.ndarray:
             payload,
             file,
             str(path),
-            "the file is corrupted or is not the official one (pass verify=False to load other data "
-            "in the same format)",
+            "the file is corrupted or is not the official one (to load other data in the same format, "
+            "pass verify=False, or --no-verify to mlpkit train)",
         )
     return read_idx_bytes(payload, str(path))
 
