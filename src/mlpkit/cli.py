@@ -6,7 +6,8 @@
     mlpkit train --resume RUN_DIR              continue an interrupted --engine torch run from its checkpoint
     mlpkit evaluate RUN_DIR                    score a saved run on the test set
     mlpkit predict RUN_DIR FILE [--out CSV]    classify the images in an IDX, .npy or .csv file
-    mlpkit experiment [NAME] [--out DIR] [--quick] [--seed N] [--overwrite]   run a classic study (list them without NAME)
+    mlpkit experiment [NAME] [--out DIR] [--quick] [--seed N] [--overwrite]
+                                               run a classic study (list them without NAME)
 
 Settings are taken from the defaults (the classic recipe), then ``--config FILE`` (.toml, or a
 run's ``config.json`` to repeat it), then the options given. Library code logs; this module shows

@@ -969,7 +969,9 @@ def _torch_run_in_group(
                 run_dir,
             )
         elif rank_zero:
-            logger.warning("interrupted before the first checkpoint was written; %s cannot be resumed", run_dir)
+            logger.warning(
+                "interrupted before the first checkpoint was written; %s cannot be resumed", run_dir
+            )
         raise
     if not rank_zero:
         return RunResult(run_dir, config, history, {}, rank=rank)
