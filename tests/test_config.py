@@ -217,6 +217,12 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
         load_config(tmp_path / "none.toml")
 
 
+def test_a_directory_is_named_as_such(tmp_path: Path) -> None:
+    # A run directory passed where its config.json was meant: say so, not "unsupported type ''".
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(tmp_path))} is a directory, not a config file"):
+        load_config(tmp_path)
+
+
 # -- engines, devices, schedules, gradient clipping, augmentation (issue 4) --------------------------
 
 CLASSIC_TORCH = CLASSIC.with_name("classic_torch.toml")

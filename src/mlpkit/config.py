@@ -591,6 +591,10 @@ def load_config(path: str | Path) -> RunConfig:
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    if path.is_dir():
+        raise ConfigError(
+            f"{path} is a directory, not a config file; use a .toml file, or a run's config.json"
+        )
     if suffix not in (".toml", ".json"):
         raise ConfigError(
             f"{path}: unsupported config file type {path.suffix!r}; use .toml, or a run's config.json"

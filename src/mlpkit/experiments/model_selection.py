@@ -340,7 +340,7 @@ def _summary(result: ModelSelectionResult) -> str:
             )
     lines += [
         "",
-        "SGD stopped after a few hundred epochs barely moves the weights of the tiny high-order columns",
+        f"SGD stopped after {result.epochs} epochs barely moves the weights of the tiny high-order columns",
         "x^i/i!, so its 20-feature fit behaves like a low-degree one and hardly overfits: stopping early",
         "is itself a regularizer (see the module docstring and d2l-ai/d2l-en#2337).",
         "",
