@@ -11,6 +11,7 @@ import gzip
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import types
@@ -192,6 +193,19 @@ def test_evaluate_reproduces_the_summary(run: tuple[Path, int, str, str]) -> Non
     assert code == 0, err
     assert re.search(rf"^test accuracy +{summary['test_accuracy']:.4f}$", out, flags=re.MULTILINE)
     assert re.search(rf"^test images +{N_TEST}$", out, flags=re.MULTILINE)
+
+
+def test_evaluate_says_when_the_run_did_not_finish(run: tuple[Path, int, str, str], tmp_path: Path) -> None:
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(run[0], unfinished)
+    (unfinished / "summary.json").unlink()  # as a run killed before its end leaves it
+    code, out, err = run_cli("evaluate", unfinished)
+    assert code == 0, err
+    assert f"{unfinished} has no summary.json: the run did not finish" in err
+    accuracy = json.loads((run[0] / "summary.json").read_text())["test_accuracy"]
+    assert re.search(rf"^test accuracy +{accuracy:.4f}$", out, flags=re.MULTILINE)  # same weights
+    code, _, err = run_cli("evaluate", run[0])
+    assert code == 0 and "did not finish" not in err
 
 
 def test_predict_reads_idx_npy_and_csv_alike(

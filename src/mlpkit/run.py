@@ -1091,6 +1091,14 @@ def load_run(run_dir: str | os.PathLike[str]) -> LoadedRun:
             f"{model_path} is missing: the run may have stopped before its first epoch finished "
             f"(see {run_dir / SUMMARY_FILE})"
         )
+    if not (run_dir / SUMMARY_FILE).is_file():
+        # An interrupted run: its model file holds the best finished epoch so far, which is usable,
+        # but the user should know the numbers do not come from a finished run.
+        logger.warning(
+            "%s has no %s: the run did not finish; using the weights of its best epoch so far",
+            run_dir,
+            SUMMARY_FILE,
+        )
     metadata = _read_metadata(model_path)
     try:
         spec = MLPSpec.from_dict(json.loads(metadata["spec"]))
