@@ -1092,10 +1092,10 @@ def load_run(run_dir: str | os.PathLike[str]) -> LoadedRun:
             f"(see {run_dir / SUMMARY_FILE})"
         )
     if not (run_dir / SUMMARY_FILE).is_file():
-        # An interrupted run: its model file holds the best finished epoch so far, which is usable,
-        # but the user should know the numbers do not come from a finished run.
+        # An interrupted run: its model file holds a finished epoch (the best so far, or the last
+        # one without restore-best), which is usable, but not the result of a finished run.
         logger.warning(
-            "%s has no %s: the run did not finish; using the weights of its best epoch so far",
+            "%s has no %s: the run did not finish; using the weights it saved last",
             run_dir,
             SUMMARY_FILE,
         )
