@@ -10,6 +10,7 @@ import dataclasses
 import gzip
 import hashlib
 import http.server
+import logging
 import os
 import re
 import socket
@@ -267,6 +268,20 @@ def test_locate_order(tmp_path: Path, rng: np.random.Generator, monkeypatch: pyt
     assert locate_fashion_mnist(download=False) == cache
     (cache / "t10k-labels-idx1-ubyte.gz").unlink()  # an incomplete cache does not count
     assert locate_fashion_mnist(download=False) == system
+
+
+def test_a_mistyped_mlpkit_data_is_reported_even_when_the_cache_has_the_files(
+    tmp_path: Path,
+    rng: np.random.Generator,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache = tmp_path / "xdg-cache" / "mlpkit" / "fashion-mnist"
+    make_files(cache, rng)
+    monkeypatch.setenv("MLPKIT_DATA", str(tmp_path / "typo"))
+    with caplog.at_level(logging.WARNING, logger="mlpkit.data.fashion_mnist"):
+        assert locate_fashion_mnist(download=False) == cache
+    assert f"$MLPKIT_DATA={tmp_path / 'typo'} does not hold the Fashion-MNIST files" in caplog.text
 
 
 def test_mlpkit_data_may_hold_a_fashion_mnist_subdirectory(

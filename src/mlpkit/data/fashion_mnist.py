@@ -365,7 +365,9 @@ def _locate(
             logger.info("using %s from %s", spec.title, directory)
             return directory
         looked.append(f"{directory} ({label}): {why}")
-        if label == "user cache" and env:
+        if label == f"${DATA_ENV_VAR}/{spec.slug}":
+            # Said as soon as both $MLPKIT_DATA places fail: a typo there must not pass unnoticed
+            # just because a copy elsewhere (the cache, the system package) is then used instead.
             logger.warning(
                 "$%s=%s does not hold the %s files; looking elsewhere", DATA_ENV_VAR, env, spec.title
             )
