@@ -879,7 +879,7 @@ def _torch_run_in_group(
     import torch
 
     from mlpkit.torch_engine import build_torch_mlp
-    from mlpkit.train.checkpoint import CHECKPOINT_JSON, load_checkpoint
+    from mlpkit.train.checkpoint import has_checkpoint, load_checkpoint
     from mlpkit.train.distributed import local_batch_size
     from mlpkit.train.torch_trainer import TorchTrainer, build_loss, build_optimizer, resolve_device
 
@@ -960,7 +960,7 @@ def _torch_run_in_group(
             raise
         raise _write_diverged_summary(run_dir, exc, writer, started=started, data=data) from exc
     except KeyboardInterrupt:
-        if rank_zero and (run_dir / CHECKPOINT_JSON).is_file():
+        if rank_zero and has_checkpoint(run_dir):
             # The checkpoint, not the epoch count: an interrupt between an epoch's end and its
             # checkpoint write leaves nothing to resume from.
             logger.warning(
