@@ -65,6 +65,19 @@ def test_xavier_does_not_rescue_deep_sigmoid_networks(batch):
     assert grads[0] / grads[-1] > 1e4 * (small[0] / small[-1])
 
 
+def test_fourfold_xavier_wins_back_most_of_the_sigmoid_gradient_but_not_all(batch):
+    # Scaling Glorot's weights by 1/σ'(0) = 4 cancels the slope at 0, but it also spreads the
+    # pre-activations to where σ' < 1/4: the first layer keeps about 1e-2 of the last's gradient
+    # (measured 1.1e-2 to 2.9e-2 over seeds 1-3), against ~3e-6 with Xavier and ~1e-12 with N(0, 0.01²).
+    for seed in (1, 2, 3):
+        plain, _ = probe(batch, "sigmoid", "xavier", seed=seed)
+        grads, stds = probe(batch, "sigmoid", "xavier_x4", seed=seed)
+        ratio = grads[0] / grads[-1]
+        assert 1e-3 < ratio < 1e-1, seed
+        assert ratio > 1e3 * (plain[0] / plain[-1]), seed
+        assert 0.25 < stds.min() and stds.max() < 0.45, seed           # wider than Xavier's ~0.12
+
+
 def test_kaiming_keeps_relu_gradients_and_activations_of_order_one(batch):
     grads, stds = probe(batch, "relu", "kaiming")
     assert 0.1 < grads[0] / grads[-1] < 10
@@ -87,7 +100,7 @@ def test_the_initializers_use_the_papers_variances():
     rng = np.random.default_rng(0)
     fan_out, fan_in = 300, 500
     for name, variance in [("normal_0.01", 1e-4), ("normal_1", 1.0), ("xavier", 2 / (fan_in + fan_out)),
-                           ("kaiming", 2 / fan_in)]:
+                           ("xavier_x4", 32 / (fan_in + fan_out)), ("kaiming", 2 / fan_in)]:
         w = INITIALIZERS[name][1]((fan_out, fan_in), rng)
         assert w.shape == (fan_out, fan_in)
         assert w.var() == pytest.approx(variance, rel=0.02), name
@@ -110,6 +123,6 @@ def test_a_diverging_run_is_recorded_not_raised():
 
 
 def test_unknown_initializer_is_rejected():
-    valid = r"\['kaiming', 'normal_0\.01', 'normal_1', 'xavier'\]"
+    valid = r"\['kaiming', 'normal_0\.01', 'normal_1', 'xavier', 'xavier_x4'\]"
     with pytest.raises(ValueError, match=rf"init must be one of {valid}, got 'he'"):
         build_deep_mlp(4, 2, activation="relu", init="he", rng=np.random.default_rng(0))

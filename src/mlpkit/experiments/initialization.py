@@ -5,7 +5,7 @@ Glorot & Bengio, "Understanding the difficulty of training deep feedforward neur
 AISTATS 2010; He, Zhang, Ren, Sun, "Delving deep into rectifiers", ICCV 2015.
 
 A 10-layer MLP (9 hidden layers of width H, then the 10-way output) with sigmoid, tanh or ReLU
-hidden units is initialized four ways, biases at 0:
+hidden units is initialized five ways, biases at 0:
 
 * ``normal_0.01``: N(0, 0.01²), the small-weight start of d2l's shallow examples;
 * ``normal_1``: N(0, 1), too large (d2l's exploding product of N(0, 1) matrices);
@@ -13,6 +13,10 @@ hidden units is initialized four ways, biases at 0:
   initialization (their eq. 16 draws it from a uniform law), derived for units with f(0) = 0 and
   f'(0) = 1 (tanh, softsign) as a compromise between keeping the activations' variance constant
   forward and the gradients' variance constant backward;
+* ``xavier_x4``: Xavier with four times the standard deviation, the rule for sigmoid units that
+  Glorot wrote into the LISA lab's Deep Learning Tutorials (MLP chapter, 2010) and Bengio restates
+  in "Practical recommendations for gradient-based training of deep architectures" (2012): it
+  puts back the factor σ'(0) = 1/4 that the sigmoid takes from every layer;
 * ``kaiming``: N(0, 2 / fan_in), He et al.'s eq. 10, which puts back the half of the variance a
   ReLU zeroes.
 
@@ -30,7 +34,9 @@ about ``σ'(0) · 0.01 · √H`` per layer: the first layer's is ~10⁻¹² of t
 the weight-scale factor but *not* ``σ'(z) ≤ 1/4``, so in a deep sigmoid network the gradient still
 shrinks about fourfold per layer (~10⁻⁵ over nine layers) and it does not train: Glorot & Bengio
 derived their variance for tanh-like units and showed sigmoid networks to be hard to train for
-this reason. With tanh, Xavier keeps the gradient norms within a small factor across depth. With
+this reason. Bengio's fourfold weights (``xavier_x4``) win back most of it, not all: they
+widen the pre-activations to a spread of about 2, where σ' is well below 1/4, and the first
+layer's gradient is still ~10⁻² of the last's. With tanh, Xavier keeps the gradient norms within a small factor across depth. With
 ReLU the weight gradients keep their ratio across layers under any scaling (the forward and
 backward factors cancel), but their *size* shrinks or grows with depth like ``(s √(H/2))^L`` for
 weight scale s: N(0, 0.01²) leaves every gradient ~10⁻⁸, N(0, 1) explodes them, Kaiming (s² = 2/H)
@@ -102,6 +108,8 @@ INITIALIZERS: dict[str, tuple[str, Draw]] = {
     "normal_1": ("N(0, 1)", partial(normal, std=1.0)),
     # Glorot & Bengio 2010: Var(W) = 2 / (fan_in + fan_out), with no activation gain.
     "xavier": ("Xavier", partial(xavier_normal, gain=1.0)),
+    # For sigmoid units (Deep Learning Tutorials 2010; Bengio 2012): Glorot & Bengio's scale × 1/σ'(0).
+    "xavier_x4": ("Xavier ×4", partial(xavier_normal, gain=4.0)),
     # He et al. 2015, eq. 10: Var(W) = 2 / fan_in.
     "kaiming": ("Kaiming", partial(kaiming_normal, gain=math.sqrt(2.0))),
 }
@@ -428,7 +436,7 @@ def plot_initialization(result: InitializationResult) -> Figure:
     fig.suptitle(
         f"Initialization of a {result.num_layers}-layer MLP (width {result.hidden_features}) "
         "on Fashion-MNIST "
-        "(d2l 5.4; Glorot & Bengio 2010; He et al. 2015)",
+        "(d2l 5.4; Glorot & Bengio 2010; Bengio 2012; He et al. 2015)",
         fontsize=11,
     )
     return fig
@@ -467,13 +475,17 @@ def _summary(result: InitializationResult) -> str:
             "  and ReLU (whose activations shrink ~10× per layer); nothing trains.",
             "- N(0, 1): ReLU activations and gradients explode and training diverges at once; tanh",
             "  saturates and its gradients *grow* towards the input; sigmoid saturates too, but its",
-            "  large weights offset its small slope, and it is the one sigmoid start that trains here.",
+            "  large weights offset its small slope, and it is the sigmoid start that trains best here.",
             "- Xavier fixes tanh, whose slope at 0 is 1, but not sigmoid, whose slope is at most 1/4:",
             "  deep sigmoid networks lose about a factor 4 of gradient per layer at Xavier's scale.",
+            "- Xavier ×4, Bengio's (2012) rule for sigmoid units, undoes most of that loss but not all:",
+            "  the larger weights spread the pre-activations to where the sigmoid's slope is below 1/4.",
+            "  For tanh and ReLU, whose slope at 0 is 1, the same weights are too large.",
             "- Kaiming keeps ReLU activations and gradients of order one at every depth; Xavier's",
             "  ReLU activations shrink by √2 per layer, mild at this depth.",
             "",
             "References: Zhang et al., *Dive into Deep Learning*, sec. 5.4; Glorot & Bengio, AISTATS 2010;",
+            "Bengio, *Practical recommendations for gradient-based training of deep architectures*, 2012;",
             "He et al., ICCV 2015.",
         ]
     )
@@ -482,7 +494,7 @@ def _summary(result: InitializationResult) -> str:
 def run_initialization(
     out_dir: Path, *, quick: bool = False, seed: int = 0, data_dir: Path | None = None
 ) -> Path:
-    """Vanishing and exploding gradients of a 10-layer MLP under four initializations (d2l 5.4).
+    """Vanishing and exploding gradients of a 10-layer MLP under five initializations (d2l 5.4).
 
     Writes ``initialization.png``, ``initialization.json`` and ``summary.md``; uses Fashion-MNIST.
 
