@@ -35,12 +35,12 @@ the weight-scale factor but *not* ``σ'(z) ≤ 1/4``, so in a deep sigmoid netwo
 shrinks about fourfold per layer (~10⁻⁵ over nine layers) and it does not train: Glorot & Bengio
 derived their variance for tanh-like units and showed sigmoid networks to be hard to train for
 this reason. Bengio's fourfold weights (``xavier_x4``) win back most of it, not all: they
-widen the pre-activations to a spread of about 2, where σ' is well below 1/4, and the first
-layer's gradient is still ~10⁻² of the last's. With tanh, Xavier keeps the gradient norms within a small factor across depth. With
-ReLU the weight gradients keep their ratio across layers under any scaling (the forward and
-backward factors cancel), but their *size* shrinks or grows with depth like ``(s √(H/2))^L`` for
-weight scale s: N(0, 0.01²) leaves every gradient ~10⁻⁸, N(0, 1) explodes them, Kaiming (s² = 2/H)
-keeps them of order one.
+widen the pre-activations to a standard deviation of about 2.5, where σ' is well below 1/4, and
+the first layer's gradient is still ~10⁻² of the last's. With tanh, Xavier keeps the gradient
+norms within a small factor across depth. With ReLU the weight gradients keep their ratio
+across layers under any scaling (the forward and backward factors cancel), but their *size*
+shrinks or grows with depth like ``(s √(H/2))^L`` for weight scale s: N(0, 0.01²) leaves every
+gradient ~10⁻⁸, N(0, 1) explodes them, Kaiming (s² = 2/H) keeps them of order one.
 
 JSON keys: ``study``, ``config`` (``activations``, ``initializers``, ``num_layers``,
 ``hidden_features``, ``probe_batch_size``, ``epochs``, ``lr``, ``momentum``, ``batch_size``,
