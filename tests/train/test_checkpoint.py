@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-import mlpkit.train.checkpoint as checkpoint_module
+import mlpkit.train.checkpoint_files as files_module
 from mlpkit.errors import CheckpointError, OutputError
 from mlpkit.spec import MLPSpec
 from mlpkit.torch_engine import build_torch_mlp
@@ -155,9 +155,9 @@ def test_a_crash_at_any_step_of_a_save_leaves_a_complete_checkpoint(tmp_path, mo
         raise KeyboardInterrupt
 
     if crash_at == "tensors":
-        monkeypatch.setattr(checkpoint_module, "atomic_write_bytes", crash)
+        monkeypatch.setattr(files_module, "atomic_write_bytes", crash)
     elif crash_at == "json":
-        monkeypatch.setattr(checkpoint_module, "atomic_write_json", crash)
+        monkeypatch.setattr(files_module, "atomic_write_json", crash)
     else:
         monkeypatch.setattr(Path, "unlink", crash)
     with pytest.raises(KeyboardInterrupt):
