@@ -138,6 +138,26 @@ def test_repeating_from_config_json_gives_identical_metrics_and_model(
     assert first["test_accuracy"] == second["test_accuracy"] and first["test_loss"] == second["test_loss"]
 
 
+def test_resume_continues_a_numpy_run_to_the_epochs_of_its_config(
+    data_dir: Path, run: tuple[Path, int, str, str], tmp_path: Path
+) -> None:
+    # A 2-epoch run, its config.json then raised to 4 epochs: `train --resume` runs epochs 3 and
+    # 4 and ends where the straight 4-epoch run ended (same shuffles, same steps).
+    run_dir, *_ = run
+    short = tmp_path / "short"
+    assert run_cli(*train_args(data_dir, short, "--epochs", "2", "-q"))[0] == 0
+    config = json.loads((short / "config.json").read_text())
+    config["optim"]["epochs"] = 4
+    (short / "config.json").write_text(json.dumps(config))
+    code, _, err = run_cli("train", "--resume", short)
+    assert code == 0, err
+    assert "epochs: 2 -> 4" in err                                    # the changed setting is named
+    assert without_seconds(short) == without_seconds(run_dir)
+    first, second = load_file(str(short / "model.safetensors")), load_file(str(run_dir / "model.safetensors"))
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+
+
 def test_a_different_seed_gives_a_different_run(
     run: tuple[Path, int, str, str], data_dir: Path, tmp_path: Path
 ) -> None:

@@ -180,16 +180,6 @@ def test_resume_without_a_checkpoint_is_named_and_changes_nothing(
     )
 
 
-def test_resume_of_a_numpy_run_needs_the_torch_engine(data_dir: Path, tmp_path: Path) -> None:
-    numpy_run = tmp_path / "numpy"
-    args = ["train", *data_args(data_dir), *SMALL, "--epochs", "1", "--out", numpy_run, "-q"]
-    assert run_cli(*args)[0] == 0
-    before = snapshot(numpy_run)
-    code, _, err = run_cli("train", "--resume", numpy_run)
-    assert code == 2 and "--resume needs --engine torch, and this run used engine 'numpy'" in err
-    assert snapshot(numpy_run) == before
-
-
 def test_resume_with_another_hidden_size_names_the_tensor_and_both_shapes(
     run: tuple[Path, int, str, str], tmp_path: Path
 ) -> None:

@@ -9,13 +9,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from safetensors import safe_open
+from safetensors.numpy import load_file
 
+import mlpkit.run as run_module
+import mlpkit.train.numpy_checkpoint as numpy_checkpoint
 from fakedata import N_TEST, N_TRAIN, write_fake_fashion_mnist
 from mlpkit.config import DataConfig, EarlyStoppingConfig, ModelConfig, OptimConfig, RunConfig, RunSettings
 from mlpkit.data.fashion_mnist import FASHION_MNIST_CLASSES
@@ -36,6 +40,7 @@ from mlpkit.run import (
     pixels_to_features,
     predict_run,
     read_images,
+    resume_run,
     split_validation,
     train_run,
 )
@@ -107,7 +112,9 @@ def test_split_validation_rejects_a_validation_set_as_large_as_the_data() -> Non
 
 def test_run_writes_every_file_and_learns(trained: Any) -> None:
     run_dir = trained.run_dir
-    assert sorted(p.name for p in run_dir.iterdir()) == sorted(RUN_FILES)  # no temporary files left
+    names = {p.name for p in run_dir.iterdir()}
+    tensors = {n for n in names if n.startswith("checkpoint-epoch0004-") and n.endswith(".safetensors")}
+    assert names == {*RUN_FILES, "checkpoint.json", *tensors} and len(tensors) == 1  # no temporary files
     for png in ("curves.png", "predictions.png"):
         assert (run_dir / png).read_bytes()[:8] == PNG_MAGIC
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -306,6 +313,162 @@ def test_default_run_directory_is_timestamped_under_runs(
     assert result.run_dir.parent == Path("runs")
     assert re.fullmatch(r"\d{8}-\d{6}-tiny-run", result.run_dir.name)
     assert (tmp_path / result.run_dir / "summary.json").is_file()
+
+
+# -- resume ----------------------------------------------------------------------------------------
+
+
+RESUMABLE = {
+    "model": {"dropout": 0.2},                    # the dropout generator is part of the checkpoint
+    "optim": {"optimizer": "sgd", "momentum": 0.9, "lr": 0.05, "schedule": "plateau", "factor": 0.5,
+              "schedule_patience": 0},
+    "early_stopping": {"patience": 3, "monitor": "val_accuracy"},
+    "data": {"augment": "shift_flip"},            # so is the training generator that shifts and flips
+}
+
+
+def without_seconds(run_dir: Path) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(run_dir)]
+
+
+def assert_same_weights(first: Path, second: Path) -> None:
+    a, b = load_file(str(first / "model.safetensors")), load_file(str(second / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def interrupt_after(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
+    """Stand in for Ctrl-C right after epoch ``epoch`` was written (metrics, model, checkpoint)."""
+    original = run_module._EpochWriter.__call__
+
+    def call(self: Any, record: dict[str, Any]) -> None:
+        original(self, record)
+        if record["epoch"] == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module._EpochWriter, "__call__", call)
+
+
+def test_weights_given_as_transposed_views_are_stored_in_their_logical_order(tmp_path: Path) -> None:
+    # safetensors itself stores a view's memory, not its values: [[0, 3], [1, 4], [2, 5]] would
+    # come back as [[0, 1], [2, 3], [4, 5]].
+    weight = np.arange(6, dtype=np.float32).reshape(2, 3)
+    run_module._save_state(tmp_path / "w.safetensors", {"0.weight": weight.T}, {})
+    np.testing.assert_array_equal(load_file(str(tmp_path / "w.safetensors"))["0.weight"], weight.T)
+
+
+def test_an_interrupted_numpy_run_resumed_equals_the_uninterrupted_run_bit_for_bit(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    whole = train_run(small_config(data_dir, tmp_path / "whole", **RESUMABLE))
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 2)
+        with pytest.raises(KeyboardInterrupt):
+            train_run(small_config(data_dir, tmp_path / "cut", **RESUMABLE))
+    assert [r["epoch"] for r in read_metrics(tmp_path / "cut")] == [1, 2]
+    assert not (tmp_path / "cut" / "summary.json").exists()
+    assert f"continue with: mlpkit train --resume {tmp_path / 'cut'}" in caplog.text
+
+    resumed = resume_run(tmp_path / "cut")
+    assert resumed.summary["engine"] == "numpy" and resumed.summary["resumed_at_epoch"] == 2
+    assert without_seconds(tmp_path / "cut") == without_seconds(tmp_path / "whole")
+    assert_same_weights(tmp_path / "cut", tmp_path / "whole")
+    for key in ("test_accuracy", "test_loss", "best_epoch", "stop_reason", "epochs_run"):
+        assert resumed.summary[key] == whole.summary[key], key
+
+
+def test_a_metrics_line_written_after_the_last_numpy_checkpoint_is_replayed(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = train_run(small_config(data_dir, tmp_path / "whole", **RESUMABLE))
+    save = numpy_checkpoint.save_numpy_checkpoint
+
+    def no_checkpoint_after_2(run_dir: Path, trainer: Any, **kwargs: Any) -> None:
+        if trainer.epochs_done > 2:
+            raise KeyboardInterrupt                # killed after epoch 3's metrics line and model
+        save(run_dir, trainer, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(numpy_checkpoint, "save_numpy_checkpoint", no_checkpoint_after_2)
+        with pytest.raises(KeyboardInterrupt):
+            train_run(small_config(data_dir, tmp_path / "cut", **RESUMABLE))
+    assert len(read_metrics(tmp_path / "cut")) == 3
+    assert json.loads((tmp_path / "cut" / "checkpoint.json").read_text())["epoch"] == 2
+    resume_run(tmp_path / "cut")
+    assert without_seconds(tmp_path / "cut") == without_seconds(whole.run_dir)
+    assert_same_weights(tmp_path / "cut", whole.run_dir)
+
+
+def test_resuming_a_finished_numpy_run_trains_nothing_more(trained: Any, tmp_path: Path) -> None:
+    copy = shutil.copytree(trained.run_dir, tmp_path / "copy")
+    result = resume_run(copy)
+    assert result.summary["resumed_at_epoch"] == 4 and result.summary["epochs_run"] == 4
+    assert without_seconds(copy) == without_seconds(trained.run_dir)
+    assert result.summary["test_accuracy"] == trained.summary["test_accuracy"]
+
+
+def test_numpy_resume_with_another_architecture_names_the_tensor_and_changes_nothing(
+    trained: Any, tmp_path: Path
+) -> None:
+    copy = shutil.copytree(trained.run_dir, tmp_path / "copy")
+    config = json.loads((copy / "config.json").read_text())
+    config["model"]["hidden_features"] = [16]
+    (copy / "config.json").write_text(json.dumps(config))
+    before = {p.name: p.read_bytes() for p in sorted(copy.iterdir())}
+    with pytest.raises(
+        CheckpointError,
+        match=r"different architecture: tensor '0.weight' has shape \(32, 784\) in the checkpoint "
+        r"but \(16, 784\) in the model",
+    ):
+        resume_run(copy)
+    assert {p.name: p.read_bytes() for p in sorted(copy.iterdir())} == before
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"optim": {"optimizer": "adam"}}, r"was written with optimizer SGD, this run uses Adam"),
+        ({"model": {"dropout": 0.5}}, r"has dropout after layers \[\], this network after \['2'\]"),
+        ({"optim": {"schedule": "cosine"}}, r"was written with schedule None, this run uses 'cosine'"),
+        ({"run": {"dtype": "float64"}}, r"tensor '0.weight' is float32 in the checkpoint but float64"),
+    ],
+)
+def test_numpy_resume_under_another_setup_names_the_mismatch(
+    trained: Any, tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    copy = shutil.copytree(trained.run_dir, tmp_path / "copy")
+    config = json.loads((copy / "config.json").read_text())
+    for section, values in change.items():
+        config[section].update(values)
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=message):
+        resume_run(copy)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("truncate", r"checkpoint tensors file .* is truncated or corrupted: \d+ bytes, expected \d+"),
+        ("format", r"checkpoint.json is not an mlpkit NumPy checkpoint "
+                   r"\(format 'mlpkit-numpy-checkpoint' expected, found 'mlpkit-torch-checkpoint'\)"),
+    ],
+)
+def test_a_damaged_or_foreign_numpy_checkpoint_is_a_clear_error(
+    trained: Any, tmp_path: Path, damage: str, message: str
+) -> None:
+    copy = shutil.copytree(trained.run_dir, tmp_path / "copy")
+    if damage == "truncate":
+        tensors = next(copy.glob("checkpoint-epoch*.safetensors"))
+        tensors.write_bytes(tensors.read_bytes()[:-100])
+    else:
+        state = json.loads((copy / "checkpoint.json").read_text())
+        state["format"] = "mlpkit-torch-checkpoint"
+        (copy / "checkpoint.json").write_text(json.dumps(state))
+    before = {p.name: p.read_bytes() for p in sorted(copy.iterdir())}
+    with pytest.raises(CheckpointError, match=message):
+        resume_run(copy)
+    assert {p.name: p.read_bytes() for p in sorted(copy.iterdir())} == before
 
 
 # -- reusing a run ---------------------------------------------------------------------------------

@@ -298,13 +298,6 @@ def test_resume_without_a_checkpoint_names_the_directory_and_changes_nothing(
         resume_run(tmp_path / "empty")
 
 
-def test_resume_of_a_numpy_run_says_it_needs_the_torch_engine(runs: dict[str, Any]) -> None:
-    before = snapshot(runs["numpy"].run_dir)
-    with pytest.raises(ConfigError, match=r"--resume needs --engine torch, and this run used engine 'numpy'"):
-        resume_run(runs["numpy"].run_dir)
-    assert snapshot(runs["numpy"].run_dir) == before
-
-
 def test_resume_with_another_architecture_names_the_tensor_and_changes_nothing(
     runs: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -329,7 +322,11 @@ def test_overwrite_removes_a_stale_checkpoint(runs: dict[str, Any], data_dir: Pa
     copy = shutil.copytree(runs["torch"].run_dir, tmp_path / "copy")
     (copy / "notes.txt").write_text("mine")
     train_run(small_config(data_dir, copy, run={"engine": "numpy"}, optim={"epochs": 1}), overwrite=True)
-    assert sorted(p.name for p in copy.iterdir()) == sorted([*RUN_FILES, "notes.txt"])
+    names = {p.name for p in copy.iterdir()}
+    tensors = {n for n in names if n.endswith(".safetensors") and n.startswith("checkpoint-")}
+    assert names == {*RUN_FILES, "notes.txt", CHECKPOINT_JSON, *tensors} and len(tensors) == 1
+    assert next(iter(tensors)).startswith("checkpoint-epoch0001-")    # the new run's, not epoch 4's
+    assert json.loads((copy / CHECKPOINT_JSON).read_text())["format"] == "mlpkit-numpy-checkpoint"
 
 
 # -- devices ---------------------------------------------------------------------------------------

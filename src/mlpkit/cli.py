@@ -3,7 +3,7 @@
 ::
 
     mlpkit train [--config FILE] [options]     train into a new run directory (no options: the classic recipe)
-    mlpkit train --resume RUN_DIR              continue an interrupted --engine torch run from its checkpoint
+    mlpkit train --resume RUN_DIR              continue an interrupted run from its checkpoint
     mlpkit evaluate RUN_DIR                    score a saved run on the test set
     mlpkit predict RUN_DIR FILE [--out CSV]    classify the images in an IDX, .npy or .csv file
     mlpkit experiment [NAME] [--out DIR] [--quick] [--seed N] [--overwrite]
@@ -216,7 +216,7 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume",
         metavar="RUN_DIR",
-        help="continue an interrupted --engine torch run from its last checkpoint, with the settings in "
+        help="continue an interrupted run (either engine) from its last checkpoint, with the settings in "
         "RUN_DIR/config.json (no other settings may be given)",
     )
     for option in _TRAIN_OPTIONS:

@@ -22,9 +22,9 @@ engine's dropout masks), the minibatch order, and the seed of torch's generator 
 engine's dropout masks), so changing ``val_size`` does not change the initial weights.
 
 ``config.run.engine`` picks the trainer. The torch engine starts from the same initial weights
-and batches and writes the same files, plus a checkpoint after every epoch (``checkpoint.json``
-and ``checkpoint-epoch*.safetensors``, see :mod:`mlpkit.train.checkpoint`) that
-:func:`resume_run` continues from. Under ``torchrun`` every rank loads the data and trains, and
+and batches and writes the same files. Both write a checkpoint after every epoch
+(``checkpoint.json`` and ``checkpoint-epoch*.safetensors``, see :mod:`mlpkit.train.checkpoint_files`)
+that :func:`resume_run` continues from. Under ``torchrun`` every rank loads the data and trains, and
 rank 0 alone creates and writes the run directory; the ranks agree before training starts, so
 an error on one rank stops them all. torch is imported only on that path.
 
@@ -63,7 +63,7 @@ from mlpkit.data.fashion_mnist import FASHION_MNIST, FashionMNIST, load_fashion_
 from mlpkit.data.idx import read_idx
 from mlpkit.engine import SoftmaxCrossEntropyLoss, build_mlp, load_weights, make_optimizer
 from mlpkit.engine.losses import log_softmax
-from mlpkit.engine.network import Sequential
+from mlpkit.engine.network import Sequential, to_file_layout
 from mlpkit.errors import (
     CheckpointError,
     ConfigError,
@@ -109,7 +109,7 @@ RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, MODEL_FILE, REPORT_FILE, C
 """Every file a run writes; ``overwrite`` removes these and a checkpoint from an existing directory."""
 CHECKPOINT_FILE = "checkpoint.json"
 CHECKPOINT_TENSORS_GLOB = "checkpoint-epoch*.safetensors"
-"""The torch engine's checkpoint (``mlpkit.train.checkpoint``): the JSON commit point and its tensors."""
+"""Either engine's checkpoint (``mlpkit.train.checkpoint_files``): the JSON commit point and its tensors."""
 
 PREVIEW_IMAGES = 25
 """Test images shown in ``predictions.png`` (the first ones, so every run of a data set shows the same)."""
@@ -286,6 +286,9 @@ def _save_state(path: Path, state: dict[str, np.ndarray], metadata: dict[str, st
     """Write weights in the shared layout (``"{i}.weight"`` as (out, in)) atomically, for either engine."""
     from safetensors.numpy import save_file
 
+    # safetensors writes an array's memory as it lies: a transposed view would be stored with its
+    # new shape but in its old order, silently. C-ordered copies are stored as they read.
+    state = {name: np.ascontiguousarray(a) for name, a in state.items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
 
@@ -426,7 +429,9 @@ class _EpochWriter:
     ``model.safetensors`` when this epoch's weights are the ones to keep: the best epoch so far,
     or every epoch when ``keep_every_epoch`` (``restore_best`` off). So the file always holds the
     model the run would deliver if it stopped now, and never weights of a diverged step.
-    The torch engine's writer (:class:`_TorchEpochWriter`) then writes a checkpoint.
+    Last it writes a checkpoint of the whole trainer (:meth:`save_checkpoint`), so a run killed
+    at any point resumes from an epoch whose metrics line and model are on disk (or replays that
+    epoch, deterministically, and writes them again).
     """
 
     engine = "numpy"
@@ -436,12 +441,14 @@ class _EpochWriter:
         run_dir: Path,
         trainer: Any,
         *,
+        recorded: RunConfig,
         spec: MLPSpec,
         classes: tuple[str, ...],
         epochs: int,
         keep_every_epoch: bool,
     ) -> None:
         self.run_dir = run_dir
+        self.recorded = recorded
         self.metrics = _MetricsLog(run_dir / METRICS_FILE)
         self.model_path = run_dir / MODEL_FILE
         self.trainer = trainer
@@ -456,6 +463,15 @@ class _EpochWriter:
         """The current weights in the file layout."""
         state: dict[str, np.ndarray] = self.trainer.network.state_dict()
         return state
+
+    def best_weights(self) -> dict[str, np.ndarray]:
+        """The best epoch's weights (``trainer.best_state``) in the file layout (views)."""
+        return {name: to_file_layout(a) for name, a in self.trainer.best_state.items()}
+
+    def save_checkpoint(self) -> None:
+        from mlpkit.train.numpy_checkpoint import save_numpy_checkpoint
+
+        save_numpy_checkpoint(self.run_dir, self.trainer, extra={"config": self.recorded.to_dict()})
 
     def save_model(self, state: dict[str, np.ndarray], epoch: int) -> None:
         _save_state(self.model_path, state, _model_metadata(self.spec, self.classes, epoch, self.engine))
@@ -477,6 +493,7 @@ class _EpochWriter:
         )
         if self.keep_every_epoch or self.trainer.history.best_epoch == epoch:
             self.save_model(self.weights(), epoch)
+        self.save_checkpoint()
 
 
 def _write_diverged_summary(
@@ -509,8 +526,8 @@ def _write_diverged_summary(
 def train_run(config: RunConfig, *, progress: bool = False, overwrite: bool = False) -> RunResult:
     """Train the configured network on Fashion-MNIST and write one run directory.
 
-    ``config.run.engine`` picks the NumPy engine or PyTorch; both write the same files, and the
-    torch engine also writes a checkpoint after every epoch (see :func:`resume_run`). Under
+    ``config.run.engine`` picks the NumPy engine or PyTorch; both write the same files, including
+    a checkpoint after every epoch (see :func:`resume_run`). Under
     ``torchrun`` the torch engine trains on every rank, and only rank 0 writes the directory.
 
     Parameters
@@ -544,9 +561,21 @@ def train_run(config: RunConfig, *, progress: bool = False, overwrite: bool = Fa
     """
     if config.run.engine == "torch":
         return _torch_run(config, progress=progress, overwrite=overwrite, resume_dir=None)
+    return _numpy_run(config, progress=progress, overwrite=overwrite, resume_dir=None)
+
+
+def _numpy_run(
+    config: RunConfig, *, progress: bool, overwrite: bool, resume_dir: Path | None
+) -> RunResult:
+    """:func:`train_run` and :func:`resume_run` on the NumPy engine."""
+    from mlpkit.train.numpy_checkpoint import load_numpy_checkpoint
+
     started = time.perf_counter()
-    run_dir, created = _prepare_run_dir(config, overwrite=overwrite)
-    logger.info("run directory: %s", run_dir)
+    if resume_dir is None:
+        run_dir, created = _prepare_run_dir(config, overwrite=overwrite)
+    else:
+        run_dir, created = resume_dir, False
+    logger.info("%s: %s", "run directory" if resume_dir is None else "resuming the run in", run_dir)
     split_rng, init_rng, train_rng, _ = _seeds(config.run.seed)
     try:
         data = _prepare_data(config, split_rng)
@@ -560,29 +589,59 @@ def train_run(config: RunConfig, *, progress: bool = False, overwrite: bool = Fa
         config, spec, has_val=has_val, init_rng=init_rng, train_rng=train_rng, progress=progress
     )
     restore_best = config.early_stopping.restore_best
+    recorded = _recorded(config)
+    if resume_dir is not None:
+        _warn_if_config_changed(load_numpy_checkpoint(run_dir, trainer), recorded, run_dir)
     writer = _EpochWriter(
-        run_dir, trainer, spec=spec, classes=data.classes, epochs=config.optim.epochs,
+        run_dir, trainer, recorded=recorded, spec=spec, classes=data.classes, epochs=config.optim.epochs,
         keep_every_epoch=not restore_best,
     )
     trainer.on_epoch_end = writer
-    recorded = _recorded(config)
-    atomic_write_json(run_dir / CONFIG_FILE, recorded.to_dict())
+    if resume_dir is None:
+        atomic_write_json(run_dir / CONFIG_FILE, recorded.to_dict())
+    else:
+        _restart_files(writer, trainer, restore_best=restore_best)
+    resumed_at = trainer.epochs_done
 
     try:
-        history = trainer.fit(data.x_train, data.y_train, data.x_val, data.y_val, epochs=config.optim.epochs)
+        history = trainer.fit(
+            data.x_train, data.y_train, data.x_val, data.y_val,
+            epochs=trainer.remaining_epochs(config.optim.epochs),
+        )
     except TrainingDivergedError as exc:
         raise _write_diverged_summary(run_dir, exc, writer, started=started, data=data) from exc
+    except KeyboardInterrupt:
+        _log_interrupt(run_dir, trainer)
+        raise
 
     writer.metrics.rewrite()
     network = trainer.network
     last_state = network.state_dict()
-    trainer.restore_best_weights()
+    best_state = writer.best_weights() if trainer.best_state is not None else last_state
+    engine: dict[str, Any] = {"engine": "numpy"}
+    if resume_dir is not None:
+        engine["resumed_at_epoch"] = resumed_at
     summary = _finish_run(
-        run_dir, recorded, network, last_state=last_state, best_state=network.state_dict(),
+        run_dir, recorded, network, last_state=last_state, best_state=best_state,
         history=history, monitor=trainer.monitor, data=data, started=started, restore_best=restore_best,
-        engine={"engine": "numpy"},
+        engine=engine,
     )
     return RunResult(run_dir, config, history, summary)
+
+
+def _log_interrupt(run_dir: Path, trainer: Any) -> None:
+    """Tell an interrupted run's user whether and how it can go on."""
+    from mlpkit.train.checkpoint_files import has_checkpoint
+
+    # The checkpoint, not the epoch count: an interrupt between an epoch's end and its
+    # checkpoint write leaves nothing to resume from.
+    if has_checkpoint(run_dir):
+        logger.warning(
+            "interrupted after epoch %d; continue with: mlpkit train --resume %s",
+            trainer.epochs_done, run_dir,
+        )
+    else:
+        logger.warning("interrupted before the first checkpoint was written; %s cannot be resumed", run_dir)
 
 
 def _recorded(config: RunConfig) -> RunConfig:
@@ -685,17 +744,9 @@ def _fmt(value: float | None) -> str:
 
 
 class _TorchEpochWriter(_EpochWriter):
-    """:class:`_EpochWriter` for a ``TorchTrainer``, which then checkpoints the whole trainer.
-
-    The checkpoint comes last, so a run killed at any point resumes from an epoch whose metrics
-    line and model are on disk (or replays that epoch, deterministically, and writes them again).
-    """
+    """:class:`_EpochWriter` for a ``TorchTrainer``."""
 
     engine = "torch"
-
-    def __init__(self, run_dir: Path, trainer: Any, *, recorded: RunConfig, **kwargs: Any) -> None:
-        super().__init__(run_dir, trainer, **kwargs)
-        self.recorded = recorded
 
     def weights_finite(self) -> bool:
         import torch
@@ -707,10 +758,12 @@ class _TorchEpochWriter(_EpochWriter):
 
         return state_arrays(self.trainer.model)
 
-    def __call__(self, record: dict[str, Any]) -> None:
+    def best_weights(self) -> dict[str, np.ndarray]:
+        return _torch_state(self.trainer.best_state)
+
+    def save_checkpoint(self) -> None:
         from mlpkit.train.checkpoint import save_checkpoint
 
-        super().__call__(record)
         save_checkpoint(self.run_dir, self.trainer, extra={"config": self.recorded.to_dict()})
 
 
@@ -810,11 +863,6 @@ def _resume_config(run_dir: Path) -> RunConfig:
         raise CheckpointError(
             f"cannot resume: {config_path} is not a valid run configuration: {exc}"
         ) from exc
-    if config.run.engine != "torch":
-        raise ConfigError(
-            f"cannot resume {run_dir}: --resume needs --engine torch, and this run used engine "
-            f"{config.run.engine!r}, which writes no checkpoint; train it again instead"
-        )
     if not (run_dir / CHECKPOINT_FILE).is_file():
         raise CheckpointError(
             f"cannot resume: no checkpoint in {run_dir} (no {CHECKPOINT_FILE}); the run may have stopped "
@@ -824,10 +872,10 @@ def _resume_config(run_dir: Path) -> RunConfig:
 
 
 def resume_run(run_dir: str | os.PathLike[str], *, progress: bool = False) -> RunResult:
-    """Continue an interrupted ``--engine torch`` run from its last checkpoint, in the same directory.
+    """Continue an interrupted run from its last checkpoint, in the same directory, on either engine.
 
     The settings come from ``run_dir/config.json``; the trainer is rebuilt, restored from the
-    checkpoint (weights, optimizer, schedule, early stopping, best epoch, both generators),
+    checkpoint (weights, optimizer, schedule, early stopping, best epoch, the generators),
     ``metrics.jsonl`` is rewritten from the checkpoint's history, and training continues for the
     remaining epochs. On the CPU the result equals the uninterrupted run bit for bit. Under
     ``torchrun`` every rank reads the checkpoint and rank 0 writes.
@@ -838,11 +886,11 @@ def resume_run(run_dir: str | os.PathLike[str], *, progress: bool = False) -> Ru
         Before anything is written: no such directory, no ``config.json`` or no checkpoint in it,
         a corrupted checkpoint, or one that does not fit the configuration (the message names the
         tensor and both shapes).
-    ConfigError
-        The run used the NumPy engine, which writes no checkpoint.
     """
     config = _resume_config(Path(run_dir))
-    return _torch_run(config, progress=progress, overwrite=False, resume_dir=Path(run_dir))
+    if config.run.engine == "torch":
+        return _torch_run(config, progress=progress, overwrite=False, resume_dir=Path(run_dir))
+    return _numpy_run(config, progress=progress, overwrite=False, resume_dir=Path(run_dir))
 
 
 def _torch_run(
@@ -879,7 +927,7 @@ def _torch_run_in_group(
     import torch
 
     from mlpkit.torch_engine import build_torch_mlp
-    from mlpkit.train.checkpoint import has_checkpoint, load_checkpoint
+    from mlpkit.train.checkpoint import load_checkpoint
     from mlpkit.train.distributed import local_batch_size
     from mlpkit.train.torch_trainer import TorchTrainer, build_loss, build_optimizer, resolve_device
 
@@ -960,18 +1008,8 @@ def _torch_run_in_group(
             raise
         raise _write_diverged_summary(run_dir, exc, writer, started=started, data=data) from exc
     except KeyboardInterrupt:
-        if rank_zero and has_checkpoint(run_dir):
-            # The checkpoint, not the epoch count: an interrupt between an epoch's end and its
-            # checkpoint write leaves nothing to resume from.
-            logger.warning(
-                "interrupted after epoch %d; continue with: mlpkit train --resume %s",
-                trainer.epochs_done,
-                run_dir,
-            )
-        elif rank_zero:
-            logger.warning(
-                "interrupted before the first checkpoint was written; %s cannot be resumed", run_dir
-            )
+        if rank_zero:
+            _log_interrupt(run_dir, trainer)
         raise
     if not rank_zero:
         return RunResult(run_dir, config, history, {}, rank=rank)
@@ -995,7 +1033,7 @@ def _torch_run_in_group(
     return RunResult(run_dir, config, history, summary)
 
 
-def _restart_files(writer: _TorchEpochWriter, trainer: Any, *, restore_best: bool) -> None:
+def _restart_files(writer: _EpochWriter, trainer: Any, *, restore_best: bool) -> None:
     """On resume, make ``metrics.jsonl`` and ``model.safetensors`` match the checkpoint.
 
     A run killed between its metrics line and its checkpoint has one epoch more on disk than in
@@ -1006,7 +1044,7 @@ def _restart_files(writer: _TorchEpochWriter, trainer: Any, *, restore_best: boo
     if not history.records:
         return
     if restore_best and trainer.best_state is not None:
-        writer.save_model(_torch_state(trainer.best_state), history.best_epoch)
+        writer.save_model(writer.best_weights(), history.best_epoch)
     else:
         writer.save_model(writer.weights(), len(history.records))
 

@@ -85,7 +85,7 @@ class Sequential(Layer):
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of every parameter by shared name, weights as ``(out, in)`` like torch."""
-        return {name: _to_file_layout(p.data).copy() for name, p in self.named_parameters().items()}
+        return {name: to_file_layout(p.data).copy() for name, p in self.named_parameters().items()}
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
         """Copy arrays into the parameters, checking names and shapes first (all or nothing).
@@ -102,21 +102,21 @@ class Sequential(Layer):
                 f"weights do not fit this network: missing {missing}, unexpected {unexpected}"
             )
         for name, param in own.items():
-            expected = _to_file_layout(param.data).shape
+            expected = to_file_layout(param.data).shape
             if tuple(state[name].shape) != expected:
                 raise CheckpointError(
                     f"tensor {name!r} has shape {tuple(state[name].shape)} in the weights "
                     f"but {expected} in the network"
                 )
         for name, param in own.items():
-            _to_file_layout(param.data)[...] = state[name]
+            to_file_layout(param.data)[...] = state[name]
 
     def __repr__(self) -> str:
         inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
         return f"Sequential({inner}\n)"
 
 
-def _to_file_layout(array: np.ndarray) -> np.ndarray:
+def to_file_layout(array: np.ndarray) -> np.ndarray:
     """A view in torch's layout: Linear weights (D, H) -> (H, D); vectors unchanged."""
     return array.T if array.ndim == 2 else array
 
