@@ -105,11 +105,15 @@ def listing(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
 
 
-def closed_port_url() -> str:
+@pytest.fixture
+def refusing_url() -> Iterator[str]:
+    """A URL on a port that is bound but not listening, so that connections are refused.
+
+    Holding the socket for the whole test keeps any other process from taking the port.
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"  # nothing listens there once the socket is closed
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
 
 
 @dataclasses.dataclass
@@ -377,8 +381,8 @@ def test_download_checksum_mismatch_leaves_nothing(
     assert listing(cache) == []
 
 
-def test_offline_lists_every_place_and_how_to_get_the_data(tmp_path: Path) -> None:
-    url = closed_port_url()
+def test_offline_lists_every_place_and_how_to_get_the_data(tmp_path: Path, refusing_url: str) -> None:
+    url = refusing_url
     cache = tmp_path / "cache"
     with pytest.raises(DataNotFoundError) as info:
         load_fashion_mnist(base_url=url, cache_dir=cache, timeout=5)
@@ -440,3 +444,4 @@ def test_real_fashion_mnist() -> None:
     np.testing.assert_array_equal(np.bincount(data.y_test, minlength=10), np.full(10, 1000))
     assert data.x_train.min() == 0 and data.x_train.max() == 255
     assert os.fspath(data.data_dir) == str(REAL_DIR)
+

@@ -106,8 +106,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_path):
-    port = _free_port()
+def _launch_two_ranks(tmp_path, port):
+    """Start both workers on ``port``; return their exit codes and outputs."""
     procs = []
     for rank in range(2):
         env = os.environ | {
@@ -135,8 +135,18 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
             for p in procs:
                 p.kill()
             pytest.fail("the DDP workers did not finish within 100 s")
-    for rank, (proc, output) in enumerate(zip(procs, outputs, strict=True)):
-        assert proc.returncode == 0, f"rank {rank} failed:\n{output}"
+    return [proc.returncode for proc in procs], outputs
+
+
+def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_path):
+    # The port is free when chosen, but another process on the machine may take it before rank 0
+    # binds it; then (and only then) the launch is repeated on a new port.
+    for _attempt in range(3):
+        codes, outputs = _launch_two_ranks(tmp_path, _free_port())
+        if not any("address already in use" in out.lower() for out in outputs):
+            break
+    for rank, (code, output) in enumerate(zip(codes, outputs, strict=True)):
+        assert code == 0, f"rank {rank} failed:\n{output}"
 
     # The single-process reference, same seed, same global batch.
     threads = torch.get_num_threads()

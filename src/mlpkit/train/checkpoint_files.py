@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlpkit._io import atomic_write_bytes, atomic_write_json
+from mlpkit._io import atomic_write_bytes, atomic_write_json, ensure_writable_dir
 from mlpkit.errors import CheckpointError
 from mlpkit.train.early_stopping import EarlyStopping
 from mlpkit.train.loop import EpochTrainer
@@ -159,8 +159,14 @@ def commit(
     -------
     Path
         ``checkpoint.json``.
+
+    Raises
+    ------
+    OutputError
+        The directory cannot be created or written; the previous checkpoint is untouched.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if not run_dir.is_dir():
+        ensure_writable_dir(run_dir)                         # an OutputError naming the path
     name = f"checkpoint-epoch{state['epoch']:04d}-{secrets.token_hex(4)}.safetensors"
     atomic_write_bytes(run_dir / name, tensors_bytes)
     state = dict(state)
