@@ -24,7 +24,9 @@ from safetensors.numpy import load_file
 
 from fakedata import N_TEST, run_cli, write_fake_fashion_mnist
 from mlpkit.config import load_config
+from mlpkit.data.fashion_mnist import FASHION_MNIST_CLASSES
 from mlpkit.data.idx import read_idx, write_idx
+from mlpkit.run import load_run
 
 REAL_DATA = Path("/usr/share/datasets/fashion-mnist")
 N_VAL = 60
@@ -243,8 +245,18 @@ def test_predict_reads_idx_npy_and_csv_alike(
     assert outputs[0] == outputs[1] == outputs[2]
     lines = outputs[0].splitlines()
     assert lines[0] == "row,class,class_name,probability" and len(lines) == 8
-    row, label, name, probability = lines[1].split(",")
-    assert row == "0" and 0 <= int(label) < 10 and name and 0.1 <= float(probability) <= 1
+    # Reference: the saved network's logits on pixels / 255, softmax by hand in float64.
+    loaded = load_run(run[0])
+    features = (images.reshape(7, 784) / 255.0).astype(loaded.network.dtype)     # (7, 784)
+    logits = loaded.network.forward(features).astype(np.float64)                  # (7, 10)
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    softmax = shifted / shifted.sum(axis=1, keepdims=True)                         # (7, 10)
+    for i, line in enumerate(lines[1:]):
+        row, label, name, probability = line.split(",")
+        assert int(row) == i
+        assert int(label) == softmax[i].argmax()
+        assert name == FASHION_MNIST_CLASSES[int(label)]
+        assert float(probability) == pytest.approx(softmax[i].max(), abs=1e-6)  # printed with 6 decimals
 
 
 def test_predict_writes_out_atomically_and_never_overwrites(

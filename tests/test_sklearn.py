@@ -11,6 +11,7 @@ a real data set next to scikit-learn's.
 from __future__ import annotations
 
 import logging
+import math
 import pickle
 import re
 import warnings
@@ -30,6 +31,8 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 import mlpkit.sklearn as mlp_sklearn
+from mlpkit.engine.activations import Sigmoid
+from mlpkit.engine.layers import Linear
 from mlpkit.sklearn import MLPClassifier, MLPRegressor
 
 pytestmark = pytest.mark.filterwarnings("error")
@@ -117,7 +120,7 @@ def test_coefs_and_intercepts_have_sklearns_shapes():
 
 def test_clone_copies_parameters_and_no_fitted_state():
     x, y = _blobs()
-    est = MLPClassifier((8,), activation=("gelu",), dropout=0.1, solver="adamw", max_iter=3)
+    est = MLPClassifier((8,), activation=("gelu",), dropout=0.1, solver="adamw", max_iter=3, random_state=0)
     _fit_quietly(est, x, y)
     copy = clone(est)
     assert copy.get_params() == est.get_params()
@@ -287,13 +290,15 @@ def test_validation_split_needs_two_samples_per_class():
     x, y = _blobs()
     y[0] = 3                                                  # a class with one sample cannot be stratified
     with pytest.raises(ValueError, match="only 1 member, which is too few"):
-        MLPClassifier(early_stopping=True, max_iter=2).fit(x, y)
+        MLPClassifier(early_stopping=True, max_iter=2, random_state=0).fit(x, y)
 
 
 def test_validation_set_too_small():
     x, y = _blobs(n=12, classes=2)
     with pytest.raises(ValueError, match="The validation set is too small"):
-        MLPRegressor(early_stopping=True, validation_fraction=0.05, max_iter=2).fit(x, y.astype(float))
+        MLPRegressor(early_stopping=True, validation_fraction=0.05, max_iter=2, random_state=0).fit(
+            x, y.astype(float)
+        )
 
 
 def test_early_stopping_with_partial_fit_stops_and_restores():
@@ -337,7 +342,7 @@ def test_max_iter_without_convergence_warns_like_sklearn():
     with pytest.warns(ConvergenceWarning, match=re.escape(
         "Stochastic Optimizer: Maximum iterations (3) reached and the optimization hasn't converged yet."
     )):
-        est = MLPClassifier((8,), max_iter=3).fit(x, y)
+        est = MLPClassifier((8,), max_iter=3, random_state=0).fit(x, y)
     assert not est.converged_
 
 
@@ -383,7 +388,11 @@ def test_regressor_output_shapes(shape):
     x = rng.standard_normal((50, 4))
     y = rng.standard_normal(shape)
     est = _fit_quietly(MLPRegressor((8,), max_iter=2, random_state=0), x, y)
-    assert est.predict(x).shape == shape and est.predict(x).dtype == np.float64
+    full = est.predict(x)
+    assert full.shape == shape and full.dtype == np.float64
+    one = est.predict(x[:1])                                  # a batch of one: (1,) or (1, 3)
+    assert one.shape == (1, *shape[1:])
+    np.testing.assert_allclose(one, full[:1], rtol=1e-6, atol=1e-7)
 
 
 # --- bad input gets scikit-learn's errors -------------------------------------------------------------
@@ -394,37 +403,39 @@ def test_single_class_is_an_error():
     message = ("MLPClassifier needs samples of at least 2 classes in the data, but the data contains only "
                "one class: 'only'")
     with pytest.raises(ValueError, match=re.escape(message)):
-        MLPClassifier().fit(x, ["only"] * len(x))
+        MLPClassifier(random_state=0).fit(x, ["only"] * len(x))
 
 
 def test_nan_in_x_is_an_error():
     x, y = _blobs()
     x[3, 1] = np.nan
     with pytest.raises(ValueError, match="Input X contains NaN"):
-        MLPClassifier().fit(x, y)
+        MLPClassifier(random_state=0).fit(x, y)
 
 
 def test_nan_in_y_is_an_error():
     x, y = _blobs()
     with pytest.raises(ValueError, match="Input y contains NaN"):
-        MLPRegressor().fit(x, np.where(y == 0, np.nan, y))
+        MLPRegressor(random_state=0).fit(x, np.where(y == 0, np.nan, y))
 
 
 def test_wrong_feature_count_at_predict_time():
     x, y = _blobs()
-    est = _fit_quietly(MLPClassifier((8,), max_iter=2), x, y)
+    est = _fit_quietly(MLPClassifier((8,), max_iter=2, random_state=0), x, y)
     with pytest.raises(ValueError, match="X has 3 features, but MLPClassifier is expecting 4 features"):
         est.predict(x[:, :3])
 
 
 def test_wrong_feature_count_in_partial_fit():
     x, y = _blobs()
-    est = MLPRegressor((8,)).partial_fit(x, y)
+    est = MLPRegressor((8,), random_state=0).partial_fit(x, y)
     with pytest.raises(ValueError, match="X has 5 features, but MLPRegressor is expecting 4 features"):
         est.partial_fit(np.hstack([x, x[:, :1]]), y)
 
 
-@pytest.mark.parametrize("est", [MLPClassifier(), MLPRegressor()], ids=["classifier", "regressor"])
+@pytest.mark.parametrize(
+    "est", [MLPClassifier(random_state=0), MLPRegressor(random_state=0)], ids=["classifier", "regressor"]
+)
 def test_sparse_input_is_a_clear_error(est):
     x, y = _blobs()
     with pytest.raises(TypeError, match="Sparse data was passed for X, but dense data is required"):
@@ -441,12 +452,12 @@ def test_predict_before_fit():
 def test_partial_fit_needs_classes_first():
     x, y = _blobs()
     with pytest.raises(ValueError, match="classes must be passed on the first call to partial_fit"):
-        MLPClassifier().partial_fit(x, y)
+        MLPClassifier(random_state=0).partial_fit(x, y)
 
 
 def test_partial_fit_rejects_unknown_classes():
     x, y = _blobs()
-    est = MLPClassifier((8,)).partial_fit(x, y, classes=[0, 1, 2])
+    est = MLPClassifier((8,), random_state=0).partial_fit(x, y, classes=[0, 1, 2])
     with pytest.raises(ValueError, match=re.escape("`y` has classes not in `self.classes_`")):
         est.partial_fit(x, y + 1)
 
@@ -470,13 +481,13 @@ def test_partial_fit_rejects_unknown_classes():
 def test_bad_parameters_are_named_in_the_error(params, message):
     x, y = _blobs()
     with pytest.raises(ValueError, match=re.escape(message)):
-        MLPClassifier(**{"hidden_layer_sizes": (8,), **params}).fit(x, y)
+        MLPClassifier(**{"hidden_layer_sizes": (8,), "random_state": 0, **params}).fit(x, y)
 
 
 def test_batch_size_larger_than_the_data_is_clipped_with_sklearns_warning():
     x, y = _blobs(n=30)
     with pytest.warns(UserWarning, match="It is going to be clipped"):
-        MLPClassifier((8,), batch_size=64).partial_fit(x, y, classes=[0, 1, 2])
+        MLPClassifier((8,), batch_size=64, random_state=0).partial_fit(x, y, classes=[0, 1, 2])
 
 
 # --- what scikit-learn's MLP does not have -------------------------------------------------------------
@@ -494,8 +505,9 @@ def test_per_layer_activations_build_those_layers():
 
 def test_logistic_is_sklearns_name_for_sigmoid():
     x, y = _blobs()
-    est = _fit_quietly(MLPClassifier((8,), activation="logistic", max_iter=2), x, y)
+    est = _fit_quietly(MLPClassifier((8,), activation="logistic", max_iter=2, random_state=0), x, y)
     assert est.spec_.activations == ("sigmoid",)
+    assert [type(layer) for layer in est.network_.layers] == [Linear, Sigmoid, Linear]
 
 
 def test_dropout_trains_stochastically_and_predicts_deterministically():
@@ -524,16 +536,47 @@ def test_weight_decay_is_ignored_by_adam():
     np.testing.assert_array_equal(a.coefs_[0], b.coefs_[0])
 
 
-@pytest.mark.parametrize("init", ["kaiming_normal", "xavier_normal", "normal"])
-def test_initializers(init):
-    x, y = _blobs()
-    est = _fit_quietly(MLPClassifier((8,), init=init, max_iter=1, random_state=0), x, y)
+# A 20-2000-10 ReLU network: the first layer is followed by ReLU (gain sqrt(2), torch's), the output
+# layer by the loss (gain 1). Stds by hand: Kaiming gain / sqrt(fan_in) (the uniform law's bound is
+# sqrt(3) times that); Glorot gain * sqrt(2 / (fan_in + fan_out)); "normal" the spec's 0.01.
+_FAN_IN, _WIDTH, _CLASSES = 20, 2000, 10
+_KAIMING = (math.sqrt(2) / math.sqrt(_FAN_IN), 1 / math.sqrt(_WIDTH))                           # .316, .022
+_XAVIER = (math.sqrt(2) * math.sqrt(2 / (_FAN_IN + _WIDTH)), math.sqrt(2 / (_WIDTH + _CLASSES)))  # .044, .032
+
+
+@pytest.mark.parametrize(
+    ("init", "stds", "uniform"),
+    [
+        ("kaiming_normal", _KAIMING, False),
+        ("kaiming_uniform", _KAIMING, True),
+        ("xavier_normal", _XAVIER, False),
+        ("xavier_uniform", _XAVIER, True),
+        ("normal", (0.01, 0.01), False),
+    ],
+)
+def test_initializers(init, stds, uniform):
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((2 * _CLASSES, _FAN_IN)), np.arange(2 * _CLASSES) % _CLASSES
+    # One SGD epoch at lr 1e-12 leaves float32 weights of this size where they started.
+    est = _fit_quietly(MLPClassifier((_WIDTH,), init=init, solver="sgd", momentum=0.0, alpha=0.0,
+                                     learning_rate_init=1e-12, max_iter=1, random_state=0), x, y)
     assert est.spec_.init == init
+    assert [w.shape for w in est.coefs_] == [(_FAN_IN, _WIDTH), (_WIDTH, _CLASSES)]
+    for weights, std in zip(est.coefs_, stds, strict=True):
+        # 40000 and 20000 draws: the sample std's standard error is at most 0.5%, so 3% is 6 of them.
+        assert weights.std() == pytest.approx(std, rel=0.03)
+        assert abs(weights.mean()) < 0.05 * std
+        if uniform:                                               # U(-b, b) with b = sqrt(3) std
+            assert np.abs(weights).max() <= math.sqrt(3) * std * (1 + 1e-6)
+        else:                                                     # a normal law reaches past 3 std
+            assert np.abs(weights).max() > 3 * std
+    for bias in est.intercepts_:
+        np.testing.assert_allclose(bias, 0.0, atol=1e-9)          # biases start at zero
 
 
 def test_float64_networks():
     x, y = _blobs()
-    est = _fit_quietly(MLPClassifier((8,), dtype="float64", max_iter=2), x, y)
+    est = _fit_quietly(MLPClassifier((8,), dtype="float64", max_iter=2, random_state=0), x, y)
     assert est.coefs_[0].dtype == np.float64
 
 
@@ -552,7 +595,7 @@ def test_shuffle_false_survives_pickling():
 def test_verbose_logs_every_epoch(caplog):
     x, y = _blobs()
     with caplog.at_level(logging.INFO, logger="mlpkit.sklearn"):
-        _fit_quietly(MLPClassifier((8,), verbose=True, early_stopping=True, max_iter=2), x, y)
+        _fit_quietly(MLPClassifier((8,), verbose=True, early_stopping=True, max_iter=2, random_state=0), x, y)
     messages = [r.getMessage() for r in caplog.records if r.name == "mlpkit.sklearn"]
     assert messages[0].startswith("Iteration 1, loss = ") and messages[1].startswith("Validation score: ")
     assert len(messages) == 4
@@ -560,7 +603,7 @@ def test_verbose_logs_every_epoch(caplog):
 
 def test_progress_bar(capsys):
     x, y = _blobs()
-    _fit_quietly(MLPClassifier((8,), progress=True, batch_size=16, max_iter=2), x, y)
+    _fit_quietly(MLPClassifier((8,), progress=True, batch_size=16, max_iter=2, random_state=0), x, y)
     assert "epoch 2" in capsys.readouterr().err
 
 

@@ -125,10 +125,26 @@ def test_augment_sees_training_batches_only():
     assert shapes == [(16, 4), (16, 4), (8, 4)]
 
 
-def test_batch_of_one():
-    x, y = blobs(0, 3)
-    history = make_trainer(batch_size=1).fit(x, y, epochs=1)
-    assert len(history.records) == 1 and np.isfinite(history.records[0]["train_loss"])
+def test_batch_of_one_equals_a_per_sample_loop_with_the_same_permutation():
+    x, y = blobs(0, 5)
+    trainer = make_trainer(batch_size=1, restore_best=False)
+    history = trainer.fit(x, y, epochs=1)
+    reference = make_trainer(batch_size=1)
+    order = np.random.default_rng(1).permutation(5)  # the trainer's rng, seed 1
+    net, loss = reference.network, SoftmaxCrossEntropyLoss()
+    opt = SGD(net.parameters().values(), lr=0.1)
+    losses, hits = [], 0
+    for i in order:  # five SGD steps on one sample each, every loss taken before its own step
+        logits = net.forward(x[i : i + 1])  # (1, 3)
+        losses.append(loss.forward(logits, y[i : i + 1]))
+        hits += int(logits.argmax() == y[i])
+        net.backward_params(loss.backward())
+        opt.step()
+    for name, param in trainer.network.named_parameters().items():
+        np.testing.assert_array_equal(param.data, net.named_parameters()[name].data, err_msg=name)
+    assert len(history.records) == 1
+    assert history.records[0]["train_loss"] == pytest.approx(np.mean(losses), rel=1e-12)
+    assert history.records[0]["train_accuracy"] == hits / 5
 
 
 def test_divergence_names_epoch_and_batch_and_rolls_back_to_the_last_good_epoch():
