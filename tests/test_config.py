@@ -314,8 +314,14 @@ def test_cosine_anneals_over_the_configured_epochs() -> None:
 
     optim = OptimConfig(schedule="cosine", lr=0.1, min_lr=0.001, epochs=4)
     schedule = make_schedule(optim.schedule, optim.lr, **optim.schedule_kwargs())
-    lrs = [schedule.step() for _ in range(4)]
-    assert lrs[-1] == pytest.approx(0.001) and lrs[0] < 0.1
+    lrs = [schedule.lr] + [schedule.step() for _ in range(5)]
+    # After t steps (t from 0, T = epochs = 4): lr_t = min_lr + (lr - min_lr)(1 + cos(π t / T)) / 2,
+    # held at min_lr for t > T. With lr - min_lr = 0.099: (1 + cos(π t / 4)) / 2 is 1, (2 + √2) / 4,
+    # 1/2, (2 - √2) / 4, 0, 0 for t = 0..5. A period other than 4 moves every middle value.
+    root2 = 2**0.5
+    expected = [0.1, 0.001 + 0.099 * (2 + root2) / 4, 0.0505, 0.001 + 0.099 * (2 - root2) / 4, 0.001, 0.001]
+    assert lrs == pytest.approx(expected, rel=1e-12)
+    assert lrs == pytest.approx([0.1, 0.08550178, 0.0505, 0.01549821, 0.001, 0.001], rel=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -379,10 +385,6 @@ def test_cosine_anneals_over_the_configured_epochs() -> None:
             '[data]\naugment = "shift_flip"\nflip_p = 1.5',
             r"\[data\] flip_p must be a float in \[0, 1\], got 1.5",
         ),
-        (
-            '[data]\naugment = "shift_flip"\n[run]\nengine = "torch"',
-            r"\[data\] augment 'shift_flip' needs engine 'numpy' .*got engine 'torch'",
-        ),
     ],
 )
 def test_invalid_engine_schedule_and_augment_settings_are_named(
@@ -401,3 +403,9 @@ def test_settings_for_the_engine_and_device_that_are_valid() -> None:
         {"data": {"augment": "shift_flip", "max_shift": 3, "flip_p": 1}, "optim": {"schedule": "step"}}
     )
     assert config.data.flip_p == 1.0 and config.optim.schedule_kwargs() == {"step_size": 10}
+
+
+def test_augmentation_is_a_setting_of_either_engine(tmp_path: Path) -> None:
+    path = write(tmp_path, '[data]\naugment = "shift_flip"\nmax_shift = 2\n[run]\nengine = "torch"\n')
+    config = load_config(path)
+    assert (config.run.engine, config.data.augment, config.data.max_shift) == ("torch", "shift_flip", 2)

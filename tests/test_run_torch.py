@@ -185,15 +185,47 @@ def test_gradient_clipping_reaches_the_torch_trainer(data_dir: Path, tmp_path: P
     assert tight.history.records[0]["train_loss"] != plain.history.records[0]["train_loss"]
 
 
-def test_augmentation_is_seeded_and_changes_the_numpy_run(data_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_augmentation_is_seeded_and_changes_the_run(data_dir: Path, tmp_path: Path, engine: str) -> None:
     def run(name: str, **data: Any) -> Any:
-        sections = {"run": {"engine": "numpy"}, "optim": {"epochs": 2}}
+        sections = {"run": {"engine": engine}, "optim": {"epochs": 2}}
         return train_run(small_config(data_dir, tmp_path / name, data=data, **sections))
 
     plain, first, again = run("plain"), run("a", augment="shift_flip"), run("b", augment="shift_flip")
     assert without_seconds(first.run_dir) == without_seconds(again.run_dir)
     assert without_seconds(first.run_dir) != without_seconds(plain.run_dir)
     assert load_run(first.run_dir).config.data.augment == "shift_flip"
+
+
+def test_both_engines_augment_alike_on_the_same_seed(data_dir: Path, tmp_path: Path) -> None:
+    # The crops come from the same NumPy generator in the same order, so in float64 the augmented
+    # runs differ by rounding only, as the plain ones do.
+    sections = {"data": {"augment": "shift_flip", "max_shift": 2, "flip_p": 0.5}, "optim": {"epochs": 2}}
+    numpy_run, torch_run = (
+        train_run(small_config(data_dir, tmp_path / e, run={"engine": e, "dtype": "float64"}, **sections))
+        for e in ("numpy", "torch")
+    )
+    records = zip(without_seconds(torch_run.run_dir), without_seconds(numpy_run.run_dir), strict=True)
+    for ours, theirs in records:
+        for key, value in theirs.items():
+            assert ours[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+    a, b = (load_file(str(r.run_dir / "model.safetensors")) for r in (torch_run, numpy_run))
+    for name in b:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("b", [1, 5])
+def test_the_device_shift_flip_is_the_numpy_one(b: int) -> None:
+    from mlpkit.data.augment import ShiftFlip
+    from mlpkit.train.torch_trainer import _shift_flip
+
+    augment = ShiftFlip(4, 3, max_shift=2, flip_p=0.5)
+    x = np.random.default_rng(0).random((b, 12))
+    expected = augment(x, np.random.default_rng(7))
+    rows, cols = augment.draw(b, np.random.default_rng(7))             # the same draws
+    got = _shift_flip(augment, torch.from_numpy(x), rows, cols)
+    assert got.shape == (b, 12)
+    np.testing.assert_array_equal(got.numpy(), expected)
 
 
 def test_torch_dropout_is_seeded_by_the_run_seed(data_dir: Path, tmp_path: Path) -> None:

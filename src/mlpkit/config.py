@@ -24,7 +24,7 @@ TOML has no null: leave a key out to get its ``None`` default (``data_dir``, ``o
 A key that only one choice uses (``momentum`` for SGD, ``min_lr`` for the cosine and plateau
 schedules, ``max_shift`` for the ``shift_flip`` augmentation, ...) is an error when set with
 another choice, and so is a setting the chosen engine does not have: ``grad_clip_norm`` and a
-GPU need ``engine = "torch"``, ``augment`` needs ``engine = "numpy"``. Whether a GPU is really
+GPU need ``engine = "torch"``. Whether a GPU is really
 there is checked when a run starts, by the torch engine: reading a config never imports torch.
 
 Examples
@@ -485,12 +485,6 @@ class RunConfig:
             raise ConfigError(
                 f"[optim] grad_clip_norm needs engine 'torch' (the NumPy engine does not clip gradients), "
                 f"got grad_clip_norm={self.optim.grad_clip_norm:g} with engine 'numpy'"
-            )
-        if engine == "torch" and self.data.augment != "none":
-            # TorchTrainer indexes batches on the device; ShiftFlip works on NumPy batches.
-            raise ConfigError(
-                f"[data] augment {self.data.augment!r} needs engine 'numpy' (the torch engine does not "
-                "augment batches yet), got engine 'torch'; use --engine numpy, or augment 'none'"
             )
 
     @property

@@ -979,6 +979,7 @@ def _torch_run_in_group(
             restore_best=False,  # the run scores both the last and the best weights
             schedule=_schedule(config, monitor),
             grad_clip_norm=config.optim.grad_clip_norm,
+            augment=_augment(config),
             progress=progress and rank_zero,
             distributed=ctx,
         )

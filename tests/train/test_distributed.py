@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from mlpkit.data.augment import ShiftFlip
 from mlpkit.errors import ConfigError
 from mlpkit.spec import MLPSpec
 from mlpkit.torch_engine import build_torch_mlp, state_arrays
@@ -61,6 +62,9 @@ def make_trainer(ctx: DistributedContext | None) -> TorchTrainer:
         batch_size=BATCH,
         distributed=ctx,
         grad_clip_norm=5.0,
+        # Rows of 6 as 2x3 images: every rank draws the crops of the whole global batch and keeps
+        # its share, so the augmented ranks still add up to the one augmented process.
+        augment=ShiftFlip(2, 3, max_shift=1, flip_p=0.5),
     )
 
 

@@ -191,14 +191,37 @@ def test_a_diverging_epoch_raises_and_rolls_back_to_the_last_good_epoch():
         torch.testing.assert_close(value, saved[name], rtol=0, atol=0)
 
 
+# Every way Python code can pull a tensor's value back to the host (each one syncs a GPU).
+HOST_READS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "cpu", "numpy")
+
+
 def test_the_loop_reads_back_one_number_per_epoch(monkeypatch):
     x, y = blobs(0, 64)
-    trainer = make_trainer(batch_size=4)
+    trainer = make_trainer(batch_size=4)  # 16 batches per epoch: a per-batch read would count 16
     calls = []
-    original = torch.Tensor.item
-    monkeypatch.setattr(torch.Tensor, "item", lambda self: calls.append(1) or original(self))
-    trainer.fit(x, y, epochs=1)
-    assert calls == []  # no per-batch .item() sync
+
+    def counting(name):
+        original = getattr(torch.Tensor, name)
+
+        def wrapper(self, *args, **kwargs):
+            calls.append(name)
+            return original(self, *args, **kwargs)
+
+        return wrapper
+
+    for name in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, counting(name))
+    trainer.fit(x, y, epochs=3)
+    # Derivation (TorchTrainer.train_epoch): the loss sum and correct count stay on the device
+    # through every batch; after the last one, [loss_sum, correct, nonfinite-weight count] is
+    # stacked and read with a single ``totals.tolist()``. With no validation set evaluate() does
+    # not run, and the loop (EpochTrainer._run_epoch) reads the lr from the optimizer's Python
+    # float, so 3 epochs make exactly 3 reads, all tolist().
+    assert calls == ["tolist"] * 3
+    monkeypatch.undo()  # the patches are gone: reading now counts nothing
+    t = torch.tensor([2.5])
+    assert (t.item(), t.tolist(), float(t), bool(t), t.cpu().numpy()[0]) == (2.5, [2.5], 2.5, True, 2.5)
+    assert calls == ["tolist"] * 3
 
 
 def test_progress_bar_runs(capsys):
@@ -369,16 +392,44 @@ def test_plateau_matches_torch(mode, threshold_mode):
     assert [ours.step(s) for s in scores] == pytest.approx(expected, rel=1e-12)
 
 
+# name: (kwargs, lr after four steps with score 1.0, lrs of the next two steps with score 1.0), by hand.
+ROUND_TRIP_CASES = {
+    "constant": ({}, 0.1, [0.1, 0.1]),
+    # lr0 · 0.5^floor(t / 2): t = 4 -> 0.1 / 4; t = 5, 6 -> 0.1 / 4, 0.1 / 8.
+    "step": ({"step_size": 2, "gamma": 0.5}, 0.025, [0.025, 0.0125]),
+    # lr0 · 0.5^t: t = 4, 5, 6.
+    "exponential": ({"gamma": 0.5}, 0.00625, [0.003125, 0.0015625]),
+    # lr0 (1 + cos(π t / 8)) / 2: t = 4 -> 0.05; t = 5, 6 -> 0.05 (1 - cos(3π/8)), 0.05 (1 - √2/2).
+    "cosine": (
+        {"epochs": 8},
+        0.05,
+        [0.05 * (1 - math.cos(3 * math.pi / 8)), 0.05 * (1 - math.sqrt(0.5))],
+    ),
+    # patience 1: t = 1 sets best = 1.0; t = 2, 3 are bad, the 2nd halves the lr (0.05) and resets
+    # the count; t = 4 is bad (count 1, kept in the state); t = 5 is the 2nd bad one -> 0.025.
+    "plateau": ({"factor": 0.5, "patience": 1}, 0.05, [0.025, 0.025]),
+}
+
+
 @pytest.mark.parametrize("name", list(SCHEDULES))
 def test_schedule_state_round_trips_through_json(name):
     import json
 
-    kwargs = {"epochs": 5} if name == "cosine" else {}
-    a, b = make_schedule(name, 0.1, **kwargs), make_schedule(name, 0.1, **kwargs)
-    for score in (1.0, 1.0, 1.0):
-        a.step(score)
+    kwargs, lr_after, next_lrs = ROUND_TRIP_CASES[name]
+    a, b, fresh = (make_schedule(name, 0.1, **kwargs) for _ in range(3))
+    for _ in range(4):
+        a.step(1.0)
+    assert a.lr == pytest.approx(lr_after, rel=1e-12)
     b.load_state_dict(json.loads(json.dumps(a.state_dict())))
-    assert [a.step(s) for s in (1.0, 0.5)] == [b.step(s) for s in (1.0, 0.5)]
+    # A load that did nothing would leave b equal to a fresh schedule: the checks below tell them apart.
+    assert b.state_dict() == a.state_dict() != fresh.state_dict()  # epoch 4 vs 0 at least
+    assert b.lr == a.lr
+    ours, theirs = [a.step(1.0) for _ in range(2)], [b.step(1.0) for _ in range(2)]
+    assert ours == theirs == pytest.approx(next_lrs, rel=1e-12)
+    assert b.state_dict() == a.state_dict()
+    if name != "constant":  # the only schedule whose lr never moves
+        assert fresh.lr != lr_after
+        assert [fresh.step(1.0) for _ in range(2)] != pytest.approx(next_lrs, rel=1e-6)
     with pytest.raises(ValueError, match="schedule state is for 'other'"):
         b.load_state_dict(a.state_dict() | {"name": "other"})
 

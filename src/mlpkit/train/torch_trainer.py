@@ -33,6 +33,7 @@ from mlpkit._checks import (
     check_positive_int,
     check_probability,
 )
+from mlpkit.data.augment import ShiftFlip
 from mlpkit.errors import ConfigError, TrainingDivergedError
 from mlpkit.train.distributed import (
     DistributedContext,
@@ -188,6 +189,17 @@ def build_optimizer(
     return cls(groups, lr=lr, betas=tuple(betas), eps=eps)
 
 
+def _shift_flip(augment: ShiftFlip, x: Tensor, rows: np.ndarray, cols: np.ndarray) -> Tensor:
+    """:class:`~mlpkit.data.augment.ShiftFlip` on the device: x (B, H*W) -> (B, H*W), crops drawn."""
+    b, h, w, s = x.shape[0], augment.height, augment.width, augment.max_shift
+    padded = x.new_zeros((b, h + 2 * s, w + 2 * s))                         # (B, H+2s, W+2s)
+    padded[:, s : s + h, s : s + w] = x.reshape(b, h, w)
+    r = torch.as_tensor(rows, device=x.device)                              # (B, H)
+    c = torch.as_tensor(cols, device=x.device)                              # (B, W)
+    batch = torch.arange(b, device=x.device)
+    return padded[batch[:, None, None], r[:, :, None], c[:, None, :]].reshape(b, h * w)
+
+
 def _correct_fn(loss: nn.Module) -> Callable[[Tensor, Tensor], Tensor] | None:
     """Correct predictions in a batch, as a device tensor, for classification losses; else None."""
     if isinstance(loss, nn.CrossEntropyLoss):
@@ -231,6 +243,10 @@ class TorchTrainer(EpochTrainer):
         monitored score after it.
     grad_clip_norm : float or None
         Clip the global L2 norm of the gradients to this value before each step.
+    augment : ShiftFlip or None
+        Random shifts and flips of each training minibatch, on the device. The crops are drawn
+        from ``rng`` for the whole global batch, as the NumPy trainer draws them, so the two
+        engines see the same images for one seed, and N processes the same as one.
     progress : bool
         Show a tqdm progress bar per epoch (off unless asked).
     on_epoch_end : callable or None
@@ -268,6 +284,7 @@ class TorchTrainer(EpochTrainer):
         restore_best: bool = True,
         schedule: Schedule | None = None,
         grad_clip_norm: float | None = None,
+        augment: ShiftFlip | None = None,
         progress: bool = False,
         on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
         distributed: DistributedContext | None = None,
@@ -284,6 +301,7 @@ class TorchTrainer(EpochTrainer):
             on_epoch_end=on_epoch_end,
         )
         self.eval_batch_size = check_positive_int("eval_batch_size", eval_batch_size)
+        self.augment = augment
         self.grad_clip_norm = (
             None if grad_clip_norm is None else check_positive_float("grad_clip_norm", grad_clip_norm)
         )
@@ -375,6 +393,8 @@ class TorchTrainer(EpochTrainer):
         model, loss_fn, optimizer = self.train_model, self.loss, self.optimizer
         model.train()
         n = x.shape[0]
+        if self.augment is not None:
+            self.augment.check_features(x.shape[1])
         order = torch.from_numpy(self.rng.permutation(n)).to(self.device)
         ctx = self.distributed
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -385,11 +405,17 @@ class TorchTrainer(EpochTrainer):
             starts, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not self.progress
         ):
             idx = order[start : start + self.batch_size]  # (B,) global batch
+            crops = self.augment.draw(len(idx), self.rng) if self.augment is not None else None
             weight = 1.0
             if ctx is not None:
                 weight = shard_weight(len(idx), ctx.rank, ctx.world_size)
+                if crops is not None:  # every rank drew the whole batch's crops: its generator stays in step
+                    mine = shard_batch(torch.arange(len(idx)), ctx.rank, ctx.world_size).numpy()
+                    crops = (crops[0][mine], crops[1][mine])
                 idx = shard_batch(idx, ctx.rank, ctx.world_size)  # (B / W,)
             xb, yb = x[idx], y[idx]  # (B, D), (B,)
+            if crops is not None:
+                xb = _shift_flip(self.augment, xb, *crops)  # type: ignore[arg-type]
             logits = model(xb)  # (B, C)
             if len(idx):
                 loss = loss_fn(logits, yb)
