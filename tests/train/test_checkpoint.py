@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -193,6 +194,8 @@ def test_a_process_killed_while_saving_leaves_a_readable_checkpoint(tmp_path):
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env) as proc:
         try:
+            ready, _, _ = select.select([proc.stdout], [], [], 120)     # a hung child fails, not hangs
+            assert ready, "the saving process printed nothing within 120 s"
             assert proc.stdout.readline().strip() == "saved"
             time.sleep(0.37)
         finally:
