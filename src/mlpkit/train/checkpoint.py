@@ -27,6 +27,7 @@ from mlpkit.errors import CheckpointError
 from mlpkit.train.checkpoint_files import (
     CHECKPOINT_JSON,
     check_loop_fits,
+    check_tensors,
     commit,
     has_checkpoint,
     load_loop_state,
@@ -167,25 +168,8 @@ def read_checkpoint(run_dir: str | Path) -> Checkpoint:
 
 def _check_fits(ckpt: Checkpoint, trainer: TorchTrainer, source: str) -> None:
     """Raise CheckpointError unless every tensor and optimizer buffer fits the trainer."""
-    own = trainer.model.state_dict()
     saved = {k[len("model.") :]: t for k, t in ckpt.tensors.items() if k.startswith("model.")}
-    missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{source} was written for a different architecture: tensors missing from it {missing}, "
-            f"unexpected in it {unexpected}"
-        )
-    for name, target in own.items():
-        if tuple(saved[name].shape) != tuple(target.shape):
-            raise CheckpointError(
-                f"{source} was written for a different architecture: tensor {name!r} has shape "
-                f"{tuple(saved[name].shape)} in the checkpoint but {tuple(target.shape)} in the model"
-            )
-        if saved[name].dtype != target.dtype:
-            raise CheckpointError(
-                f"{source}: tensor {name!r} is {saved[name].dtype} in the checkpoint "
-                f"but {target.dtype} in the model"
-            )
+    check_tensors(saved, trainer.model.state_dict(), "architecture", source)
     opt_state = ckpt.state.get("optimizer", {})
     cls = type(trainer.optimizer).__name__
     if opt_state.get("class") != cls:

@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,37 @@ def loop_state(trainer: EpochTrainer) -> dict[str, Any]:
         "rng": {"numpy": trainer.rng.bit_generator.state},
         "trainer": {"batch_size": trainer.batch_size, "monitor": trainer.monitor},
     }
+
+
+def check_tensors(saved: Mapping[str, Any], own: Mapping[str, Any], what: str, source: str) -> None:
+    """Raise CheckpointError unless ``saved`` has ``own``'s names, shapes and dtypes.
+
+    Parameters
+    ----------
+    saved, own : mapping of name -> array or tensor
+        The checkpoint's and the trainer's (NumPy arrays or torch tensors, one kind on both sides).
+    what : str
+        What a mismatch means, e.g. ``"architecture"`` (it ends "written for a different ...").
+    source : str
+        Names the checkpoint in the message.
+    """
+    missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source} was written for a different {what}: tensors missing from it {missing}, "
+            f"unexpected in it {unexpected}"
+        )
+    for name, target in own.items():
+        if tuple(saved[name].shape) != tuple(target.shape):
+            raise CheckpointError(
+                f"{source} was written for a different {what}: tensor {name!r} has shape "
+                f"{tuple(saved[name].shape)} in the checkpoint but {tuple(target.shape)} in the model"
+            )
+        if saved[name].dtype != target.dtype:
+            raise CheckpointError(
+                f"{source}: tensor {name!r} is {saved[name].dtype} in the checkpoint "
+                f"but {target.dtype} in the model"
+            )
 
 
 def check_loop_fits(state: dict[str, Any], trainer: EpochTrainer, source: str) -> None:

@@ -29,6 +29,7 @@ from mlpkit.errors import CheckpointError
 from mlpkit.train.checkpoint_files import (
     CHECKPOINT_JSON,
     check_loop_fits,
+    check_tensors,
     commit,
     has_checkpoint,
     load_loop_state,
@@ -105,28 +106,6 @@ def save_numpy_checkpoint(
     return path
 
 
-def _check_arrays(
-    saved: dict[str, np.ndarray], own: dict[str, np.ndarray], what: str, source: str
-) -> None:
-    missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{source} was written for a different {what}: tensors missing from it {missing}, "
-            f"unexpected in it {unexpected}"
-        )
-    for name, target in own.items():
-        if saved[name].shape != target.shape:
-            raise CheckpointError(
-                f"{source} was written for a different {what}: tensor {name!r} has shape "
-                f"{saved[name].shape} in the checkpoint but {target.shape} in the model"
-            )
-        if saved[name].dtype != target.dtype:
-            raise CheckpointError(
-                f"{source}: tensor {name!r} is {saved[name].dtype} in the checkpoint "
-                f"but {target.dtype} in the model"
-            )
-
-
 def _prefixed(tensors: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
@@ -169,13 +148,13 @@ def load_numpy_checkpoint(run_dir: str | Path, trainer: NumpyTrainer) -> dict[st
             f"this network after {sorted(dropouts)}"
         )
     own_model = trainer.network.state_dict()
-    _check_arrays(_prefixed(tensors, "model."), own_model, "architecture", source)
+    check_tensors(_prefixed(tensors, "model."), own_model, "architecture", source)
     if state["has_best_state"]:
-        _check_arrays(_prefixed(tensors, "best."), own_model, "architecture", source)
+        check_tensors(_prefixed(tensors, "best."), own_model, "architecture", source)
     saved_class, own_class = state["optimizer"]["class"], type(trainer.optimizer).__name__
     if saved_class != own_class:
         raise CheckpointError(f"{source} was written with optimizer {saved_class}, this run uses {own_class}")
-    _check_arrays(_prefixed(tensors, "optimizer."), trainer.optimizer.state_arrays(), "optimizer", source)
+    check_tensors(_prefixed(tensors, "optimizer."), trainer.optimizer.state_arrays(), "optimizer", source)
     check_loop_fits(state, trainer, source)
 
     # Checked whole: from here on nothing fails.
