@@ -331,6 +331,27 @@ def test_torchrun_two_processes_equal_one_process_with_the_same_global_batch(
     )
 
 
+def test_torchrun_resume_gives_every_rank_back_its_own_dropout_masks(data_dir: Path, tmp_path: Path) -> None:
+    # With dropout each rank draws its own masks. A 2-epoch run whose config.json is raised to 3
+    # epochs and resumed must end where the straight 3-epoch run ended, bit for bit: the checkpoint
+    # holds both ranks' generators (with rank 0's on both ranks, rank 1's masks would change).
+    base = ["train", *data_args(data_dir), *SMALL, "--engine", "torch", "--dtype", "float64",
+            "--dropout", "0.3", "--no-progress"]
+    whole = torchrun(*base, "--epochs", "3", "--out", tmp_path / "whole", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    part = torchrun(*base, "--epochs", "2", "--out", tmp_path / "part", cwd=tmp_path)
+    assert part.returncode == 0, part.stderr
+    config = json.loads((tmp_path / "part" / "config.json").read_text())
+    config["optim"]["epochs"] = 3
+    (tmp_path / "part" / "config.json").write_text(json.dumps(config))
+    resumed = torchrun("train", "--resume", tmp_path / "part", "--no-progress", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert without_seconds(tmp_path / "part") == without_seconds(tmp_path / "whole")
+    ours, theirs = weights(tmp_path / "part"), weights(tmp_path / "whole")
+    for name, tensor in theirs.items():
+        np.testing.assert_array_equal(ours[name], tensor, err_msg=name)
+
+
 def test_torchrun_stops_every_rank_when_rank_0_refuses_the_run_directory(
     data_dir: Path, tmp_path: Path
 ) -> None:

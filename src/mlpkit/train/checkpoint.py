@@ -5,7 +5,8 @@ fills them with a torch trainer's state:
 
 - the tensors file holds the model weights (``model.*``), the optimizer buffers
   (``optimizer.{param}.{buffer}``), the best epoch's weights (``best.*``) and torch's generator
-  state as a uint8 tensor (``rng.torch``, plus ``rng.cuda`` on a GPU);
+  state as a uint8 tensor (``rng.torch``, plus ``rng.cuda`` on a GPU; under DDP one per rank,
+  ``rng.torch.{rank}``, so that each rank resumes its own dropout masks);
 - ``checkpoint.json`` adds to the loop's state the optimizer's class, parameter groups and scalar
   state, and the names and shapes of the model tensors.
 
@@ -87,9 +88,13 @@ def _trainer_state(trainer: TorchTrainer) -> tuple[dict[str, torch.Tensor], dict
                 tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars.setdefault(str(index), {})[key] = value
-    tensors["rng.torch"] = torch.get_rng_state()
-    if trainer.device.type == "cuda":
-        tensors["rng.cuda"] = torch.cuda.get_rng_state(trainer.device)
+    if trainer.rank_generator_states is not None:
+        for rank, states in enumerate(trainer.rank_generator_states):
+            tensors |= {f"rng.{key}.{rank}": state for key, state in states.items()}
+    else:
+        tensors["rng.torch"] = torch.get_rng_state()
+        if trainer.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(trainer.device)
     state: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
@@ -198,6 +203,22 @@ def _check_fits(ckpt: Checkpoint, trainer: TorchTrainer, source: str) -> None:
     check_loop_fits(ckpt.state, trainer, source)
 
 
+def _load_generators(tensors: dict[str, torch.Tensor], trainer: TorchTrainer, source: str) -> None:
+    """Put back this process's torch generators: its own rank's under DDP, else the one saved."""
+    rank = trainer.distributed.rank if trainer.distributed is not None else 0
+    per_rank = any(name.startswith("rng.torch.") for name in tensors)
+    suffix = f".{rank}" if per_rank else ""
+    if per_rank and f"rng.torch{suffix}" not in tensors:
+        # Written by fewer processes: this rank keeps the generator the run seeded for it.
+        logger.warning(
+            "%s holds no generator state for rank %d; its dropout masks start afresh", source, rank
+        )
+        return
+    torch.set_rng_state(tensors[f"rng.torch{suffix}"])
+    if f"rng.cuda{suffix}" in tensors and trainer.device.type == "cuda":
+        torch.cuda.set_rng_state(tensors[f"rng.cuda{suffix}"], trainer.device)
+
+
 def load_checkpoint(run_dir: str | Path, trainer: TorchTrainer) -> dict[str, Any] | None:
     """Restore ``trainer`` from the checkpoint in ``run_dir``, so ``fit`` continues where it stopped.
 
@@ -248,8 +269,6 @@ def load_checkpoint(run_dir: str | Path, trainer: TorchTrainer) -> dict[str, Any
     else:
         trainer.best_state = None
     load_loop_state(trainer, state, logger)
-    torch.set_rng_state(tensors["rng.torch"])
-    if "rng.cuda" in tensors and trainer.device.type == "cuda":
-        torch.cuda.set_rng_state(tensors["rng.cuda"], trainer.device)
+    _load_generators(tensors, trainer, source)
     logger.info("resumed from the checkpoint of epoch %d in %s", ckpt.epoch, run_dir)
     return state.get("extra")

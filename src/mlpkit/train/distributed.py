@@ -14,7 +14,8 @@ share (see :func:`shard_weight`), so it is exact too.
 
 Only rank 0 writes the run directory (:func:`is_rank_zero`); metrics are sums reduced over the
 ranks (:func:`all_reduce_sum`). Dropout masks come from each rank's own torch generator, so with
-dropout on the ranks do not reproduce a single process mask for mask.
+dropout on the ranks do not reproduce a single process mask for mask; a checkpoint keeps every
+rank's generator (:func:`gather_generator_states`), so a resumed run draws the masks it would have.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "DistributedContext",
     "all_reduce_sum",
     "cleanup_distributed",
+    "gather_generator_states",
     "init_distributed",
     "is_distributed",
     "is_rank_zero",
@@ -185,6 +187,27 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
+
+
+def gather_generator_states(ctx: DistributedContext) -> list[dict[str, torch.Tensor]]:
+    """Every rank's torch generator states, on every rank (a collective: all ranks call it).
+
+    Returns
+    -------
+    list of dict
+        Index r holds rank r's ``{"torch": CPU state}``, plus ``"cuda"`` (its device's state) on a
+        GPU; uint8 tensors on the CPU.
+    """
+    local = {"torch": torch.get_rng_state()}
+    if ctx.device.type == "cuda":
+        local["cuda"] = torch.cuda.get_rng_state(ctx.device)
+    gathered: list[dict[str, torch.Tensor]] = [{} for _ in range(ctx.world_size)]
+    for key, state in local.items():  # the same generator type on every rank: equal sizes
+        parts = [torch.empty_like(state, device=ctx.device) for _ in range(ctx.world_size)]
+        dist.all_gather(parts, state.to(ctx.device))
+        for rank, part in enumerate(parts):
+            gathered[rank][key] = part.cpu()
+    return gathered
 
 
 def local_batch_size(batch_size: int, world_size: int) -> int:

@@ -38,6 +38,7 @@ from mlpkit.errors import ConfigError, TrainingDivergedError
 from mlpkit.train.distributed import (
     DistributedContext,
     all_reduce_sum,
+    gather_generator_states,
     local_batch_size,
     shard_batch,
     shard_weight,
@@ -302,6 +303,9 @@ class TorchTrainer(EpochTrainer):
         )
         self.eval_batch_size = check_positive_int("eval_batch_size", eval_batch_size)
         self.augment = augment
+        # Under DDP: every rank's torch generators after the last epoch, for checkpoints (rank 0
+        # writes them all, each rank resumes its own dropout masks).
+        self.rank_generator_states: list[dict[str, Tensor]] | None = None
         self.grad_clip_norm = (
             None if grad_clip_norm is None else check_positive_float("grad_clip_norm", grad_clip_norm)
         )
@@ -434,6 +438,8 @@ class TorchTrainer(EpochTrainer):
         nonfinite = torch.stack([~torch.isfinite(p).all() for p in self._params]).sum().to(torch.float64)
         totals = torch.cat([totals, nonfinite.reshape(1)])
         total_loss, total_correct, bad_params = totals.tolist()  # the one sync of the epoch
+        if ctx is not None:
+            self.rank_generator_states = gather_generator_states(ctx)
         if not math.isfinite(total_loss) or bad_params:
             what = (
                 f"the loss is {total_loss / n}"
