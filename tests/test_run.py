@@ -379,7 +379,7 @@ def test_an_interrupted_numpy_run_resumed_equals_the_uninterrupted_run_bit_for_b
 
 
 def test_a_metrics_line_written_after_the_last_numpy_checkpoint_is_replayed(
-    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     whole = train_run(small_config(data_dir, tmp_path / "whole", **RESUMABLE))
     save = numpy_checkpoint.save_numpy_checkpoint
@@ -395,14 +395,19 @@ def test_a_metrics_line_written_after_the_last_numpy_checkpoint_is_replayed(
             train_run(small_config(data_dir, tmp_path / "cut", **RESUMABLE))
     assert len(read_metrics(tmp_path / "cut")) == 3
     assert json.loads((tmp_path / "cut" / "checkpoint.json").read_text())["epoch"] == 2
+    assert "interrupted; the checkpoint holds epoch 2; continue with" in caplog.text  # not epoch 3
     resume_run(tmp_path / "cut")
     assert without_seconds(tmp_path / "cut") == without_seconds(whole.run_dir)
     assert_same_weights(tmp_path / "cut", whole.run_dir)
 
 
-def test_resuming_a_finished_numpy_run_trains_nothing_more(trained: Any, tmp_path: Path) -> None:
+def test_resuming_a_finished_numpy_run_trains_nothing_more(
+    trained: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     copy = shutil.copytree(trained.run_dir, tmp_path / "copy")
-    result = resume_run(copy)
+    with caplog.at_level("INFO"):
+        result = resume_run(copy)
+    assert "nothing to train: 4 of 4 epochs are done" in caplog.text
     assert result.summary["resumed_at_epoch"] == 4 and result.summary["epochs_run"] == 4
     assert without_seconds(copy) == without_seconds(trained.run_dir)
     assert result.summary["test_accuracy"] == trained.summary["test_accuracy"]
@@ -432,6 +437,9 @@ def test_numpy_resume_with_another_architecture_names_the_tensor_and_changes_not
         ({"model": {"dropout": 0.5}}, r"has dropout after layers \[\], this network after \['2'\]"),
         ({"optim": {"schedule": "cosine"}}, r"was written with schedule None, this run uses 'cosine'"),
         ({"run": {"dtype": "float64"}}, r"tensor '0.weight' is float32 in the checkpoint but float64"),
+        # The best-epoch tracker and early stopping hold best *losses*: no accuracy could beat them.
+        ({"early_stopping": {"monitor": "val_accuracy"}},
+         r"was written with monitor 'val_loss', this run uses 'val_accuracy'"),
     ],
 )
 def test_numpy_resume_under_another_setup_names_the_mismatch(
@@ -444,6 +452,35 @@ def test_numpy_resume_under_another_setup_names_the_mismatch(
     (copy / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=message):
         resume_run(copy)
+
+
+def test_numpy_checkpoints_keep_any_bit_generator_and_refuse_another_one(tmp_path: Path) -> None:
+    from mlpkit.engine import SGD, SoftmaxCrossEntropyLoss, build_mlp
+    from mlpkit.spec import MLPSpec
+    from mlpkit.train import NumpyTrainer
+    from mlpkit.train.numpy_checkpoint import load_numpy_checkpoint, save_numpy_checkpoint
+
+    def trainer(bit_generator: type) -> NumpyTrainer:
+        rng = np.random.Generator(bit_generator(0))                     # weights, dropout, batches
+        net = build_mlp(MLPSpec(4, (6,), 3, dropout=0.5), rng=rng)
+        return NumpyTrainer(net, loss=SoftmaxCrossEntropyLoss(), optimizer=SGD(net.parameters().values()),
+                            rng=rng, batch_size=4)
+
+    x, y = np.random.default_rng(0).random((8, 4)), np.arange(8) % 3
+    mt = trainer(np.random.MT19937)                                   # its state holds an array
+    mt.fit(x, y, epochs=1)
+    save_numpy_checkpoint(tmp_path, mt)
+    again = trainer(np.random.MT19937)
+    load_numpy_checkpoint(tmp_path, again)
+    assert again.rng.random() == mt.rng.random()                        # the generator came back exactly
+    philox = trainer(np.random.Philox)
+    before = {k: p.data.copy() for k, p in philox.network.named_parameters().items()}
+    message = r"dropout generator of layer 2 is 'MT19937', this run's is 'Philox'"
+    with pytest.raises(CheckpointError, match=message):
+        load_numpy_checkpoint(tmp_path, philox)
+    for name, param in philox.network.named_parameters().items():          # refused before any change
+        np.testing.assert_array_equal(param.data, before[name])
+    assert philox.optimizer.step_count == 0
 
 
 @pytest.mark.parametrize(

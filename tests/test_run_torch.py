@@ -223,7 +223,7 @@ def test_the_device_shift_flip_is_the_numpy_one(b: int) -> None:
     x = np.random.default_rng(0).random((b, 12))
     expected = augment(x, np.random.default_rng(7))
     rows, cols = augment.draw(b, np.random.default_rng(7))             # the same draws
-    got = _shift_flip(augment, torch.from_numpy(x), rows, cols)
+    got = _shift_flip(augment, torch.from_numpy(x), torch.from_numpy(rows), torch.from_numpy(cols))
     assert got.shape == (b, 12)
     np.testing.assert_array_equal(got.numpy(), expected)
 

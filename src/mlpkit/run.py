@@ -601,6 +601,7 @@ def _numpy_run(
         atomic_write_json(run_dir / CONFIG_FILE, recorded.to_dict())
     else:
         _restart_files(writer, trainer, restore_best=restore_best)
+        _log_nothing_to_train(trainer, config.optim.epochs)
     resumed_at = trainer.epochs_done
 
     try:
@@ -611,7 +612,7 @@ def _numpy_run(
     except TrainingDivergedError as exc:
         raise _write_diverged_summary(run_dir, exc, writer, started=started, data=data) from exc
     except KeyboardInterrupt:
-        _log_interrupt(run_dir, trainer)
+        _log_interrupt(run_dir)
         raise
 
     writer.metrics.rewrite()
@@ -629,19 +630,28 @@ def _numpy_run(
     return RunResult(run_dir, config, history, summary)
 
 
-def _log_interrupt(run_dir: Path, trainer: Any) -> None:
-    """Tell an interrupted run's user whether and how it can go on."""
-    from mlpkit.train.checkpoint_files import has_checkpoint
+def _log_interrupt(run_dir: Path) -> None:
+    """Tell an interrupted run's user whether and how it can go on.
 
-    # The checkpoint, not the epoch count: an interrupt between an epoch's end and its
-    # checkpoint write leaves nothing to resume from.
-    if has_checkpoint(run_dir):
-        logger.warning(
-            "interrupted after epoch %d; continue with: mlpkit train --resume %s",
-            trainer.epochs_done, run_dir,
-        )
-    else:
+    The checkpoint, not the trainer, says where: an interrupt between an epoch's metrics line and
+    its checkpoint leaves the previous epoch's checkpoint (that epoch is then trained again).
+    """
+    try:
+        epoch = json.loads((run_dir / CHECKPOINT_FILE).read_text(encoding="utf-8"))["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
         logger.warning("interrupted before the first checkpoint was written; %s cannot be resumed", run_dir)
+        return
+    logger.warning(
+        "interrupted; the checkpoint holds epoch %s; continue with: mlpkit train --resume %s", epoch, run_dir
+    )
+
+
+def _log_nothing_to_train(trainer: Any, epochs: int) -> None:
+    """On resume, say why no epoch will run (a finished or early-stopped run)."""
+    if trainer.stopped_early:
+        logger.info("nothing to train: the run stopped early after epoch %d", trainer.epochs_done)
+    elif trainer.epochs_done >= epochs:
+        logger.info("nothing to train: %d of %d epochs are done", trainer.epochs_done, epochs)
 
 
 def _recorded(config: RunConfig) -> RunConfig:
@@ -1001,6 +1011,7 @@ def _torch_run_in_group(
             atomic_write_json(run_dir / CONFIG_FILE, recorded.to_dict())
         else:
             _restart_files(writer, trainer, restore_best=restore_best)
+            _log_nothing_to_train(trainer, config.optim.epochs)
     epochs, resumed_at = trainer.remaining_epochs(config.optim.epochs), trainer.epochs_done
     try:
         history = trainer.fit(data.x_train, data.y_train, data.x_val, data.y_val, epochs=epochs)
@@ -1010,7 +1021,7 @@ def _torch_run_in_group(
         raise _write_diverged_summary(run_dir, exc, writer, started=started, data=data) from exc
     except KeyboardInterrupt:
         if rank_zero:
-            _log_interrupt(run_dir, trainer)
+            _log_interrupt(run_dir)
         raise
     if not rank_zero:
         return RunResult(run_dir, config, history, {}, rank=rank)

@@ -330,3 +330,35 @@ def test_loading_never_unpickles(tmp_path, monkeypatch):
     assert trainer.epochs_done == 2 - 1
     raw = (tmp_path / CHECKPOINT_JSON).read_text()
     assert json.loads(raw)["tensors"]["file"].endswith(".safetensors")
+
+
+def test_on_resume_the_configured_hyper_parameters_win_and_the_saved_state_is_kept(tmp_path):
+    # The run's config.json builds the optimizer (here another weight decay); the checkpoint gives
+    # its buffers, step count and current lr. The NumPy engine does the same.
+    _saved_once(tmp_path)
+    saved = read_checkpoint(tmp_path)
+    fresh = make_trainer(seed=4)
+    for group in fresh.optimizer.param_groups:
+        group["weight_decay"] = 0.5                                      # was 0.01 when saved
+    load_checkpoint(tmp_path, fresh)
+    group = fresh.optimizer.param_groups[0]
+    assert group["weight_decay"] == 0.5
+    assert group["lr"] == saved.state["optimizer"]["param_groups"][0]["lr"]
+    assert int(fresh.optimizer.state[group["params"][0]]["step"]) == int(saved.tensors["optimizer.0.step"])
+
+
+def test_a_rank_without_a_saved_generator_keeps_its_own(tmp_path):
+    # A single-process checkpoint resumed by 2 processes: rank 0 takes the saved generator, rank 1
+    # keeps the one the run seeded for it, so that the ranks' dropout masks still differ.
+    from mlpkit.train.checkpoint import _load_generators
+    from mlpkit.train.distributed import DistributedContext
+
+    torch.manual_seed(1)
+    saved = {"rng.torch": torch.get_rng_state()}
+    trainer = make_trainer()
+    for rank, expect_saved in ((0, True), (1, False)):
+        torch.manual_seed(100 + rank)
+        own = torch.get_rng_state()
+        trainer.distributed = DistributedContext(rank, 2, rank, "gloo", torch.device("cpu"))
+        _load_generators(saved, trainer, "checkpoint")
+        assert torch.equal(torch.get_rng_state(), saved["rng.torch"] if expect_saved else own), rank

@@ -204,12 +204,16 @@ def _check_fits(ckpt: Checkpoint, trainer: TorchTrainer, source: str) -> None:
 
 
 def _load_generators(tensors: dict[str, torch.Tensor], trainer: TorchTrainer, source: str) -> None:
-    """Put back this process's torch generators: its own rank's under DDP, else the one saved."""
+    """Put back this process's torch generators: its own rank's under DDP, else the one saved.
+
+    A rank the checkpoint has no state for (it was written by fewer processes, or by one) keeps
+    the generator the run seeded for it, so that the ranks' dropout masks still differ; only rank
+    0 takes a single-process checkpoint's state.
+    """
     rank = trainer.distributed.rank if trainer.distributed is not None else 0
     per_rank = any(name.startswith("rng.torch.") for name in tensors)
     suffix = f".{rank}" if per_rank else ""
-    if per_rank and f"rng.torch{suffix}" not in tensors:
-        # Written by fewer processes: this rank keeps the generator the run seeded for it.
+    if f"rng.torch{suffix}" not in tensors or (not per_rank and rank != 0):
         logger.warning(
             "%s holds no generator state for rank %d; its dropout masks start afresh", source, rank
         )
@@ -260,8 +264,13 @@ def load_checkpoint(run_dir: str | Path, trainer: TorchTrainer) -> dict[str, Any
             group["betas"] = tuple(group["betas"])
         groups.append(group)
     model_state = {k[len("model.") :]: t for k, t in tensors.items() if k.startswith("model.")}
+    # The run's configuration sets the optimizer's hyper-parameters (momentum, betas, weight decay,
+    # ...), as on the NumPy engine; the checkpoint gives its buffers, step counts and current lr.
+    configured = [dict(group) for group in trainer.optimizer.param_groups]
     trainer.model.load_state_dict(model_state)
     trainer.optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+    for group, own in zip(trainer.optimizer.param_groups, configured, strict=True):
+        group.update({k: v for k, v in own.items() if k not in ("params", "lr", "initial_lr")})
     if state["has_best_state"]:
         trainer.best_state = {
             k[len("best.") :]: t.to(trainer.device) for k, t in tensors.items() if k.startswith("best.")

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mlpkit._io import atomic_write_bytes, atomic_write_json, ensure_writable_dir
 from mlpkit.errors import CheckpointError
 from mlpkit.train.early_stopping import EarlyStopping
@@ -82,6 +84,29 @@ def _load_stopper(stopper: EarlyStopping | None, state: dict[str, Any] | None) -
     stopper.improved = False
 
 
+def generator_state(rng: np.random.Generator) -> dict[str, Any]:
+    """A NumPy generator's state as plain JSON (arrays, as MT19937 and Philox hold, become lists).
+
+    Setting ``rng.bit_generator.state`` to it restores the generator exactly.
+    """
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: plain(item) for key, item in value.items()}
+        return value.tolist() if isinstance(value, np.ndarray) else value
+
+    state: dict[str, Any] = plain(rng.bit_generator.state)
+    return state
+
+
+def check_generator(saved: Any, rng: np.random.Generator, what: str, source: str) -> None:
+    """Raise CheckpointError unless ``saved`` is a state of the same bit generator as ``rng``'s."""
+    saved_kind = saved.get("bit_generator") if isinstance(saved, dict) else None
+    own_kind = rng.bit_generator.state["bit_generator"]
+    if saved_kind != own_kind:
+        raise CheckpointError(f"{source}: its {what} is {saved_kind!r}, this run's is {own_kind!r}")
+
+
 def loop_state(trainer: EpochTrainer) -> dict[str, Any]:
     """The JSON part every checkpoint holds: where the loop is, and the NumPy generator."""
     return {
@@ -92,7 +117,7 @@ def loop_state(trainer: EpochTrainer) -> dict[str, Any]:
         "stopped_early": trainer.stopped_early,
         "history": trainer.history.to_dict(),
         "has_best_state": trainer.best_state is not None,
-        "rng": {"numpy": trainer.rng.bit_generator.state},
+        "rng": {"numpy": generator_state(trainer.rng)},
         "trainer": {"batch_size": trainer.batch_size, "monitor": trainer.monitor},
     }
 
@@ -129,14 +154,24 @@ def check_tensors(saved: Mapping[str, Any], own: Mapping[str, Any], what: str, s
 
 
 def check_loop_fits(state: dict[str, Any], trainer: EpochTrainer, source: str) -> None:
-    """Raise CheckpointError unless the loop state can be restored into ``trainer``."""
-    numpy_state = state.get("rng", {}).get("numpy", {})
-    own_bitgen = trainer.rng.bit_generator.state["bit_generator"]
-    if numpy_state.get("bit_generator") != own_bitgen:
-        raise CheckpointError(
-            f"{source}: its NumPy generator is {numpy_state.get('bit_generator')!r}, "
-            f"this run's is {own_bitgen!r}"
-        )
+    """Raise CheckpointError unless the loop state can be restored into ``trainer``.
+
+    The monitored score must be the same: the best-epoch tracker, early stopping and the plateau
+    schedule hold best scores of it, which mean nothing for another score.
+    """
+    check_generator(state.get("rng", {}).get("numpy"), trainer.rng, "NumPy generator", source)
+    saved_monitors = {
+        "monitor": (state.get("trainer") or {}).get("monitor"),
+        "early stopping monitor": (state.get("early_stopping") or {}).get("monitor"),
+    }
+    own_monitors = {
+        "monitor": trainer.monitor,
+        "early stopping monitor": trainer.early_stopping.monitor if trainer.early_stopping else None,
+    }
+    for what, saved in saved_monitors.items():
+        own = own_monitors[what]
+        if saved is not None and own is not None and saved != own:
+            raise CheckpointError(f"{source} was written with {what} {saved!r}, this run uses {own!r}")
     schedule = state.get("schedule")
     own_schedule = trainer.schedule.name if trainer.schedule is not None else None
     if (schedule or {}).get("name") != own_schedule:
@@ -200,12 +235,13 @@ def commit(
     if not run_dir.is_dir():
         ensure_writable_dir(run_dir)                         # an OutputError naming the path
     name = f"checkpoint-epoch{state['epoch']:04d}-{secrets.token_hex(4)}.safetensors"
-    atomic_write_bytes(run_dir / name, tensors_bytes)
     state = dict(state)
     state["tensors"] = {
         "file": name, "bytes": len(tensors_bytes), "sha256": hashlib.sha256(tensors_bytes).hexdigest()
     }
     state["extra"] = extra
+    json.dumps(state, allow_nan=False)                       # what cannot be JSON fails before any write
+    atomic_write_bytes(run_dir / name, tensors_bytes)
     path = atomic_write_json(run_dir / CHECKPOINT_JSON, state)  # the commit point
     for old in (*run_dir.glob(TENSORS_GLOB), *run_dir.glob(_TMP_GLOB)):
         if old.name != name:

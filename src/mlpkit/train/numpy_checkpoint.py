@@ -28,9 +28,11 @@ from mlpkit.engine.network import to_file_layout
 from mlpkit.errors import CheckpointError
 from mlpkit.train.checkpoint_files import (
     CHECKPOINT_JSON,
+    check_generator,
     check_loop_fits,
     check_tensors,
     commit,
+    generator_state,
     has_checkpoint,
     load_loop_state,
     loop_state,
@@ -70,7 +72,7 @@ def _trainer_state(trainer: NumpyTrainer) -> tuple[dict[str, np.ndarray], dict[s
             "step_count": opt["step_count"],
             "buffers": sorted(opt["arrays"]),  # type: ignore[arg-type]
         },
-        "dropout_rng": {i: layer.rng.bit_generator.state for i, layer in _dropout_layers(trainer).items()},
+        "dropout_rng": {i: generator_state(layer.rng) for i, layer in _dropout_layers(trainer).items()},
     }
     return {k: np.ascontiguousarray(v) for k, v in tensors.items()}, state
 
@@ -155,6 +157,8 @@ def load_numpy_checkpoint(run_dir: str | Path, trainer: NumpyTrainer) -> dict[st
     if saved_class != own_class:
         raise CheckpointError(f"{source} was written with optimizer {saved_class}, this run uses {own_class}")
     check_tensors(_prefixed(tensors, "optimizer."), trainer.optimizer.state_arrays(), "optimizer", source)
+    for index, layer in dropouts.items():
+        check_generator(state["dropout_rng"][index], layer.rng, f"dropout generator of layer {index}", source)
     check_loop_fits(state, trainer, source)
 
     # Checked whole: from here on nothing fails.

@@ -190,15 +190,16 @@ def build_optimizer(
     return cls(groups, lr=lr, betas=tuple(betas), eps=eps)
 
 
-def _shift_flip(augment: ShiftFlip, x: Tensor, rows: np.ndarray, cols: np.ndarray) -> Tensor:
-    """:class:`~mlpkit.data.augment.ShiftFlip` on the device: x (B, H*W) -> (B, H*W), crops drawn."""
+def _shift_flip(augment: ShiftFlip, x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """:class:`~mlpkit.data.augment.ShiftFlip` on the device, crops drawn by :meth:`ShiftFlip.draw`.
+
+    x (B, H*W), rows (B, H) and cols (B, W) on one device -> (B, H*W).
+    """
     b, h, w, s = x.shape[0], augment.height, augment.width, augment.max_shift
     padded = x.new_zeros((b, h + 2 * s, w + 2 * s))                         # (B, H+2s, W+2s)
     padded[:, s : s + h, s : s + w] = x.reshape(b, h, w)
-    r = torch.as_tensor(rows, device=x.device)                              # (B, H)
-    c = torch.as_tensor(cols, device=x.device)                              # (B, W)
     batch = torch.arange(b, device=x.device)
-    return padded[batch[:, None, None], r[:, :, None], c[:, None, :]].reshape(b, h * w)
+    return padded[batch[:, None, None], rows[:, :, None], cols[:, None, :]].reshape(b, h * w)
 
 
 def _correct_fn(loss: nn.Module) -> Callable[[Tensor, Tensor], Tensor] | None:
@@ -397,26 +398,34 @@ class TorchTrainer(EpochTrainer):
         model, loss_fn, optimizer = self.train_model, self.loss, self.optimizer
         model.train()
         n = x.shape[0]
+        order = torch.from_numpy(self.rng.permutation(n)).to(self.device)
+        starts = range(0, n, self.batch_size)
         if self.augment is not None:
             self.augment.check_features(x.shape[1])
-        order = torch.from_numpy(self.rng.permutation(n)).to(self.device)
+            # Every batch's crops, drawn in batch order from the generator exactly as the NumPy
+            # trainer draws them, and copied to the device once: a copy per batch would make each
+            # batch wait for the device.
+            drawn = [self.augment.draw(min(self.batch_size, n - start), self.rng) for start in starts]
+            all_rows = torch.from_numpy(np.concatenate([r for r, _ in drawn])).to(self.device)  # (N, H)
+            all_cols = torch.from_numpy(np.concatenate([c for _, c in drawn])).to(self.device)  # (N, W)
         ctx = self.distributed
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         epoch = self.epochs_done + 1
-        starts = range(0, n, self.batch_size)
         for start in tqdm(
             starts, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not self.progress
         ):
             idx = order[start : start + self.batch_size]  # (B,) global batch
-            crops = self.augment.draw(len(idx), self.rng) if self.augment is not None else None
+            crops = None
+            if self.augment is not None:  # every rank drew every crop: the generators stay in step
+                crops = (all_rows[start : start + self.batch_size], all_cols[start : start + self.batch_size])
             weight = 1.0
             if ctx is not None:
                 weight = shard_weight(len(idx), ctx.rank, ctx.world_size)
-                if crops is not None:  # every rank drew the whole batch's crops: its generator stays in step
-                    mine = shard_batch(torch.arange(len(idx)), ctx.rank, ctx.world_size).numpy()
-                    crops = (crops[0][mine], crops[1][mine])
                 idx = shard_batch(idx, ctx.rank, ctx.world_size)  # (B / W,)
+                if crops is not None:
+                    crops = (shard_batch(crops[0], ctx.rank, ctx.world_size),
+                             shard_batch(crops[1], ctx.rank, ctx.world_size))
             xb, yb = x[idx], y[idx]  # (B, D), (B,)
             if crops is not None:
                 xb = _shift_flip(self.augment, xb, *crops)  # type: ignore[arg-type]
