@@ -143,7 +143,7 @@ def save_checkpoint(
     tensors, state = _trainer_state(trainer)
     data = safetensors_bytes(tensors, metadata={"format": FORMAT, "epoch": str(state["epoch"])})
     path = commit(Path(run_dir), data, state, extra=extra)
-    logger.info("checkpoint of epoch %d written to %s", state["epoch"], run_dir)
+    logger.debug("checkpoint of epoch %d written to %s", state["epoch"], run_dir)
     return path
 
 
