@@ -740,7 +740,7 @@ def _finish_run(
         figures=figures,
     )
     atomic_write_text(run_dir / REPORT_FILE, report)
-    logger.info("test accuracy %.4f (best epoch %d)", saved["accuracy"], history.best_epoch)
+    logger.debug("test accuracy %.4f (best epoch %d)", saved["accuracy"], history.best_epoch)
     return summary
 
 
