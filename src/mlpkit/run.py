@@ -77,6 +77,7 @@ from mlpkit.evaluate.metrics import accuracy, confusion_matrix, log_loss
 from mlpkit.evaluate.report import render_report
 from mlpkit.spec import MLPSpec
 from mlpkit.train import EarlyStopping, History, NumpyTrainer, predict_logits
+from mlpkit.train.checkpoint_files import CHECKPOINT_JSON, TENSORS_GLOB, has_checkpoint
 from mlpkit.train.numpy_trainer import MONITORS as MONITOR_MODES
 from mlpkit.train.schedules import Schedule, make_schedule
 
@@ -107,8 +108,7 @@ CURVES_FILE = "curves.png"
 PREDICTIONS_FILE = "predictions.png"
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, MODEL_FILE, REPORT_FILE, CURVES_FILE, PREDICTIONS_FILE)
 """Every file a run writes; ``overwrite`` removes these and a checkpoint from an existing directory."""
-CHECKPOINT_FILE = "checkpoint.json"
-CHECKPOINT_TENSORS_GLOB = "checkpoint-epoch*.safetensors"
+CHECKPOINT_FILE, CHECKPOINT_TENSORS_GLOB = CHECKPOINT_JSON, TENSORS_GLOB
 """Either engine's checkpoint (``mlpkit.train.checkpoint_files``): the JSON commit point and its tensors."""
 
 PREVIEW_IMAGES = 25
@@ -873,7 +873,7 @@ def _resume_config(run_dir: Path) -> RunConfig:
         raise CheckpointError(
             f"cannot resume: {config_path} is not a valid run configuration: {exc}"
         ) from exc
-    if not (run_dir / CHECKPOINT_FILE).is_file():
+    if not has_checkpoint(run_dir):
         raise CheckpointError(
             f"cannot resume: no checkpoint in {run_dir} (no {CHECKPOINT_FILE}); the run may have stopped "
             "before its first epoch finished: train it again instead"

@@ -160,16 +160,12 @@ def check_loop_fits(state: dict[str, Any], trainer: EpochTrainer, source: str) -
     schedule hold best scores of it, which mean nothing for another score.
     """
     check_generator(state.get("rng", {}).get("numpy"), trainer.rng, "NumPy generator", source)
-    saved_monitors = {
-        "monitor": (state.get("trainer") or {}).get("monitor"),
-        "early stopping monitor": (state.get("early_stopping") or {}).get("monitor"),
-    }
-    own_monitors = {
-        "monitor": trainer.monitor,
-        "early stopping monitor": trainer.early_stopping.monitor if trainer.early_stopping else None,
-    }
-    for what, saved in saved_monitors.items():
-        own = own_monitors[what]
+    stopper = trainer.early_stopping
+    for what, saved, own in (
+        ("monitor", (state.get("trainer") or {}).get("monitor"), trainer.monitor),
+        ("early stopping monitor", (state.get("early_stopping") or {}).get("monitor"),
+         stopper.monitor if stopper is not None else None),
+    ):
         if saved is not None and own is not None and saved != own:
             raise CheckpointError(f"{source} was written with {what} {saved!r}, this run uses {own!r}")
     schedule = state.get("schedule")
