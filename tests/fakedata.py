@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,3 +49,20 @@ def run_cli(*argv: str | Path) -> tuple[int, str, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([str(arg) for arg in argv])
     return code, out.getvalue(), err.getvalue()
+
+
+def interrupt_after(monkeypatch: Any, epoch: int) -> None:
+    """Stand in for Ctrl-C right after epoch ``epoch`` was written (metrics, model, checkpoint).
+
+    Patches the run writer both engines share, through ``monkeypatch`` (a pytest MonkeyPatch).
+    """
+    import mlpkit.run as run_module
+
+    original = run_module._EpochWriter.__call__
+
+    def call(self: Any, record: dict[str, Any]) -> None:
+        original(self, record)
+        if record["epoch"] == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module._EpochWriter, "__call__", call)

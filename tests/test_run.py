@@ -20,7 +20,7 @@ from safetensors.numpy import load_file
 
 import mlpkit.run as run_module
 import mlpkit.train.numpy_checkpoint as numpy_checkpoint
-from fakedata import N_TEST, N_TRAIN, write_fake_fashion_mnist
+from fakedata import N_TEST, N_TRAIN, interrupt_after, write_fake_fashion_mnist
 from mlpkit.config import DataConfig, EarlyStoppingConfig, ModelConfig, OptimConfig, RunConfig, RunSettings
 from mlpkit.data.fashion_mnist import FASHION_MNIST_CLASSES
 from mlpkit.data.idx import write_idx
@@ -336,18 +336,6 @@ def assert_same_weights(first: Path, second: Path) -> None:
     assert a.keys() == b.keys()
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-
-
-def interrupt_after(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
-    """Stand in for Ctrl-C right after epoch ``epoch`` was written (metrics, model, checkpoint)."""
-    original = run_module._EpochWriter.__call__
-
-    def call(self: Any, record: dict[str, Any]) -> None:
-        original(self, record)
-        if record["epoch"] == epoch:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(run_module._EpochWriter, "__call__", call)
 
 
 def test_weights_given_as_transposed_views_are_stored_in_their_logical_order(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 
 import mlpkit.run as run_module
-from fakedata import write_fake_fashion_mnist
+from fakedata import interrupt_after, write_fake_fashion_mnist
 from mlpkit.config import DataConfig, EarlyStoppingConfig, ModelConfig, OptimConfig, RunConfig, RunSettings
 from mlpkit.errors import CheckpointError, ConfigError
 from mlpkit.run import RUN_FILES, evaluate_run, load_run, resume_run, train_run
@@ -248,18 +248,6 @@ RESUMABLE = {
     "optim": {"optimizer": "adam", "lr": 0.01, "schedule": "plateau", "factor": 0.5, "schedule_patience": 0},
     "early_stopping": {"patience": 3, "monitor": "val_accuracy"},
 }
-
-
-def interrupt_after(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
-    """Stand in for Ctrl-C right after epoch ``epoch`` was written (metrics, model, checkpoint)."""
-    original = run_module._TorchEpochWriter.__call__
-
-    def call(self: Any, record: dict[str, Any]) -> None:
-        original(self, record)
-        if record["epoch"] == epoch:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(run_module._TorchEpochWriter, "__call__", call)
 
 
 def test_an_interrupted_run_resumed_equals_the_uninterrupted_run(
