@@ -39,3 +39,7 @@ class TrainingDivergedError(MlpkitError, FloatingPointError):
 
 class OutputError(MlpkitError, OSError):
     """An output location cannot be written."""
+
+
+class MissingDependencyError(MlpkitError, ImportError):
+    """An optional package that a feature needs is not installed; the message names the extra."""
