@@ -393,7 +393,48 @@ def test_usage_errors_exit_2() -> None:
     code, _, err = run_cli("train", "--hidden", "a,b")
     assert code == 2 and "argument --hidden: expected comma-separated integers, got 'a,b'" in err
     assert run_cli("frobnicate")[0] == 2
-    assert run_cli()[0] == 2
+
+
+def test_a_mistyped_option_is_named_first_with_the_closest_one() -> None:
+    code, out, err = run_cli("train", "--engien", "torch")
+    assert (code, out) == (2, "")
+    assert err == (
+        "mlpkit train: error: unrecognized arguments: --engien torch (did you mean --engine?)\n"
+        "Run 'mlpkit train --help' for the options.\n"
+    )
+
+
+def test_abbreviated_options_are_refused_not_guessed() -> None:
+    code, _, err = run_cli("train", "--engin", "torch")
+    assert code == 2
+    assert err.startswith("mlpkit train: error: unrecognized arguments: --engin torch (did you mean --engine?)")
+
+
+def test_a_mistyped_command_gets_the_closest_command() -> None:
+    code, _, err = run_cli("trian")
+    assert code == 2
+    assert err.startswith("mlpkit: error: argument COMMAND: invalid choice: 'trian'")
+    assert "did you mean 'train'?" in err.splitlines()[0]
+
+
+def test_a_mistyped_choice_gets_the_closest_choice() -> None:
+    code, _, err = run_cli("train", "--engine", "trch")
+    assert code == 2
+    assert err == (
+        "mlpkit: error: command-line options: [run] engine must be one of ['numpy', 'torch'], "
+        "got 'trch' (did you mean 'torch'?)\n"
+    )
+
+
+def test_an_unknown_option_without_a_close_match_gets_no_guess() -> None:
+    code, _, err = run_cli("train", "--bogus", "1")
+    assert code == 2 and "did you mean" not in err
+
+
+def test_bare_mlpkit_prints_the_help() -> None:
+    code, out, err = run_cli()
+    assert (code, err) == (0, "")
+    assert out.startswith("usage: mlpkit") and all(name in out for name in ("train", "evaluate", "predict"))
 
 
 def test_python_dash_m_mlpkit_runs_the_cli() -> None:

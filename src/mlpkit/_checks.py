@@ -6,6 +6,7 @@ Each check raises ``ValueError`` naming the parameter, the rule and the offendin
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -66,7 +67,9 @@ def check_choice(name: str, value: object, choices: Iterable[str]) -> str:
     """Return ``value`` if it is one of ``choices``; the error lists the valid names."""
     valid = sorted(choices)
     if not isinstance(value, str) or value not in valid:
-        raise ValueError(f"{name} must be one of {valid}, got {value!r}")
+        close = difflib.get_close_matches(value, valid, n=1, cutoff=0.7) if isinstance(value, str) else []
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"{name} must be one of {valid}, got {value!r}{hint}")
     return value
 
 

@@ -29,15 +29,17 @@ handler returning the exit status.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from mlpkit import __version__
 from mlpkit.config import (
@@ -381,9 +383,51 @@ SUBCOMMANDS: dict[
 # -- entry point ---------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the error first and a suggestion, no abbreviations and no wall of usage.
+
+    ``--engin`` is not taken for ``--engine`` (an abbreviation today may be ambiguous once an
+    option is added tomorrow), ``--engien`` gets "did you mean --engine?", and the error is one
+    line with a pointer to ``--help`` instead of the usage of every option first.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {_suggest(self, message)}\n"
+                              f"Run '{self.prog} --help' for the options.\n")
+
+
+def _closest(word: str, candidates: Sequence[str]) -> str | None:
+    matches = difflib.get_close_matches(word, candidates, n=1, cutoff=0.7)
+    return matches[0] if matches else None
+
+
+def _suggest(parser: argparse.ArgumentParser, message: str) -> str:
+    """``message`` plus "did you mean ...?" for an unknown option or an invalid choice."""
+    if message.startswith("unrecognized arguments: "):
+        options = [flag for flag in parser._option_string_actions if flag.startswith("--")]
+        hints = [
+            f"{word} -> {match}"
+            for word in message.removeprefix("unrecognized arguments: ").split()
+            if word.startswith("-") and (match := _closest(word.split("=")[0], options))
+        ]
+        if len(hints) == 1:
+            return f"{message} (did you mean {hints[0].split(' -> ')[1]}?)"
+        if hints:
+            return f"{message} (did you mean: {', '.join(hints)}?)"
+    elif match := re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message):
+        choices = re.findall(r"'([^']*)'", match.group(2))
+        if close := _closest(match.group(1), choices):
+            return f"{message}; did you mean {close!r}?"
+    return message
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``mlpkit`` argument parser with every subcommand of :data:`SUBCOMMANDS`."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Multilayer perceptrons on Fashion-MNIST: train, evaluate, predict.",
         epilog="Run 'mlpkit COMMAND --help' for the options of a command.",
@@ -391,15 +435,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     # -q also after the subcommand; SUPPRESS keeps the subcommand's default from resetting it.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="log warnings and errors only"
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (summary, add_arguments, handler) in SUBCOMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=summary, parents=[common])
         add_arguments(sub)
-        sub.set_defaults(handler=handler)
+        sub.set_defaults(handler=handler, parser=sub)
     return parser
 
 
@@ -417,7 +461,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``mlpkit`` command with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if args.command is None:  # bare `mlpkit`: what it can do, not a complaint
+            parser.print_help()
+            return EXIT_OK
+        if unknown:  # reported by the subcommand, which knows the options that were meant
+            args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exc:  # argparse has printed the usage error or the help
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
 
