@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mlpkit.errors import DataFormatError
-from mlpkit.evaluate.metrics import accuracy, confusion_matrix, log_loss, roc_auc
+from mlpkit.evaluate.metrics import accuracy, classification_scores, confusion_matrix, log_loss, roc_auc
 
 
 def scalar(text: str) -> str:
@@ -65,6 +65,102 @@ def test_confusion_matrix_names_an_out_of_range_label() -> None:
         DataFormatError, match=rf"y_pred has label {scalar(7)} at index 1, outside the class range \[0, 3\)"
     ):
         confusion_matrix(np.array([0, 1]), np.array([0, 7]), num_classes=3)
+
+
+# -- per-class scores ------------------------------------------------------------------------------
+
+
+def test_classification_scores_by_hand() -> None:
+    m = np.array(
+        [
+            [5, 1, 0],  # true 0: 6 samples, 5 right
+            [2, 3, 1],  # true 1: 6 samples, 3 right
+            [0, 2, 6],  # true 2: 8 samples, 6 right
+        ]
+    )
+    # Column sums (predictions per class) 7, 6, 7; F1 = 2 tp / (row sum + column sum).
+    precision = [5 / 7, 3 / 6, 6 / 7]
+    recall = [5 / 6, 3 / 6, 6 / 8]
+    f1 = [10 / 13, 6 / 12, 12 / 15]
+    scores = classification_scores(m)
+    np.testing.assert_allclose(scores["precision"], precision, rtol=1e-15)
+    np.testing.assert_allclose(scores["recall"], recall, rtol=1e-15)
+    np.testing.assert_allclose(scores["f1"], f1, rtol=1e-15)
+    np.testing.assert_array_equal(scores["support"], [6, 6, 8])
+    assert scores["support"].dtype == np.int64
+    assert scores["accuracy"] == pytest.approx(14 / 20, rel=1e-15)
+    assert scores["macro"] == pytest.approx(
+        {"precision": 29 / 42, "recall": 25 / 36, "f1": (10 / 13 + 1 / 2 + 4 / 5) / 3}, rel=1e-15
+    )
+    assert scores["weighted"] == pytest.approx(
+        {
+            "precision": (6 * 5 / 7 + 6 * 1 / 2 + 8 * 6 / 7) / 20,  # = 99/140
+            "recall": 14 / 20,  # support-weighted recall is always the accuracy
+            "f1": (6 * 10 / 13 + 6 * 1 / 2 + 8 * 4 / 5) / 20,
+        },
+        rel=1e-15,
+    )
+
+
+def test_classification_scores_zero_division_is_zero() -> None:
+    # Class 1 occurs but is never predicted: precision 0/0 -> 0. Class 2 never occurs and is
+    # never predicted: every ratio 0/0 -> 0, support 0, and it still counts in the macro mean.
+    scores = classification_scores(np.array([[2, 0, 0], [1, 0, 0], [0, 0, 0]]))
+    np.testing.assert_array_equal(scores["precision"], [2 / 3, 0.0, 0.0])
+    np.testing.assert_array_equal(scores["recall"], [1.0, 0.0, 0.0])
+    np.testing.assert_allclose(scores["f1"], [4 / 5, 0.0, 0.0], rtol=1e-15)
+    np.testing.assert_array_equal(scores["support"], [2, 1, 0])
+    assert scores["macro"] == pytest.approx({"precision": 2 / 9, "recall": 1 / 3, "f1": 4 / 15}, rel=1e-15)
+    assert scores["weighted"] == pytest.approx({"precision": 4 / 9, "recall": 2 / 3, "f1": 8 / 15}, rel=1e-15)
+    assert scores["accuracy"] == pytest.approx(2 / 3, rel=1e-15)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_classification_scores_match_sklearn(seed: int) -> None:
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(seed)
+    num_classes = 6
+    # Skewed labels, and predictions that never use class 4 and mostly copy the truth: some
+    # ratios are 0/0, so the zero_division rule is exercised on random data too.
+    y_true = rng.choice(num_classes, size=300, p=[0.3, 0.25, 0.2, 0.15, 0.1, 0.0])
+    y_pred = np.where(rng.random(300) < 0.6, y_true, rng.choice([0, 1, 2, 3, 5], size=300))
+    labels = list(range(num_classes))
+    scores = classification_scores(confusion_matrix(y_true, y_pred, num_classes=num_classes))
+
+    precision, recall, f1, support = sklearn_metrics.precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    np.testing.assert_allclose(scores["precision"], precision, rtol=1e-12)
+    np.testing.assert_allclose(scores["recall"], recall, rtol=1e-12)
+    np.testing.assert_allclose(scores["f1"], f1, rtol=1e-12)
+    np.testing.assert_array_equal(scores["support"], support)
+
+    report = sklearn_metrics.classification_report(
+        y_true, y_pred, labels=labels, output_dict=True, zero_division=0
+    )
+    for ours, theirs in (("macro", "macro avg"), ("weighted", "weighted avg")):
+        row = report[theirs]
+        expected = {"precision": row["precision"], "recall": row["recall"], "f1": row["f1-score"]}
+        assert scores[ours] == pytest.approx(expected, rel=1e-12)
+    assert scores["accuracy"] == pytest.approx(report["accuracy"], rel=1e-12)
+    assert scores["accuracy"] == accuracy(y_true, y_pred)
+
+
+@pytest.mark.parametrize(
+    ("confusion", "message"),
+    [
+        (np.zeros((2, 3), dtype=np.int64), r"confusion must be a square \(C, C\) matrix, got shape \(2, 3\)"),
+        (np.zeros(4, dtype=np.int64), r"confusion must be a square \(C, C\) matrix, got shape \(4,\)"),
+        (np.array([[1, -2], [0, 3]]), r"non-negative whole counts, got -2 at index \(0, 1\)"),
+        (np.array([[1.0, 0.5], [0.0, 3.0]]), r"non-negative whole counts, got 0.5 at index \(0, 1\)"),
+        (np.array([[1.0, 0.0], [np.nan, 3.0]]), r"non-negative whole counts, got nan at index \(1, 0\)"),
+        (np.array([["a", "b"], ["c", "d"]]), r"confusion must hold counts \(integers\), got dtype <U1"),
+        (np.zeros((3, 3), dtype=np.int64), "confusion counts no sample: scores need at least one"),
+    ],
+)
+def test_classification_scores_errors(confusion: np.ndarray, message: str) -> None:
+    with pytest.raises(DataFormatError, match=message):
+        classification_scores(confusion)
 
 
 # -- log loss ----------------------------------------------------------------------------------------

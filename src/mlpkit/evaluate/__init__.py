@@ -6,12 +6,13 @@ need it.
 
 from __future__ import annotations
 
-from mlpkit.evaluate.metrics import accuracy, confusion_matrix, log_loss, roc_auc
+from mlpkit.evaluate.metrics import accuracy, classification_scores, confusion_matrix, log_loss, roc_auc
 from mlpkit.evaluate.plots import plot_curves, plot_predictions
 from mlpkit.evaluate.report import render_report
 
 __all__ = [
     "accuracy",
+    "classification_scores",
     "confusion_matrix",
     "log_loss",
     "plot_curves",

@@ -1,4 +1,4 @@
-"""Classification metrics on NumPy arrays: accuracy, confusion matrix, log loss and ROC AUC.
+"""Classification metrics on NumPy arrays: accuracy, confusion matrix, per-class scores, log loss and ROC AUC.
 
 Every function takes the true labels first, like scikit-learn, checks its inputs at the boundary
 and raises :class:`~mlpkit.errors.DataFormatError` (a ``ValueError``) naming the argument and the
@@ -7,13 +7,15 @@ offending value. Results are plain Python floats (or an int64 matrix), ready for
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from mlpkit._checks import check_labels, check_positive_int
 from mlpkit.engine.losses import BCEWithLogitsLoss, SoftmaxCrossEntropyLoss
 from mlpkit.errors import DataFormatError
 
-__all__ = ["accuracy", "confusion_matrix", "log_loss", "roc_auc"]
+__all__ = ["accuracy", "classification_scores", "confusion_matrix", "log_loss", "roc_auc"]
 
 # Probabilities are clipped to [eps, 1 - eps] before the log, so one confidently wrong row costs
 # -log(1e-15) ≈ 34.5 instead of making the mean infinite (scikit-learn's long-standing default).
@@ -89,6 +91,85 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, *, num_classes: int
     p = check_labels("y_pred", y_pred, c)
     # One bincount over the flat index i*C + j instead of a Python loop over the N pairs.
     return np.bincount(t * c + p, minlength=c * c).reshape(c, c)
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``numerator / denominator`` elementwise (float64), 0.0 where the denominator is 0."""
+    out = np.zeros(numerator.shape, dtype=np.float64)
+    np.divide(numerator, denominator, out=out, where=denominator != 0)
+    return out
+
+
+def classification_scores(confusion: np.ndarray) -> dict[str, Any]:
+    """Precision, recall, F1 and support of each class, their macro and weighted means, and accuracy.
+
+    For class ``k`` with ``tp = m[k, k]``, ``fp = m[:, k].sum() - tp`` and ``fn = m[k, :].sum() - tp``:
+    precision ``tp / (tp + fp)``, recall ``tp / (tp + fn)`` and F1 ``2 tp / (2 tp + fp + fn)`` (the
+    harmonic mean of the two). A ratio whose denominator is 0 (a class never predicted has no
+    precision, a class that never occurs has no recall) is 0.0, as scikit-learn's
+    ``zero_division=0``. The macro mean weights every class equally, absent ones included; the
+    weighted mean weights each class by its support. Both average the per-class F1, as
+    :func:`sklearn.metrics.precision_recall_fscore_support` does, rather than taking the F1 of the
+    averaged precision and recall.
+
+    Parameters
+    ----------
+    confusion : ndarray of shape (C, C)
+        Counts, rows true class and columns predicted class, as from :func:`confusion_matrix`.
+
+    Returns
+    -------
+    dict
+        ``"precision"``, ``"recall"``, ``"f1"`` : ndarray of shape (C,), float64;
+        ``"support"`` : ndarray of shape (C,), int64, the samples of each true class (row sums);
+        ``"macro"`` and ``"weighted"`` : dict with float ``"precision"``, ``"recall"``, ``"f1"``;
+        ``"accuracy"`` : float, the trace over the total.
+
+    Raises
+    ------
+    DataFormatError
+        If ``confusion`` is not square, holds a negative, fractional or non-finite count, or
+        counts no sample at all.
+
+    Examples
+    --------
+    >>> scores = classification_scores(np.array([[3, 1], [0, 2]]))  # class 1: 2 of 3 predictions right
+    >>> scores["precision"], scores["recall"], scores["support"]
+    (array([1.        , 0.66666667]), array([0.75, 1.  ]), array([4, 2]))
+    >>> scores["macro"]["recall"], scores["accuracy"]
+    (0.875, 0.8333333333333334)
+    """
+    m = np.asarray(confusion)
+    if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] == 0:
+        raise DataFormatError(f"confusion must be a square (C, C) matrix, got shape {m.shape}")
+    if m.dtype == bool or not (np.issubdtype(m.dtype, np.integer) or np.issubdtype(m.dtype, np.floating)):
+        raise DataFormatError(f"confusion must hold counts (integers), got dtype {m.dtype}")
+    bad = (m < 0) | ~np.isfinite(m) | (m != np.round(m)) if m.dtype.kind == "f" else m < 0
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise DataFormatError(
+            f"confusion must hold non-negative whole counts, got {m[where].item()!r} at index {where}"
+        )
+    m = m.astype(np.int64)
+    total = int(m.sum())
+    if total == 0:
+        raise DataFormatError("confusion counts no sample: scores need at least one")
+
+    tp = np.diag(m)                                     # (C,)
+    support = m.sum(axis=1)                             # (C,) samples of each true class
+    predicted = m.sum(axis=0)                           # (C,) predictions of each class
+    per_class = {
+        "precision": _ratio(tp, predicted),             # (C,)
+        "recall": _ratio(tp, support),                  # (C,)
+        "f1": _ratio(2 * tp, support + predicted),      # (C,) 2 tp / (2 tp + fp + fn)
+    }
+    return {
+        **per_class,
+        "support": support,
+        "macro": {name: float(np.mean(values)) for name, values in per_class.items()},
+        "weighted": {name: float(np.average(values, weights=support)) for name, values in per_class.items()},
+        "accuracy": float(tp.sum() / total),
+    }
 
 
 def log_loss(
