@@ -4,9 +4,10 @@ The protocol of zalandoresearch/fashion-mnist's scikit-learn benchmark for MLPCl
 StandardScaler fitted on the training images, one hidden layer of 100 ReLU units, Adam,
 alpha = 1e-4, and scikit-learn's defaults otherwise (batch 200, learning rate 1e-3, at most 200
 epochs, stop when the training loss has not improved by 1e-4 for 10 epochs). Both estimators get
-the same float32 input (scikit-learn keeps float32; mlpkit trains in float32 by default), in one
-process, over 3 seeds, with the order of the two alternating per seed so that slow spells of a
-shared machine fall on both alike.
+the same float32 input, which both keep in float32 (scikit-learn's precision rule, which mlpkit's
+estimators follow; every run checks that its fitted weights are float32), in one process, over 3
+seeds, with the order of the two alternating per seed so that slow spells of a shared machine fall
+on both alike.
 
 Reported per implementation: test accuracy (mean ± sd over seeds), epochs run (``n_iter_``), and
 seconds per epoch (``fit`` time / ``n_iter_``); then the two acceptance checks:
@@ -98,6 +99,7 @@ def run_one(est: Any, x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarr
         "test_accuracy": float(est.score(xt, yt)),
         "final_train_loss": float(est.loss_curve_[-1]),
         "converged": not any(issubclass(w.category, ConvergenceWarning) for w in caught),
+        "dtype": str(est.coefs_[0].dtype),
     }
 
 
@@ -110,6 +112,8 @@ def benchmark(seeds: int, train: int | None, test: int | None, max_iter: int | N
         for name in names[seed % 2 :] + names[: seed % 2]:             # alternate who goes first
             runs[name].append(run_one(estimators[name], x, y, xt, yt))
             r = runs[name][-1]
+            if r["dtype"] != "float32":                                  # the protocol's premise
+                raise TypeError(f"{name} trained in {r['dtype']} on float32 input, expected float32")
             print(f"  seed {seed} {name:8s} {r['n_iter']:3d} epochs x {r['epoch_seconds']:.3f} s, "
                   f"test accuracy {r['test_accuracy']:.4f}", file=sys.stderr)
     summary: dict[str, dict[str, Any]] = {

@@ -368,7 +368,7 @@ def test_binary_probabilities_come_from_one_logistic_unit():
     x, y = _blobs(classes=2)
     est = _fit_quietly(MLPClassifier((8,), max_iter=5, random_state=0), x, y)
     assert est.n_outputs_ == 1 and est.out_activation_ == "logistic"
-    logit = est.network_.forward(x.astype(np.float32))[:, 0].astype(np.float64)
+    logit = est.network_.forward(x.astype(est.dtype_))[:, 0].astype(np.float64)
     np.testing.assert_allclose(est.predict_proba(x)[:, 1], 1 / (1 + np.exp(-logit)), rtol=1e-6)
     np.testing.assert_allclose(est.predict_log_proba(x), np.log(est.predict_proba(x)), rtol=1e-9)
 
@@ -557,7 +557,7 @@ _XAVIER = (math.sqrt(2) * math.sqrt(2 / (_FAN_IN + _WIDTH)), math.sqrt(2 / (_WID
 def test_initializers(init, stds, uniform):
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((2 * _CLASSES, _FAN_IN)), np.arange(2 * _CLASSES) % _CLASSES
-    # One SGD epoch at lr 1e-12 leaves float32 weights of this size where they started.
+    # One SGD epoch at lr 1e-12 leaves the weights where they started, to far below the tolerances.
     est = _fit_quietly(MLPClassifier((_WIDTH,), init=init, solver="sgd", momentum=0.0, alpha=0.0,
                                      learning_rate_init=1e-12, max_iter=1, random_state=0), x, y)
     assert est.spec_.init == init
@@ -574,10 +574,94 @@ def test_initializers(init, stds, uniform):
         np.testing.assert_allclose(bias, 0.0, atol=1e-9)          # biases start at zero
 
 
-def test_float64_networks():
-    x, y = _blobs()
-    est = _fit_quietly(MLPClassifier((8,), dtype="float64", max_iter=2, random_state=0), x, y)
-    assert est.coefs_[0].dtype == np.float64
+# --- precision: scikit-learn's rule (float32 input stays float32, anything else float64) -----------
+
+
+def _forward_by_hand(est, x: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The ReLU network's output (N, K), written out, in the dtype of ``x`` and the weights."""
+    (w0, w1), (b0, b1) = est.coefs_, est.intercepts_
+    return np.maximum(x @ w0 + b0, 0) @ w1 + b1
+
+
+def _float32_values(a: np.ndarray) -> bool:
+    """Whether every value of a float64 array is a float32 number (a float32 result, widened)."""
+    return bool(np.array_equal(a, a.astype(np.float32).astype(np.float64)))
+
+
+def _regression(n: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, 4))
+    return x, x @ [1.0, -2.0, 0.5, 0.0] + 0.1 * rng.standard_normal(n)
+
+
+def test_float64_input_trains_and_predicts_in_float64():
+    x, y = _regression()
+    est = _fit_quietly(MLPRegressor((8,), max_iter=3, random_state=0), x, y)
+    assert est.dtype_ == np.float64
+    assert {a.dtype for a in est.coefs_ + est.intercepts_} == {np.dtype(np.float64)}
+    pred = est.predict(x)
+    assert pred.dtype == np.float64 and not _float32_values(pred)
+    np.testing.assert_allclose(pred, _forward_by_hand(est, x)[:, 0], rtol=1e-12, atol=1e-14)
+    clf = _fit_quietly(MLPClassifier((8,), max_iter=3, random_state=0), *_blobs())
+    assert clf.dtype_ == np.float64 and clf.coefs_[0].dtype == np.float64
+
+
+def test_float32_input_trains_in_float32_and_predict_converts_to_it():
+    x, y = _regression()
+    x32 = x.astype(np.float32)
+    est = _fit_quietly(MLPRegressor((8,), max_iter=3, random_state=0), x32, y)
+    assert est.dtype_ == np.float32
+    assert {a.dtype for a in est.coefs_ + est.intercepts_} == {np.dtype(np.float32)}
+    pred = est.predict(x32)
+    # Returned as float64, computed in float32: every value is a float32 number.
+    assert pred.dtype == np.float64 and _float32_values(pred)
+    np.testing.assert_allclose(pred, _forward_by_hand(est, x32)[:, 0], rtol=1e-6, atol=1e-6)
+    # float64 input to a float32 network is converted to float32 first: the same predictions.
+    np.testing.assert_array_equal(est.predict(x), pred)
+    xb, yb = _blobs()
+    clf = _fit_quietly(MLPClassifier((8,), max_iter=3, random_state=0), xb.astype(np.float32), yb)
+    assert clf.dtype_ == np.float32 and clf.coefs_[0].dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("dtype", "x_dtype"), [("float64", np.float32), ("float32", np.float64)], ids=["up", "down"]
+)
+def test_an_explicit_dtype_wins_over_the_input(dtype, x_dtype):
+    x, y = _regression()
+    est = _fit_quietly(MLPRegressor((8,), dtype=dtype, max_iter=3, random_state=0), x.astype(x_dtype), y)
+    assert est.dtype_ == np.dtype(dtype)
+    assert {a.dtype for a in est.coefs_ + est.intercepts_} == {np.dtype(dtype)}
+    assert _float32_values(est.predict(x)) == (dtype == "float32")
+
+
+@pytest.mark.parametrize(
+    "convert", [lambda x: x.tolist(), lambda x: np.round(10 * x).astype(np.int64)], ids=["list", "int64"]
+)
+def test_lists_and_integers_train_in_float64(convert):
+    x, y = _regression()
+    est = _fit_quietly(MLPRegressor((8,), max_iter=3, random_state=0), convert(x), y)
+    assert est.dtype_ == np.float64 and est.coefs_[0].dtype == np.float64
+
+
+def test_partial_fit_and_warm_start_keep_the_first_fits_dtype():
+    x, y = _regression()
+    x32 = x.astype(np.float32)
+    stepped = MLPRegressor((8,), random_state=0).partial_fit(x32, y)
+    stepped.partial_fit(x, y)                                 # float64 data, converted to float32
+    assert stepped.dtype_ == np.float32 and stepped.coefs_[0].dtype == np.float32
+    # The float64 batch trained exactly as its float32 copy does.
+    reference = MLPRegressor((8,), random_state=0).partial_fit(x32, y).partial_fit(x32, y)
+    np.testing.assert_array_equal(stepped.coefs_[0], reference.coefs_[0])
+    warm = _fit_quietly(MLPRegressor((8,), max_iter=2, warm_start=True, random_state=0), x32, y)
+    _fit_quietly(warm, x, y)
+    assert warm.dtype_ == np.float32 and warm.coefs_[0].dtype == np.float32
+    warm.set_params(dtype="float64")
+    message = "dtype changed from 'float32' to 'float64' since the network was initialized"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        warm.fit(x, y)
+    # Without warm_start, fit starts over and takes the new data's precision.
+    cold = _fit_quietly(MLPRegressor((8,), max_iter=2, random_state=0), x32, y)
+    assert _fit_quietly(cold, x, y).dtype_ == np.float64
 
 
 def test_shuffle_false_survives_pickling():

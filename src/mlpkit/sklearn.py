@@ -41,8 +41,10 @@ Differences from scikit-learn's MLP, on purpose
 - Extras: per-layer ``activation`` including ``"gelu"``, ``"silu"`` and ``"leaky_relu"``;
   ``dropout``; ``solver="adamw"`` with decoupled ``weight_decay``; ``init`` (the engine's
   initializers: Glorot/Xavier by default, Kaiming for ReLU nets); ``validation_loss_curve_``;
-  ``progress`` (a progress bar); ``dtype`` (float32 by default: twice the GEMM throughput of
-  float64, and ample precision for stochastic training). Predictions are returned as float64.
+  ``progress`` (a progress bar); ``dtype``, to force a precision. By default the precision is
+  scikit-learn's: float32 input trains and predicts in float32, anything else in float64
+  (``dtype_`` says which); ``predict`` converts its input to that precision, while scikit-learn
+  computes in the input's. Predictions are returned as float64.
 - Not provided: ``solver="lbfgs"``, the ``learning_rate`` schedules (``power_t``), ``max_fun``,
   ``sample_weight`` and sparse input (a ``TypeError`` says so).
 - The default ``init="xavier_uniform"`` is Glorot's uniform law with the gain of the following
@@ -316,7 +318,7 @@ class _Settings:
     """The validated parameters one fit needs (constructor parameters are never modified)."""
 
     layers: MLPSpec                       # hidden sizes, activations, dropout, init; in/out widths are 1
-    dtype: np.dtype
+    dtype: np.dtype | None                # None: from the training data (float32 stays, else float64)
     solver: str
     alpha: float
     lr: float
@@ -370,7 +372,8 @@ _PARAMETERS_DOC = """
     warm_start : bool, default=False
         Let ``fit`` continue from the fitted network *and optimizer state* instead of starting
         over. Architecture, solver, ``momentum``, ``nesterovs_momentum``, ``early_stopping`` and
-        ``dtype`` must then stay the same; the learning rate, ``alpha``, ``weight_decay``, Adam's
+        an explicit ``dtype`` must then stay the same (with ``dtype=None`` later data is converted
+        to the first fit's ``dtype_``); the learning rate, ``alpha``, ``weight_decay``, Adam's
         betas and epsilon, ``tol``, ``n_iter_no_change`` and ``batch_size`` may change.
     momentum : float, default=0.9
         SGD momentum in [0, 1). Only used when ``solver="sgd"``.
@@ -400,8 +403,11 @@ _PARAMETERS_DOC = """
 default="xavier_uniform"
         Weight initializer (:mod:`mlpkit.engine.init`), with the gain of the activation that
         follows each layer; biases start at zero.
-    dtype : {"float32", "float64"}, default="float32"
-        Precision of the network and of training; inputs are converted once.
+    dtype : {"float32", "float64"} or None, default=None
+        Precision of the network and of training. None is scikit-learn's rule: float32 training
+        data keeps float32 (twice float64's GEMM throughput), any other input (float64, integers,
+        lists) trains in float64. A name forces that precision. Inputs are converted once; the
+        precision chosen is ``dtype_``.
     progress : bool, default=False
         Show a progress bar over each epoch's batches.
 """
@@ -409,6 +415,9 @@ default="xavier_uniform"
 _COMMON_ATTRIBUTES_DOC = """
     n_features_in_ : int
         Number of features seen during ``fit``.
+    dtype_ : numpy.dtype
+        Precision of the network, chosen by the first ``fit`` (see ``dtype``); ``predict`` and
+        later ``partial_fit`` or warm-started ``fit`` calls convert their input to it.
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Names of the features, when ``X`` had string column names.
     n_outputs_ : int
@@ -481,7 +490,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         dropout: float | tuple[float, ...] = 0.0,
         weight_decay: float = 0.01,
         init: str = "xavier_uniform",
-        dtype: str = "float32",
+        dtype: str | None = None,
         progress: bool = False,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -561,7 +570,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
             raise ValueError("validation_fraction must be in (0, 1) with early_stopping=True, got 0")
         return _Settings(
             layers=layers,
-            dtype=np.dtype(check_choice("dtype", p["dtype"], DTYPES)),
+            dtype=None if p["dtype"] is None else np.dtype(check_choice("dtype", p["dtype"], DTYPES)),
             solver=check_choice("solver", p["solver"], SOLVERS),
             alpha=check_nonnegative_float("alpha", p["alpha"]),
             lr=check_positive_float("learning_rate_init", p["learning_rate_init"]),
@@ -583,7 +592,6 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
             "activation": s.layers.activations,
             "dropout": s.layers.dropouts,
             "init": s.layers.init,
-            "dtype": s.dtype.name,
             "solver": s.solver,
             "momentum": s.momentum if s.solver == "sgd" else None,
             "nesterovs_momentum": bool(self.nesterovs_momentum) if s.solver == "sgd" else None,
@@ -595,25 +603,32 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
     def _fit(self, X: Any, y: Any, *, incremental: bool, classes: Any = None) -> Self:
         s = self._settings()
         reset = not hasattr(self, "network_") or (not incremental and not self.warm_start)
+        if not reset:
+            dtype: Any = self.dtype_                             # continue in the first fit's precision
+        elif s.dtype is None:
+            dtype = (np.float64, np.float32)                     # float32 stays, all else float64
+        else:
+            dtype = s.dtype
         X, y = validate_data(
-            self, X, y, reset=reset, dtype=s.dtype, multi_output=True, y_numeric=not is_classifier(self)
+            self, X, y, reset=reset, dtype=dtype, multi_output=True, y_numeric=not is_classifier(self)
         )
         target = self._targets(y, reset=reset, incremental=incremental, classes=classes)
         if reset:
-            self._initialize(s)
+            self._initialize(s, X.dtype)
         else:
             self._update(s)
         if target.ndim == 2:
-            target = target.astype(self.network_.dtype, copy=False)   # BCE/MSE targets: once, not per batch
+            target = target.astype(self.dtype_, copy=False)     # BCE/MSE targets: once, not per batch
         self._train(X, target, s, epochs=1 if incremental else s.max_iter, incremental=incremental)
         return self
 
-    def _initialize(self, s: _Settings) -> None:
-        """Build the network, objective, optimizer, stopping rule and trainer."""
+    def _initialize(self, s: _Settings, dtype: np.dtype) -> None:
+        """Build the network (parameters in ``dtype``), objective, optimizer, stopping rule and trainer."""
         net_seed, shuffle_seed, split_seed = _seed_sequence(self.random_state).spawn(3)
         self.spec_ = replace(s.layers, in_features=self.n_features_in_, out_features=self.n_outputs_)
+        self.dtype_ = np.dtype(dtype)
         # One generator draws the initial weights and then the dropout masks, as build_mlp wires it.
-        self.network_ = build_mlp(self.spec_, rng=np.random.default_rng(net_seed), dtype=s.dtype)
+        self.network_ = build_mlp(self.spec_, rng=np.random.default_rng(net_seed), dtype=self.dtype_)
         params = list(self.network_.parameters().values())
         loss, scale = self._data_loss()
         weights = [p for p in params if p.decay]                 # Linear weights; biases are not penalised
@@ -653,10 +668,13 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
 
     def _update(self, s: _Settings) -> None:
         """Continue training: check nothing structural changed, apply the parameters that may."""
-        for name, value in self._frozen(s).items():
-            if value != self._frozen_params[name]:
+        frozen, fitted = self._frozen(s), dict(self._frozen_params)
+        if s.dtype is not None:                                  # None continues in the fitted dtype_
+            frozen["dtype"], fitted["dtype"] = s.dtype.name, self.dtype_.name
+        for name, value in frozen.items():
+            if value != fitted[name]:
                 raise ValueError(
-                    f"{name} changed from {self._frozen_params[name]!r} to {value!r} since the network was "
+                    f"{name} changed from {fitted[name]!r} to {value!r} since the network was "
                     "initialized; warm_start and partial_fit continue the same network and optimizer, so "
                     "fit with warm_start=False to start over"
                 )
@@ -751,9 +769,9 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
     # -- prediction ------------------------------------------------------------------------------
 
     def _logits(self, X: Any) -> np.ndarray:
-        """Validated X (N, D) -> logits (N, n_outputs_) in the network's dtype."""
+        """Validated X (N, D), converted to ``dtype_`` -> logits (N, n_outputs_) in ``dtype_``."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=self.network_.dtype)
+        X = validate_data(self, X, reset=False, dtype=self.dtype_)
         return predict_logits(self.network_, X)
 
     @property
@@ -869,7 +887,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Training inputs; converted once to ``dtype``. Sparse matrices are not supported.
+            Training inputs; converted once to the network's precision (float32 input stays float32,
+            other input becomes float64, unless ``dtype`` names one). Sparse matrices are not supported.
         y : array-like of shape (n_samples,) or (n_samples, n_classes)
             Class labels, or a multilabel indicator matrix.
 
@@ -1027,7 +1046,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Training inputs; converted once to ``dtype``. Sparse matrices are not supported.
+            Training inputs; converted once to the network's precision (float32 input stays float32,
+            other input becomes float64, unless ``dtype`` names one). Sparse matrices are not supported.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Targets.
 
