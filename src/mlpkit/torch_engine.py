@@ -49,7 +49,8 @@ def build_torch_mlp(
         Sizes, activations, dropout, initializer.
     rng : numpy.random.Generator or None
         When given, the weights are drawn with NumPy in the engine's order, so the module equals
-        ``mlpkit.engine.build_mlp(spec, rng=<same seed>)`` parameter for parameter.
+        ``mlpkit.engine.build_mlp(spec, rng=<same seed>, dtype=<same dtype>)`` parameter for
+        parameter (each dtype draws its own numbers: NumPy's float32 samplers for float32).
     generator : torch.Generator or None
         When ``rng`` is None, the torch generator the weights are drawn from (same laws; torch's
         default generator when None).
@@ -92,8 +93,9 @@ def build_torch_mlp(
                 std=spec.init_std,
                 nonlinearity=act,
                 dtype=_NUMPY_DTYPES[dtype],
-            )  # (H, D), drawn as build_mlp draws it
-            linear.weight.copy_(torch.from_numpy(weight))
+                order="F",
+            )  # (H, D), drawn as build_mlp draws it: in the module's dtype, column-major
+            linear.weight.copy_(torch.from_numpy(weight))    # copy_ takes any strides
             if linear.bias is not None:
                 linear.bias.zero_()
     return module

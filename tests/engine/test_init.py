@@ -1,9 +1,11 @@
-"""Initializers: (fan_out, fan_in) shapes, empirical spread against the formulas, determinism, dtypes."""
+"""Initializers: (fan_out, fan_in) shapes, empirical spread against the formulas, determinism, dtypes,
+memory order and memory use."""
 
 from __future__ import annotations
 
 import math
 import re
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from mlpkit.engine.init import (
     xavier_normal,
     xavier_uniform,
 )
+from mlpkit.engine.layers import Linear
 from mlpkit.engine.network import build_mlp
 from mlpkit.spec import INIT_NAMES, MLPSpec
 
@@ -113,25 +116,99 @@ def test_same_seed_same_weights_and_another_seed_others(name):
     assert not np.array_equal(a, c)
 
 
+# The laws by hand: (std, bound of a uniform law or None) for (fan_out, fan_in) = (400, 500) with
+# the initializer's default gain (ReLU's sqrt(2) for Kaiming, 1 for Xavier) and std 0.01 for "normal".
+LAWS = {
+    "normal": (0.01, None),
+    "xavier_uniform": (math.sqrt(2 / (FAN_IN + FAN_OUT)), math.sqrt(6 / (FAN_IN + FAN_OUT))),
+    "xavier_normal": (math.sqrt(2 / (FAN_IN + FAN_OUT)), None),
+    "kaiming_uniform": (math.sqrt(2 / FAN_IN), math.sqrt(2) * math.sqrt(3 / FAN_IN)),
+    "kaiming_normal": (math.sqrt(2 / FAN_IN), None),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", sorted(INITIALIZERS))
-def test_float32_and_float64_draws_from_one_seed_agree(name):
-    w32 = initialize(name, (6, 5), np.random.default_rng(0), dtype=np.float32)
-    w64 = initialize(name, (6, 5), np.random.default_rng(0), dtype=np.float64)
-    assert w32.dtype == np.float32 and w64.dtype == np.float64
-    np.testing.assert_array_equal(w32, w64.astype(np.float32))  # drawn in float64, then rounded
+def test_each_law_draws_in_the_requested_dtype_with_the_formulas_spread(name, dtype, rng):
+    w = INITIALIZERS[name]((FAN_OUT, FAN_IN), rng, dtype=dtype)
+    assert w.dtype == dtype and w.shape == (FAN_OUT, FAN_IN) and w.flags.c_contiguous
+    std, bound = LAWS[name]
+    _std_close(w, std)
+    if bound is not None:
+        assert np.abs(w).max() <= np.asarray(bound, dtype=dtype)   # the bound, rounded to the dtype
+        assert np.abs(w).max() > 0.999 * bound
 
 
-def test_float32_and_float64_networks_from_one_seed_agree():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_draws_are_numpys_samplers_in_that_dtype(dtype):
+    # Reference: NumPy's own samplers in the dtype, scaled as the formulas say. float64 draws are
+    # bit for bit those of rng.normal / rng.uniform; float32 ones come from NumPy's float32 samplers.
+    a = math.sqrt(6 / (5 + 6))
+    w = initialize("xavier_uniform", (5, 6), np.random.default_rng(0), nonlinearity="identity", dtype=dtype)
+    u = np.random.default_rng(0).random((5, 6), dtype=dtype)
+    np.testing.assert_array_equal(w, u * dtype(2 * a) - dtype(a))
+    w = initialize("normal", (5, 6), np.random.default_rng(0), std=0.3, dtype=dtype)
+    z = np.random.default_rng(0).standard_normal((5, 6), dtype=dtype)
+    np.testing.assert_array_equal(w, z * dtype(0.3))
+    if dtype == np.float64:
+        np.testing.assert_array_equal(w, np.random.default_rng(0).normal(0.0, 0.3, size=(5, 6)))
+        w = xavier_uniform((5, 6), np.random.default_rng(0))
+        np.testing.assert_array_equal(w, np.random.default_rng(0).uniform(-a, a, size=(5, 6)))
+
+
+@pytest.mark.parametrize("name", sorted(INITIALIZERS))
+def test_column_major_draw_is_the_transposed_row_major_one(name):
+    c = initialize(name, (5, 4), np.random.default_rng(0))
+    f = initialize(name, (5, 4), np.random.default_rng(0), order="F")
+    assert f.shape == (5, 4) and f.flags.f_contiguous and f.T.flags.c_contiguous
+    # Values fill memory in order: the F draw of (H, D) holds the C draw's numbers laid out as (D, H).
+    np.testing.assert_array_equal(f, c.reshape(4, 5).T)
+
+
+def test_a_float32_draw_allocates_only_its_result():
+    # float64 draws cast to float32 used to peak at three times the result (8 + 4 bytes a weight).
+    shape = (1000, 1500)
+    result_bytes = 4 * shape[0] * shape[1]
+    tracemalloc.start()
+    try:
+        w = initialize("kaiming_normal", shape, np.random.default_rng(0), dtype=np.float32)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert w.dtype == np.float32
+    assert peak < 1.05 * result_bytes, f"peak {peak} bytes for a {result_bytes}-byte result"
+
+
+def test_build_mlp_draws_each_layer_column_major_in_its_dtype():
     spec = MLPSpec(6, (8, 5), 3, activation=("tanh", "relu"), dropout=(0.2, 0.0), init="kaiming_uniform")
-    net32 = build_mlp(spec, rng=np.random.default_rng(5), dtype=np.float32)
-    net64 = build_mlp(spec, rng=np.random.default_rng(5), dtype=np.float64)
-    p32, p64 = net32.named_parameters(), net64.named_parameters()
-    assert list(p32) == list(p64)
-    for name in p32:
-        np.testing.assert_array_equal(p32[name].data, p64[name].data.astype(np.float32), err_msg=name)
-    # Forward in training mode too: the dropout masks come from the same stream in both.
-    x = np.random.default_rng(1).standard_normal((4, 6))
-    np.testing.assert_allclose(net32.forward(x.astype(np.float32)), net64.forward(x), rtol=1e-5, atol=1e-6)
+    for dtype in (np.float32, np.float64):
+        net = build_mlp(spec, rng=np.random.default_rng(5), dtype=dtype)
+        rng = np.random.default_rng(5)
+        linears = [layer for layer in net.layers if isinstance(layer, Linear)]
+        for layer, act in zip(linears, ("tanh", "relu", "identity"), strict=True):
+            expected = initialize(
+                "kaiming_uniform", (layer.out_features, layer.in_features), rng, nonlinearity=act,
+                dtype=dtype, order="F",
+            )
+            w = layer.weight.data                                    # (D, H), the engine's layout
+            assert w.dtype == dtype and w.flags.c_contiguous
+            np.testing.assert_array_equal(w, expected.T)
+
+
+def test_a_wide_float32_network_holds_no_float64_copy():
+    # 784-20000-10 in float32: 63.5 MB of weights, and as much again for their gradient buffers
+    # (Parameter.grad). The peak is those two plus small change: no float64 draw (twice the
+    # weights), no cast, no transposed copy.
+    spec = MLPSpec(784, (20_000,), 10)
+    weight_bytes = 4 * (784 * 20_000 + 20_000 * 10)
+    tracemalloc.start()
+    try:
+        net = build_mlp(spec, rng=np.random.default_rng(0))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert net.dtype == np.float32
+    assert peak < 2.02 * weight_bytes, f"peak {peak} bytes for {weight_bytes} bytes of weights"
 
 
 def test_build_mlp_biases_start_at_zero():

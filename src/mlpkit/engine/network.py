@@ -150,10 +150,13 @@ def build_mlp(spec: MLPSpec, *, rng: np.random.Generator, dtype: np.dtype | type
     follows = (*spec.activations, "identity")
     layers: list[Layer] = []
     for i, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
+        # (H, D) as torch stores it, drawn in the network's dtype and in column-major order: its
+        # transpose is the C-contiguous (D, H) Linear keeps, so no copy is made. torch_engine draws
+        # the same way, so one seed gives the same network in both engines.
         weight = initialize(
-            spec.init, (fan_out, fan_in), rng, std=spec.init_std, nonlinearity=follows[i], dtype=dtype
+            spec.init, (fan_out, fan_in), rng, std=spec.init_std, nonlinearity=follows[i], dtype=dtype,
+            order="F",
         )
-        # Drawn as (out, in) like torch, so one seed gives the same network in both engines.
         layers.append(Linear(fan_in, fan_out, weight=weight.T, bias=spec.bias))
         if i < len(spec.hidden_features):
             act = get_activation(spec.activations[i])
