@@ -66,3 +66,8 @@ def interrupt_after(monkeypatch: Any, epoch: int) -> None:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(run_module._EpochWriter, "__call__", call)
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file of ``directory`` by name, with its bytes: equal snapshots mean nothing was changed."""
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}

@@ -94,8 +94,12 @@ def test_interrupted_before_the_first_checkpoint_does_not_suggest_resume(
         code, _, err = run_cli(*train_args(data_dir, cut))
     assert code == 130 and "mlpkit: interrupted" in err
     assert "--resume" not in err
-    assert f"interrupted before the first checkpoint was written; {cut} cannot be resumed" in err
-    assert not (cut / "checkpoint.json").exists()
+    assert (
+        f"interrupted before the first epoch finished; nothing to resume, so {cut} was removed: "
+        "run the same command again to start over"
+    ) in err
+    assert not cut.exists()
+    assert run_cli(*train_args(data_dir, cut, "--epochs", "1"))[0] == 0  # the same command again
 
 
 def test_train_with_the_torch_engine_writes_a_run_the_numpy_engine_evaluates(
@@ -151,13 +155,13 @@ def test_interrupted_after_epoch_2_then_resumed_equals_4_uninterrupted_epochs(
 # -- bad input -------------------------------------------------------------------------------------
 
 
-def test_resume_takes_no_other_settings(run: tuple[Path, int, str, str]) -> None:
+def test_resume_takes_no_setting_of_the_model_or_optimizer(run: tuple[Path, int, str, str]) -> None:
     before = snapshot(run[0])
     code, _, err = run_cli("train", "--resume", run[0], "--epochs", "8", "--lr", "0.1", "--overwrite")
     assert code == 2
-    assert (
-        f"--resume continues {run[0]} with the settings in its config.json; it cannot be combined with "
-        "--lr, --epochs, --overwrite" in err
+    assert err == (
+        f"mlpkit: error: --resume continues {run[0]} with the settings in its config.json; it cannot be "
+        "combined with --lr, --overwrite (it takes --epochs, --data-dir, --device)\n"
     )
     assert snapshot(run[0]) == before
 

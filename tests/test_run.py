@@ -20,7 +20,7 @@ from safetensors.numpy import load_file
 
 import mlpkit.run as run_module
 import mlpkit.train.numpy_checkpoint as numpy_checkpoint
-from fakedata import N_TEST, N_TRAIN, interrupt_after, write_fake_fashion_mnist
+from fakedata import N_TEST, N_TRAIN, interrupt_after, snapshot, write_fake_fashion_mnist
 from mlpkit.config import DataConfig, EarlyStoppingConfig, ModelConfig, OptimConfig, RunConfig, RunSettings
 from mlpkit.data.fashion_mnist import FASHION_MNIST_CLASSES
 from mlpkit.data.idx import write_idx
@@ -389,16 +389,39 @@ def test_a_metrics_line_written_after_the_last_numpy_checkpoint_is_replayed(
     assert_same_weights(tmp_path / "cut", whole.run_dir)
 
 
-def test_resuming_a_finished_numpy_run_trains_nothing_more(
+def test_resuming_a_finished_numpy_run_changes_nothing(
     trained: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     copy = shutil.copytree(trained.run_dir, tmp_path / "copy")
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(copy.iterdir())}
     with caplog.at_level("INFO"):
         result = resume_run(copy)
     assert "nothing to train: 4 of 4 epochs are done" in caplog.text
-    assert result.summary["resumed_at_epoch"] == 4 and result.summary["epochs_run"] == 4
-    assert without_seconds(copy) == without_seconds(trained.run_dir)
-    assert result.summary["test_accuracy"] == trained.summary["test_accuracy"]
+    # Not one byte rewritten: summary.json keeps the wall time of the run that trained.
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(copy.iterdir())} == before
+    assert result.summary == trained.summary
+
+
+def test_resume_with_more_epochs_extends_the_run_and_counts_all_of_its_time(
+    trained: Any, tmp_path: Path
+) -> None:
+    copy = shutil.copytree(trained.run_dir, tmp_path / "copy")
+    result = resume_run(copy, epochs=6)
+    assert result.summary["epochs_run"] == 6 and result.summary["resumed_at_epoch"] == 4
+    assert json.loads((copy / "config.json").read_text())["optim"]["epochs"] == 6
+    records = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5, 6]
+    # Cumulative: the first four epochs' wall time is part of the total, not forgotten.
+    assert result.summary["wall_seconds"] > trained.summary["wall_seconds"]
+    assert result.summary["wall_seconds"] >= sum(r["seconds"] for r in records)
+
+
+def test_resume_with_fewer_epochs_than_trained_is_refused(trained: Any, tmp_path: Path) -> None:
+    copy = shutil.copytree(trained.run_dir, tmp_path / "copy")
+    before = snapshot(copy)
+    with pytest.raises(ConfigError, match=r"--epochs 2 is fewer than the 4 epochs .* has trained; pass more"):
+        resume_run(copy, epochs=2)
+    assert snapshot(copy) == before
 
 
 def test_numpy_resume_with_another_architecture_names_the_tensor_and_changes_nothing(

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from mlpkit import __version__
+from mlpkit._optional import EXTRAS
 from mlpkit.config import (
     AUGMENTS,
     DEVICES,
@@ -219,7 +220,8 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
         "--resume",
         metavar="RUN_DIR",
         help="continue an interrupted run (either engine) from its last checkpoint, with the settings in "
-        "RUN_DIR/config.json (no other settings may be given)",
+        f"RUN_DIR/config.json; only {', '.join(_RESUME_OPTIONS)} may be given with it "
+        "(--epochs N extends a finished run to N epochs)",
     )
     for option in _TRAIN_OPTIONS:
         parser.add_argument(option.flag, dest=option.dest, default=None, help=option.help, **option.kwargs)
@@ -229,9 +231,18 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
     )
 
 
+_RESUME_OPTIONS = ("--epochs", "--data-dir", "--device")
+"""What ``--resume`` takes: how long to train, where the data is now, where to train; never the model or
+optimizer, which the checkpoint fixes."""
+
+
 def _resume_conflicts(args: argparse.Namespace) -> list[str]:
     """The options given with ``--resume`` that would change the run it continues."""
-    given = [option.flag for option in _TRAIN_OPTIONS if getattr(args, option.dest) is not None]
+    given = [
+        option.flag
+        for option in _TRAIN_OPTIONS
+        if getattr(args, option.dest) is not None and option.flag not in _RESUME_OPTIONS
+    ]
     if args.config:
         given.insert(0, "--config")
     if args.overwrite:
@@ -247,9 +258,16 @@ def _run_train(args: argparse.Namespace) -> int:
         if conflicts := _resume_conflicts(args):
             raise ConfigError(
                 f"--resume continues {args.resume} with the settings in its config.json; it cannot be "
-                f"combined with {', '.join(conflicts)}"
+                f"combined with {', '.join(conflicts)} (it takes {', '.join(_RESUME_OPTIONS)})"
             )
-        result = resume_run(args.resume, progress=progress)
+        given = {option.key: getattr(args, option.dest) for option in _TRAIN_OPTIONS}
+        result = resume_run(
+            args.resume,
+            epochs=given["epochs"],
+            data_dir=given["data_dir"],
+            device=given["device"],
+            progress=progress,
+        )
     else:
         config = load_config(args.config) if args.config else RunConfig()
         if overrides := _overrides(args):
@@ -279,12 +297,18 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _add_evaluate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by 'mlpkit train'")
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="directory of the Fashion-MNIST IDX files [where the run found them; if gone, search "
+        "$MLPKIT_DATA, the cache, /usr/share/datasets]",
+    )
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from mlpkit.run import evaluate_run
 
-    scores = evaluate_run(args.run_dir)
+    scores = evaluate_run(args.run_dir, data_dir=args.data_dir)
     _print_table(
         [
             ("test accuracy", _fmt(float(scores["test_accuracy"]))),
@@ -485,6 +509,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_DIVERGED
     except MlpkitError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ModuleNotFoundError as exc:
+        # A missing optional package that no require() caught first: still one line, with the fix.
+        top = (exc.name or "").partition(".")[0]
+        if top not in EXTRAS:
+            raise
+        fix = f"pip install 'mlpkit[{EXTRAS[top]}]'"
+        print(f"{PROG}: error: {exc.name} is not installed: {fix}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -57,6 +57,7 @@ import numpy as np
 from mlpkit import __version__
 from mlpkit._checks import check_features
 from mlpkit._io import atomic_path, atomic_write_json, atomic_write_text, ensure_writable_dir
+from mlpkit._optional import require
 from mlpkit.config import RunConfig, load_config
 from mlpkit.data.augment import ShiftFlip
 from mlpkit.data.fashion_mnist import FASHION_MNIST, FashionMNIST, load_fashion_mnist
@@ -171,6 +172,31 @@ def split_validation(n: int, val_size: int, rng: np.random.Generator) -> tuple[n
 def _load_dataset(config: RunConfig) -> FashionMNIST:
     data = config.data
     return load_fashion_mnist(data.data_dir, download=data.download, verify=data.verify)
+
+
+def _with_data_dir(config: RunConfig, data_dir: str | os.PathLike[str] | None) -> RunConfig:
+    """``config`` reading its data from ``data_dir`` (absolute), or from where it was recorded.
+
+    A run records the absolute directory it was given, so evaluating or resuming it works from any
+    working directory. When that directory is gone (the run was copied to another machine, the
+    data moved) and no ``data_dir`` is given, the usual search takes over: ``$MLPKIT_DATA``, the
+    cache, the system copy.
+    """
+    if data_dir is not None:
+        data = dataclasses.replace(config.data, data_dir=_absolute(data_dir))
+        return dataclasses.replace(config, data=data)
+    recorded = config.data.data_dir
+    if recorded is not None and not Path(recorded).is_dir():
+        logger.warning(
+            "the run's data directory %s does not exist; searching $MLPKIT_DATA, the cache and the system "
+            "copy instead (pass --data-dir to choose)", recorded,
+        )
+        return dataclasses.replace(config, data=dataclasses.replace(config.data, data_dir=None))
+    return config
+
+
+def _absolute(path: str | os.PathLike[str]) -> str:
+    return str(Path(path).expanduser().resolve())
 
 
 # -- one training run --------------------------------------------------------------------------
@@ -422,6 +448,120 @@ def _build_trainer(
     )
 
 
+class _WallClock:
+    """The seconds a run has taken, across resumes: earlier sessions' time plus this one's so far."""
+
+    def __init__(self) -> None:
+        self.before = 0.0
+        self.start = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+    def resume(self, extra: Any, records: list[dict[str, Any]], run_dir: Path) -> None:
+        """Take the time spent so far: the finished run's summary when it describes the checkpoint's
+        epoch (a run being extended), else the checkpoint's (older checkpoints: the epochs' seconds)."""
+        saved = extra.get("wall_seconds") if isinstance(extra, dict) else None
+        self.before = float(saved) if isinstance(saved, int | float) else sum(r["seconds"] for r in records)
+        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+            summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+            if summary.get("epochs_run") == len(records):
+                self.before = max(self.before, float(summary["wall_seconds"]))
+
+
+def _check_engine(config: RunConfig) -> None:
+    """Refuse, before anything is written, what the configured engine cannot do here."""
+    world_size = os.environ.get("WORLD_SIZE", "1")
+    if config.run.engine == "numpy" and world_size.isdigit() and int(world_size) > 1:
+        # Otherwise every process would train the whole job and write the same run directory.
+        raise ConfigError(
+            f"the NumPy engine trains in one process, but torchrun started {world_size} "
+            f"(WORLD_SIZE={world_size}); pass --engine torch to train with several processes, "
+            "or run mlpkit without torchrun"
+        )
+    if config.run.engine == "torch":
+        require("torch", feature="the torch engine (--engine torch)")
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory the system can give this process now (Linux ``MemAvailable``), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+EVAL_BATCH = 8192
+"""Rows per forward pass when scoring (``predict_logits``'s default)."""
+
+
+def training_memory(spec: MLPSpec, config: RunConfig, n_train: int) -> tuple[int, str]:
+    """Estimate the bytes training ``spec`` takes beyond the data, and say where they go.
+
+    Parameters: weights, gradients, the optimizer's buffers (momentum 1, Adam 2), and the copies
+    the loop keeps (the best epoch's weights; the last good epoch's weights and optimizer state,
+    for the roll-back on divergence). Activations: forward output, activation and gradient of each
+    layer for one training batch, and two arrays per layer for one scoring batch.
+    """
+    itemsize = np.dtype(config.run.dtype).itemsize
+    optim = config.optim
+    buffers = 2 if optim.optimizer in ("adam", "adamw") else int(optim.momentum > 0)
+    copies = 1 + 1 + buffers + 1 + (1 + buffers)  # weights, grads, buffers, best, last good (+buffers)
+    one_copy = spec.num_parameters * itemsize
+    params = one_copy * copies
+    widths = sum(spec.hidden_features) + spec.out_features
+    batch = min(optim.batch_size, n_train)
+    activations = (3 * batch + 2 * EVAL_BATCH) * widths * itemsize
+    kept = "weights, gradients, " + ("optimizer state, " if buffers else "") + "best and last-good copies"
+    detail = (
+        f"{kept}: {copies} x {_bytes(one_copy)} = {_bytes(params)}; activations of a training batch of "
+        f"{batch} and a scoring batch of {EVAL_BATCH}: {_bytes(activations)}"
+    )
+    return params + activations, detail
+
+
+def _check_memory(spec: MLPSpec, config: RunConfig, n_train: int, *, device: str = "cpu") -> None:
+    """Refuse a network that cannot fit in memory, before allocating it (CPU training only)."""
+    if not device.startswith("cpu"):
+        return  # a GPU's memory is the device's to report, when it allocates
+    needed, detail = training_memory(spec, config, n_train)
+    available = _available_memory()
+    if available is not None and needed > available:
+        raise ConfigError(
+            f"training this network needs about {_bytes(needed)} of memory ({detail}), but "
+            f"{_bytes(available)} are available; use fewer or narrower hidden layers (--hidden) "
+            "or a smaller --batch-size"
+        )
+
+
+def _log_model(spec: MLPSpec, config: RunConfig, n_train: int) -> None:
+    itemsize = np.dtype(config.run.dtype).itemsize
+    logger.info(
+        "model: %s, %s parameters (%s as %s)",
+        spec.describe(), f"{spec.num_parameters:,}", _bytes(spec.num_parameters * itemsize), config.run.dtype,
+    )
+    if config.optim.batch_size > n_train:
+        logger.warning(
+            "batch_size %d is larger than the %d training images: each epoch is one batch of %d",
+            config.optim.batch_size, n_train, n_train,
+        )
+
+
 class _EpochWriter:
     """The trainer's ``on_epoch_end``: what a finished epoch leaves on disk.
 
@@ -446,8 +586,10 @@ class _EpochWriter:
         classes: tuple[str, ...],
         epochs: int,
         keep_every_epoch: bool,
+        clock: _WallClock,
     ) -> None:
         self.run_dir = run_dir
+        self.clock = clock
         self.recorded = recorded
         self.metrics = _MetricsLog(run_dir / METRICS_FILE)
         self.model_path = run_dir / MODEL_FILE
@@ -471,7 +613,11 @@ class _EpochWriter:
     def save_checkpoint(self) -> None:
         from mlpkit.train.numpy_checkpoint import save_numpy_checkpoint
 
-        save_numpy_checkpoint(self.run_dir, self.trainer, extra={"config": self.recorded.to_dict()})
+        save_numpy_checkpoint(self.run_dir, self.trainer, extra=self.checkpoint_extra())
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """What a checkpoint keeps besides the trainer: the config it was written with, the time so far."""
+        return {"config": self.recorded.to_dict(), "wall_seconds": self.clock.seconds()}
 
     def save_model(self, state: dict[str, np.ndarray], epoch: int) -> None:
         _save_state(self.model_path, state, _model_metadata(self.spec, self.classes, epoch, self.engine))
@@ -487,9 +633,10 @@ class _EpochWriter:
             )
         self.metrics.append(record)
         logger.info(
-            "epoch %d/%d  train_loss %.4f  val_loss %s  val_accuracy %s  (%.2f s)",
-            epoch, self.epochs, record["train_loss"],
-            _fmt(record["val_loss"]), _fmt(record["val_accuracy"]), record["seconds"],
+            "epoch %d/%d  train_loss %.4f  train_accuracy %s  val_loss %s  val_accuracy %s  lr %.3g  "
+            "(%.2f s)",
+            epoch, self.epochs, record["train_loss"], _fmt(record["train_accuracy"]),
+            _fmt(record["val_loss"]), _fmt(record["val_accuracy"]), record["lr"], record["seconds"],
         )
         if self.keep_every_epoch or self.trainer.history.best_epoch == epoch:
             self.save_model(self.weights(), epoch)
@@ -497,7 +644,7 @@ class _EpochWriter:
 
 
 def _write_diverged_summary(
-    run_dir: Path, exc: TrainingDivergedError, writer: _EpochWriter, *, started: float, data: _Splits
+    run_dir: Path, exc: TrainingDivergedError, writer: _EpochWriter, *, data: _Splits
 ) -> TrainingDivergedError:
     """Record a diverged run in ``summary.json``; return the error to raise, saying what was kept."""
     writer.metrics.rewrite()
@@ -511,7 +658,7 @@ def _write_diverged_summary(
             "saved_model_epoch": writer.saved_epoch,
             "test_accuracy": None,
             "test_loss": None,
-            "wall_seconds": time.perf_counter() - started,
+            "wall_seconds": writer.clock.seconds(),
             "data_dir": str(data.data_dir),
             **_versions(),
         },
@@ -559,6 +706,7 @@ def train_run(config: RunConfig, *, progress: bool = False, overwrite: bool = Fa
         ``summary.json`` says why the run stopped, and ``model.safetensors`` holds the last good
         model if one was saved (never diverged weights).
     """
+    _check_engine(config)
     if config.run.engine == "torch":
         return _torch_run(config, progress=progress, overwrite=overwrite, resume_dir=None)
     return _numpy_run(config, progress=progress, overwrite=overwrite, resume_dir=None)
@@ -570,7 +718,7 @@ def _numpy_run(
     """:func:`train_run` and :func:`resume_run` on the NumPy engine."""
     from mlpkit.train.numpy_checkpoint import load_numpy_checkpoint
 
-    started = time.perf_counter()
+    clock = _WallClock()
     if resume_dir is None:
         run_dir, created = _prepare_run_dir(config, overwrite=overwrite)
     else:
@@ -579,11 +727,13 @@ def _numpy_run(
     split_rng, init_rng, train_rng, _ = _seeds(config.run.seed)
     try:
         data = _prepare_data(config, split_rng)
+        spec = config.model.to_spec(in_features=data.x_train.shape[1], out_features=len(data.classes))
+        _log_model(spec, config, len(data.y_train))
+        _check_memory(spec, config, len(data.y_train))
     except BaseException:
         _remove_if_unused(run_dir, created)
         raise
 
-    spec = config.model.to_spec(in_features=data.x_train.shape[1], out_features=len(data.classes))
     has_val = data.x_val is not None
     trainer = _build_trainer(
         config, spec, has_val=has_val, init_rng=init_rng, train_rng=train_rng, progress=progress
@@ -591,15 +741,18 @@ def _numpy_run(
     restore_best = config.early_stopping.restore_best
     recorded = _recorded(config)
     if resume_dir is not None:
-        _warn_if_config_changed(load_numpy_checkpoint(run_dir, trainer), recorded, run_dir)
+        extra = load_numpy_checkpoint(run_dir, trainer)
+        _warn_if_config_changed(extra, recorded, run_dir)
+        clock.resume(extra, trainer.history.records, run_dir)
+        if (finished := _already_finished(run_dir, config, trainer)) is not None:
+            return finished
     writer = _EpochWriter(
         run_dir, trainer, recorded=recorded, spec=spec, classes=data.classes, epochs=config.optim.epochs,
-        keep_every_epoch=not restore_best,
+        keep_every_epoch=not restore_best, clock=clock,
     )
     trainer.on_epoch_end = writer
-    if resume_dir is None:
-        atomic_write_json(run_dir / CONFIG_FILE, recorded.to_dict())
-    else:
+    _write_config(run_dir, recorded)
+    if resume_dir is not None:
         _restart_files(writer, trainer, restore_best=restore_best)
         _log_nothing_to_train(trainer, config.optim.epochs)
     resumed_at = trainer.epochs_done
@@ -610,9 +763,9 @@ def _numpy_run(
             epochs=trainer.remaining_epochs(config.optim.epochs),
         )
     except TrainingDivergedError as exc:
-        raise _write_diverged_summary(run_dir, exc, writer, started=started, data=data) from exc
+        raise _write_diverged_summary(run_dir, exc, writer, data=data) from exc
     except KeyboardInterrupt:
-        _log_interrupt(run_dir)
+        _after_interrupt(run_dir, created=created, new_run=resume_dir is None)
         raise
 
     writer.metrics.rewrite()
@@ -624,10 +777,54 @@ def _numpy_run(
         engine["resumed_at_epoch"] = resumed_at
     summary = _finish_run(
         run_dir, recorded, network, last_state=last_state, best_state=best_state,
-        history=history, monitor=trainer.monitor, data=data, started=started, restore_best=restore_best,
+        history=history, monitor=trainer.monitor, data=data, clock=clock, restore_best=restore_best,
         engine=engine,
     )
     return RunResult(run_dir, config, history, summary)
+
+
+def _write_config(run_dir: Path, recorded: RunConfig) -> None:
+    """Write ``config.json``, or rewrite it on resume when settings changed (``--epochs``, ``--data-dir``)."""
+    path, payload = run_dir / CONFIG_FILE, recorded.to_dict()
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text(encoding="utf-8")) == payload:
+            return
+    atomic_write_json(path, payload)
+
+
+def _already_finished(run_dir: Path, config: RunConfig, trainer: Any, rank: int = 0) -> RunResult | None:
+    """On resume of a finished run with no epoch left to train: the run as it is, untouched."""
+    if trainer.remaining_epochs(config.optim.epochs) > 0:
+        return None
+    try:
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # killed after its last epoch, before its summary: finish it
+    if not isinstance(summary, dict) or summary.get("epochs_run") != trainer.epochs_done:
+        return None
+    if rank == 0:
+        _log_nothing_to_train(trainer, config.optim.epochs)
+        logger.info("%s is unchanged; pass --epochs to train it longer", run_dir)
+    return RunResult(run_dir, config, trainer.history, summary if rank == 0 else {}, rank=rank)
+
+
+def _after_interrupt(run_dir: Path, *, created: bool, new_run: bool) -> None:
+    """After Ctrl-C: say how to go on, or, before any checkpoint of a new run, leave nothing behind.
+
+    A new run interrupted before its first checkpoint cannot be resumed; its few files (the config,
+    an empty metrics log) would only make the same command refuse the directory next time.
+    """
+    if new_run and not has_checkpoint(run_dir):
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+        _remove_if_unused(run_dir, created)
+        logger.warning(
+            "interrupted before the first epoch finished; nothing to resume, so %s was %s: "
+            "run the same command again to start over",
+            run_dir, "removed" if created else "emptied",
+        )
+        return
+    _log_interrupt(run_dir)
 
 
 def _log_interrupt(run_dir: Path) -> None:
@@ -655,8 +852,11 @@ def _log_nothing_to_train(trainer: Any, epochs: int) -> None:
 
 
 def _recorded(config: RunConfig) -> RunConfig:
-    """The config as ``config.json`` records it: without the output directory."""
-    return dataclasses.replace(config, run=dataclasses.replace(config.run, out=None))
+    """The config as ``config.json`` records it: without the output directory, with an absolute data_dir."""
+    data = config.data
+    if data.data_dir is not None:
+        data = dataclasses.replace(data, data_dir=_absolute(data.data_dir))
+    return dataclasses.replace(config, data=data, run=dataclasses.replace(config.run, out=None))
 
 
 def _remove_if_unused(run_dir: Path, created: bool) -> None:
@@ -674,7 +874,7 @@ def _finish_run(
     history: History,
     monitor: str,
     data: _Splits,
-    started: float,
+    clock: _WallClock,
     restore_best: bool,
     engine: dict[str, Any],
 ) -> dict[str, Any]:
@@ -724,7 +924,7 @@ def _finish_run(
         "n_train": len(data.y_train),
         "n_val": 0 if data.y_val is None else len(data.y_val),
         "n_test": len(data.y_test),
-        "wall_seconds": time.perf_counter() - started,
+        "wall_seconds": clock.seconds(),
         "data_dir": str(data.data_dir),
         **engine,
         **_versions(),
@@ -774,7 +974,7 @@ class _TorchEpochWriter(_EpochWriter):
     def save_checkpoint(self) -> None:
         from mlpkit.train.checkpoint import save_checkpoint
 
-        save_checkpoint(self.run_dir, self.trainer, extra={"config": self.recorded.to_dict()})
+        save_checkpoint(self.run_dir, self.trainer, extra=self.checkpoint_extra())
 
 
 def _torch_state(state: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -881,14 +1081,34 @@ def _resume_config(run_dir: Path) -> RunConfig:
     return dataclasses.replace(config, run=dataclasses.replace(config.run, out=str(run_dir)))
 
 
-def resume_run(run_dir: str | os.PathLike[str], *, progress: bool = False) -> RunResult:
+def resume_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    epochs: int | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    device: str | None = None,
+    progress: bool = False,
+) -> RunResult:
     """Continue an interrupted run from its last checkpoint, in the same directory, on either engine.
 
     The settings come from ``run_dir/config.json``; the trainer is rebuilt, restored from the
     checkpoint (weights, optimizer, schedule, early stopping, best epoch, the generators),
     ``metrics.jsonl`` is rewritten from the checkpoint's history, and training continues for the
     remaining epochs. On the CPU the result equals the uninterrupted run bit for bit. Under
-    ``torchrun`` every rank reads the checkpoint and rank 0 writes.
+    ``torchrun`` every rank reads the checkpoint and rank 0 writes. A finished run with no epoch
+    left to train is returned as it is, and nothing is written.
+
+    Parameters
+    ----------
+    run_dir : str or os.PathLike
+    epochs : int, optional
+        A new total number of epochs (Lightning's ``max_epochs``): more than the run had extends
+        it (a run that stopped early stays stopped). Recorded in ``config.json``.
+    data_dir : str or os.PathLike, optional
+        Where the data is now, if not where the run found it; recorded in ``config.json``.
+    device : str, optional
+        Where the torch engine trains from now on (``cpu``, ``cuda``, ``cuda:N``, ``auto``).
+    progress : bool
 
     Raises
     ------
@@ -896,11 +1116,36 @@ def resume_run(run_dir: str | os.PathLike[str], *, progress: bool = False) -> Ru
         Before anything is written: no such directory, no ``config.json`` or no checkpoint in it,
         a corrupted checkpoint, or one that does not fit the configuration (the message names the
         tensor and both shapes).
+    ConfigError
+        ``epochs`` fewer than the epochs the checkpoint has trained, or an invalid value.
     """
     config = _resume_config(Path(run_dir))
+    overrides: dict[str, dict[str, Any]] = {}
+    if epochs is not None:
+        done = _checkpoint_epoch(Path(run_dir))
+        if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs < done:
+            raise ConfigError(
+                f"--epochs {epochs} is fewer than the {done} epochs {run_dir} has trained; "
+                f"pass more than {done} to train it longer"
+            )
+        overrides["optim"] = {"epochs": epochs}
+    if device is not None:
+        overrides["run"] = {"device": device}
+    if overrides:
+        config = config.with_overrides(overrides, source="resume options")
+    config = _with_data_dir(config, data_dir)
+    _check_engine(config)
     if config.run.engine == "torch":
         return _torch_run(config, progress=progress, overwrite=False, resume_dir=Path(run_dir))
     return _numpy_run(config, progress=progress, overwrite=False, resume_dir=Path(run_dir))
+
+
+def _checkpoint_epoch(run_dir: Path) -> int:
+    """The last epoch the checkpoint holds (checked to exist by :func:`_resume_config`)."""
+    try:
+        return int(json.loads((run_dir / CHECKPOINT_FILE).read_text(encoding="utf-8"))["epoch"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"cannot resume: {run_dir / CHECKPOINT_FILE} is unreadable ({exc})") from exc
 
 
 def _torch_run(
@@ -911,14 +1156,14 @@ def _torch_run(
 
     from mlpkit.train.distributed import cleanup_distributed, init_distributed
 
-    started = time.perf_counter()
+    clock = _WallClock()
     owns_group = not (dist.is_available() and dist.is_initialized())
     ctx = init_distributed(config.run.device)  # None unless started by torchrun
     try:
         if ctx is not None and ctx.world_size == 1:
             ctx = None  # torchrun with one process: a plain run
         return _torch_run_in_group(
-            config, ctx, progress=progress, overwrite=overwrite, resume_dir=resume_dir, started=started
+            config, ctx, progress=progress, overwrite=overwrite, resume_dir=resume_dir, clock=clock
         )
     finally:
         if owns_group:
@@ -932,7 +1177,7 @@ def _torch_run_in_group(
     progress: bool,
     overwrite: bool,
     resume_dir: Path | None,
-    started: float,
+    clock: _WallClock,
 ) -> RunResult:
     import torch
 
@@ -969,10 +1214,15 @@ def _torch_run_in_group(
     torch.manual_seed(torch_seed + rank)  # dropout masks; the ranks draw different ones
     restore_best = config.early_stopping.restore_best
     recorded = _recorded(config)
-    data = _on_every_rank(
-        ctx, "to load the data", lambda: _prepare_data(config, split_rng), leave_no_empty_directory
-    )
-    spec = config.model.to_spec(in_features=data.x_train.shape[1], out_features=len(data.classes))
+    def load_and_check() -> tuple[_Splits, MLPSpec]:
+        data = _prepare_data(config, split_rng)
+        spec = config.model.to_spec(in_features=data.x_train.shape[1], out_features=len(data.classes))
+        if rank_zero:
+            _log_model(spec, config, len(data.y_train))
+        _check_memory(spec, config, len(data.y_train), device=str(device))
+        return data, spec
+
+    data, spec = _on_every_rank(ctx, "to load the data", load_and_check, leave_no_empty_directory)
     monitor = _monitor(config, data.x_val is not None)
     try:
         model = build_torch_mlp(spec, rng=init_rng, dtype=getattr(torch, config.run.dtype))
@@ -1000,16 +1250,18 @@ def _torch_run_in_group(
         # Every rank reads the checkpoint; it is checked whole before anything changes.
         extra = _on_every_rank(ctx, "to read the checkpoint", lambda: load_checkpoint(run_dir, trainer), None)
         _warn_if_config_changed(extra, recorded, run_dir)
+        clock.resume(extra, trainer.history.records, run_dir)
+        if (finished := _already_finished(run_dir, config, trainer, rank)) is not None:
+            return finished
 
     writer = _TorchEpochWriter(
         run_dir, trainer, recorded=recorded, spec=spec, classes=data.classes, epochs=config.optim.epochs,
-        keep_every_epoch=not restore_best,
+        keep_every_epoch=not restore_best, clock=clock,
     )
     trainer.on_epoch_end = writer  # called on rank 0 only
     if rank_zero:
-        if resume_dir is None:
-            atomic_write_json(run_dir / CONFIG_FILE, recorded.to_dict())
-        else:
+        _write_config(run_dir, recorded)
+        if resume_dir is not None:
             _restart_files(writer, trainer, restore_best=restore_best)
             _log_nothing_to_train(trainer, config.optim.epochs)
     epochs, resumed_at = trainer.remaining_epochs(config.optim.epochs), trainer.epochs_done
@@ -1018,10 +1270,10 @@ def _torch_run_in_group(
     except TrainingDivergedError as exc:
         if not rank_zero:
             raise
-        raise _write_diverged_summary(run_dir, exc, writer, started=started, data=data) from exc
+        raise _write_diverged_summary(run_dir, exc, writer, data=data) from exc
     except KeyboardInterrupt:
         if rank_zero:
-            _log_interrupt(run_dir)
+            _after_interrupt(run_dir, created=created, new_run=resume_dir is None)
         raise
     if not rank_zero:
         return RunResult(run_dir, config, history, {}, rank=rank)
@@ -1040,7 +1292,7 @@ def _torch_run_in_group(
         engine["resumed_at_epoch"] = resumed_at
     summary = _finish_run(
         run_dir, recorded, network, last_state=last_state, best_state=best_state, history=history,
-        monitor=trainer.monitor, data=data, started=started, restore_best=restore_best, engine=engine,
+        monitor=trainer.monitor, data=data, clock=clock, restore_best=restore_best, engine=engine,
     )
     return RunResult(run_dir, config, history, summary)
 
@@ -1061,19 +1313,24 @@ def _restart_files(writer: _EpochWriter, trainer: Any, *, restore_best: bool) ->
         writer.save_model(writer.weights(), len(history.records))
 
 
+_RESUME_SETTINGS = {("optim", "epochs"), ("data", "data_dir"), ("run", "device")}
+"""What :func:`resume_run` may change on purpose; other changes to ``config.json`` get a warning."""
+
+
 def _warn_if_config_changed(extra: Any, recorded: RunConfig, run_dir: Path) -> None:
     """Log the settings of ``config.json`` that differ from those the checkpoint was written with."""
     saved = extra.get("config") if isinstance(extra, dict) else None
     if not isinstance(saved, dict):
         return
-    changed = []
+    changed, chosen = [], []
     for section, values in recorded.to_dict().items():
         before = saved.get(section, {})
-        changed += [
-            f"[{section}] {key}: {before[key]!r} -> {value!r}"
-            for key, value in values.items()
-            if isinstance(before, dict) and key in before and before[key] != value
-        ]
+        for key, value in values.items():
+            if isinstance(before, dict) and key in before and before[key] != value:
+                line = f"[{section}] {key}: {before[key]!r} -> {value!r}"
+                (chosen if (section, key) in _RESUME_SETTINGS else changed).append(line)
+    if chosen:
+        logger.info("resuming with %s", "; ".join(chosen))
     if changed:
         logger.warning(
             "%s/%s differs from the configuration the checkpoint was written with: %s",
@@ -1165,7 +1422,9 @@ def load_run(run_dir: str | os.PathLike[str]) -> LoadedRun:
     return LoadedRun(run_dir, config, spec, classes, network)
 
 
-def evaluate_run(run_dir: str | os.PathLike[str]) -> dict[str, float | int]:
+def evaluate_run(
+    run_dir: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None
+) -> dict[str, float | int]:
     """Score a saved run's model on the Fashion-MNIST test set, found as the run found it.
 
     Returns
@@ -1182,7 +1441,7 @@ def evaluate_run(run_dir: str | os.PathLike[str]) -> dict[str, float | int]:
         If the test data cannot be loaded.
     """
     loaded = load_run(run_dir)
-    dataset = _load_dataset(loaded.config)
+    dataset = _load_dataset(_with_data_dir(loaded.config, data_dir))
     if tuple(dataset.classes) != loaded.classes:
         raise CheckpointError(
             f"{run_dir}: the model's classes {loaded.classes} differ from the data's {dataset.classes}"

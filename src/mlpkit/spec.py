@@ -10,6 +10,7 @@ the standard library, so neither engine depends on the other.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -132,6 +133,35 @@ class MLPSpec:
                     shapes[f"{index}.bias"] = (fan_out,)
                 linear += 1
         return shapes
+
+    @property
+    def num_parameters(self) -> int:
+        """Trainable scalars: the sum over Linear layers of ``fan_in * fan_out`` (+ ``fan_out`` biases).
+
+        Examples
+        --------
+        >>> MLPSpec(784, hidden_features=(256,), out_features=10).num_parameters  # 784*256+256 + 256*10+10
+        203530
+        """
+        return sum(math.prod(shape) for shape in self.linear_shapes().values())
+
+    def describe(self) -> str:
+        """One line for people: widths, activations and dropout.
+
+        Examples
+        --------
+        >>> MLPSpec(784, hidden_features=(512, 256), out_features=10, dropout=0.2).describe()
+        '784-512-256-10 MLP (relu, dropout 0.2)'
+        """
+        widths = "-".join(str(w) for w in (self.in_features, *self.hidden_features, self.out_features))
+        if not self.hidden_features:
+            return f"{widths} linear model"
+        acts = sorted(set(self.activations), key=self.activations.index)
+        parts = [",".join(acts) if len(acts) > 1 else acts[0]]
+        if any(self.dropouts):
+            shown = self.dropouts[:1] if len(set(self.dropouts)) == 1 else self.dropouts
+            parts.append("dropout " + ",".join(f"{p:g}" for p in shown))
+        return f"{widths} MLP ({', '.join(parts)})"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists) that :meth:`from_dict` reads back."""
