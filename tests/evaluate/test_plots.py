@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ pytest.importorskip("matplotlib")
 
 from matplotlib import _pylab_helpers
 
-from mlpkit.errors import DataFormatError
+from mlpkit.errors import DataFormatError, MissingDependencyError
 from mlpkit.evaluate.plots import plot_curves, plot_predictions
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -102,3 +105,37 @@ def test_figures_are_not_left_in_pyplot(tmp_path: Path) -> None:
     plot_curves(RECORDS, tmp_path / "c.png")
     plot_predictions(np.zeros((1, 28, 28)), np.array([0]), np.array([0]), ("a",), tmp_path / "p.png")
     assert _pylab_helpers.Gcf.get_num_fig_managers() == 0
+
+
+def test_curves_figure_is_titled_by_the_caller() -> None:
+    title = "20250101-120000-classic: test accuracy 0.8421"
+    assert plot_curves(RECORDS, title=title).get_suptitle() == title
+    assert plot_curves(RECORDS).get_suptitle() == ""                   # no title unless one is given
+
+
+def test_a_single_epoch_is_ticked_as_epoch_1_only() -> None:
+    figure = plot_curves(RECORDS[:1])
+    figure.canvas.draw()
+    for ax in figure.axes:
+        lo, hi = ax.get_xlim()
+        assert [t for t in ax.get_xticks() if lo <= t <= hi] == [1]    # not 0.96, 0.98, ..., 1.04
+
+
+@pytest.mark.parametrize(
+    ("plot", "feature"),
+    [
+        (lambda path: plot_curves(RECORDS, path), "plotting training curves (curves.png)"),
+        (
+            lambda path: plot_predictions(np.zeros((1, 28, 28)), np.array([0]), np.array([0]), ("a",), path),
+            "plotting predictions (predictions.png)",
+        ),
+    ],
+)
+def test_without_matplotlib_plots_name_the_extra_and_write_nothing(
+    plot: Any, feature: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)             # import fails, find_spec finds nothing
+    message = f"{feature} needs matplotlib, which is not installed: pip install 'mlpkit[plot]'"
+    with pytest.raises(MissingDependencyError, match=f"^{re.escape(message)}$"):
+        plot(tmp_path / "figure.png")
+    assert list(tmp_path.iterdir()) == []

@@ -15,6 +15,7 @@ import pytest
 from mlpkit.experiments._common import to_jsonable
 from mlpkit.experiments.initialization import (
     INITIALIZERS,
+    _summary,
     build_deep_mlp,
     gradient_norms_at_init,
     initialization_study,
@@ -112,9 +113,12 @@ def test_a_diverging_run_is_recorded_not_raised():
     result = initialization_study(x, y, x, y, rng=rng, activations=("relu",), initializers=("normal_1",),
                                   hidden_features=32, epochs=3, lr=1.0)
     run = result.run("relu", "normal_1")
-    assert run.diverged and "training diverged" in run.curves.stop_reason
     finished = len(run.curves.test_accuracy)                           # curves end at the last finite epoch
     assert finished < 3 and len(run.curves.train_loss) == finished
+    # Divergence is what this run is for: the reason says so and gives no advice to lower the rate.
+    reason = f"diverged as expected in epoch {finished + 1} (the loss became NaN or infinite)"
+    assert run.diverged
+    assert run.curves.stop_reason == reason + (f"; the curves end with epoch {finished}" if finished else "")
     if finished:
         assert run.test_accuracy == run.curves.test_accuracy[-1]
     else:
@@ -126,3 +130,15 @@ def test_unknown_initializer_is_rejected():
     valid = r"\['kaiming', 'normal_0\.01', 'normal_1', 'xavier', 'xavier_x4'\]"
     with pytest.raises(ValueError, match=rf"init must be one of {valid}, got 'he'"):
         build_deep_mlp(4, 2, activation="relu", init="he", rng=np.random.default_rng(0))
+
+
+def test_summary_counts_agree_and_divergence_is_not_treated_as_a_mistake():
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 16)), rng.integers(0, 3, 64)
+    result = initialization_study(x, y, x, y, rng=rng, activations=("relu",), initializers=("normal_1",),
+                                  hidden_features=32, probe_batch_size=1, epochs=1, lr=1.0)
+    summary = _summary(result)
+    prose = " ".join(summary.split())
+    assert "one batch of 1 training image at initialization; then 1 epoch of SGD" in prose
+    assert "*diverged*: the loss became infinite, the exploding start this study is there to show" in prose
+    assert "smaller learning rate" not in summary and "try " not in summary

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mlpkit.data.synthetic import D2L_POLYNOMIAL_WEIGHT
-from mlpkit.experiments.model_selection import model_selection
+from mlpkit.experiments.model_selection import _summary, model_selection, plot_model_selection
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +59,17 @@ def test_each_fit_is_independent_of_the_others():
 def test_rejects_more_features_than_columns():
     with pytest.raises(ValueError, match="num_features must be at most max_degree=20, got 21"):
         model_selection(rng=np.random.default_rng(0), num_features=(21,))
+
+
+def test_text_counts_agree_with_their_nouns():
+    result = model_selection(rng=np.random.default_rng(0), num_features=(1, 4), epochs=1)
+    summary = _summary(result)
+    assert summary.startswith("# Model selection: polynomial regression (1 epoch of SGD)\n")
+    assert "1 feature underfit: even the training loss" in summary
+    assert "SGD stopped after 1 epoch barely moves" in summary
+    figure = plot_model_selection(result)
+    assert [ax.get_title() for ax in figure.axes[:2]] == ["1 feature (underfit)", "4 features (normal)"]
+    assert figure.get_suptitle() == "Model selection: polynomial regression with 1 and 4 features (d2l 3.6)"
+    figure.canvas.draw()
+    lo, hi = figure.axes[0].get_xlim()
+    assert [t for t in figure.axes[0].get_xticks() if lo <= t <= hi] == [1]   # not 0.96, 0.98, ...

@@ -63,3 +63,27 @@ def test_balanced_accuracy():
     message = r"y_true and y_pred must be 1-D of one shape, got \(6,\) and \(5,\)"
     with pytest.raises(ValueError, match=message):
         balanced_accuracy(y, np.ones(5, dtype=int))
+
+
+@pytest.fixture(scope="module")
+def small_study():
+    """One split, a few steps, 2 heaps of 2 bits: the text is under test, not the scores."""
+    return nim.nim_study(rng=np.random.default_rng(0), heaps=(2,), heaps_bits=2, bits=(2,), widths=(0, 4),
+                         width_game=(2, 2), hidden_features=4, steps=5, repeats=1)
+
+
+def test_summary_words_are_separated_and_counts_agree(small_study):
+    summary = nim._summary(small_study)
+    prose = " ".join(summary.split())                                  # as Markdown renders it
+    assert "are held out; models train on the rest, with the rare losing positions" in prose
+    assert "Mean of 1 split; momentum SGD, 5 steps." in prose
+    assert "split(s)" not in summary and "modelstrain" not in summary
+
+
+def test_figure_titles_count_with_their_nouns(small_study):
+    figure = nim.plot_nim(small_study)
+    assert figure.get_suptitle().endswith("(Bouton 1901); mean of 1 split")
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles == [
+        "held-out positions, 2 bits", "held-out positions, 2 heaps", "hidden width, 2 heaps x 2 bits"
+    ]

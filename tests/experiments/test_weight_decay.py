@@ -11,7 +11,7 @@ from mlpkit.engine.gradcheck import numerical_grad
 from mlpkit.engine.losses import MSELoss
 from mlpkit.engine.network import build_mlp
 from mlpkit.engine.optimizers import SGD
-from mlpkit.experiments.weight_decay import weight_decay_study
+from mlpkit.experiments.weight_decay import _summary, plot_weight_decay, weight_decay_study
 from mlpkit.spec import MLPSpec
 
 
@@ -66,3 +66,33 @@ def test_sgd_weight_decay_is_the_gradient_of_half_lambda_squared_norm():
 def test_rejects_a_negative_penalty():
     with pytest.raises(ValueError, match=r"weight_decay must be a non-negative float, got -1\.0"):
         weight_decay_study(rng=np.random.default_rng(0), weight_decays=(-1.0,))
+
+
+def _labelled_ticks(ax):
+    lo, hi = ax.get_ylim()
+    return [(t.get_loc(), t.label1.get_text()) for t in ax.yaxis.get_major_ticks()
+            if lo <= t.get_loc() <= hi and t.label1.get_text()]
+
+
+def test_the_weight_norm_axes_have_several_labelled_ticks():
+    # The norms run from 14 (λ = 0) down to ~0.4 (λ = 3) and ~0.01 (λ = 30): one to three decades,
+    # where matplotlib's log axis labels only the powers of ten (1 and 10 on the curves panel).
+    sweep = weight_decay_study(rng=np.random.default_rng(0), weight_decays=(0.0, 3.0, 30.0))
+    figure = plot_weight_decay(sweep)
+    figure.canvas.draw()
+    ax_norm, ax_sweep_norm = figure.axes[1], figure.axes[3]
+    assert ax_norm.get_title() == "weight norm ‖w‖₂" and ax_sweep_norm.get_title().startswith("‖w‖₂ after")
+    assert [label for _, label in _labelled_ticks(ax_norm)] == ["0.5", "1", "2", "5", "10"]
+    assert [label for _, label in _labelled_ticks(ax_sweep_norm)] == ["0.03", "0.1", "0.3", "1", "3", "10"]
+    for ax in (ax_norm, ax_sweep_norm):
+        locations, labels = zip(*_labelled_ticks(ax), strict=True)
+        np.testing.assert_allclose(locations, [float(label) for label in labels])  # each label is its value
+
+
+def test_the_summary_counts_with_the_data():
+    one = weight_decay_study(rng=np.random.default_rng(0), weight_decays=(0.0,), n_train=5, epochs=1)
+    summary = _summary(one)
+    assert summary.startswith("# Weight decay: 200 inputs, 5 training points\n")
+    assert "SGD, lr 0.003, batch 5, 1 epoch; the penalty" in summary
+    assert "the norm of the initial weights after 1 step of decay\nalone;" in summary
+    assert "which 5 equations\ncannot constrain in 200 dimensions" in summary

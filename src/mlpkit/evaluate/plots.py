@@ -1,7 +1,8 @@
 """Figures of a run: loss and accuracy curves, and a grid of test images with their predictions.
 
 matplotlib is imported inside the functions, so ``import mlpkit.evaluate`` stays light and
-matplotlib is needed only by callers who plot (it is the ``plot`` extra). The figures are built
+matplotlib is needed only by callers who plot (it is the ``plot`` extra); without it they raise
+:class:`~mlpkit.errors.MissingDependencyError` naming that extra. The figures are built
 with :class:`matplotlib.figure.Figure` and the Agg canvas directly, never through ``pyplot``: no
 global figure registry, no GUI backend, nothing to close, safe in threads and on servers.
 
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlpkit._io import atomic_path
+from mlpkit._optional import require
 from mlpkit.errors import DataFormatError
 
 if TYPE_CHECKING:
@@ -29,12 +31,25 @@ _DPI = 100
 _MISTAKE_COLOR = "tab:red"
 
 
-def new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float, *, feature: str = "drawing a figure") -> Figure:
     """A Figure on an Agg canvas: PNG rendering without pyplot or a display.
 
     The figure is never registered with ``pyplot``: no global figure list holds it (nothing to
     close, nothing leaks across calls) and the user's interactive backend is left alone.
+
+    Parameters
+    ----------
+    width, height : float
+        In inches.
+    feature : str
+        What the figure is for, named in the error when matplotlib is missing.
+
+    Raises
+    ------
+    MissingDependencyError
+        ``{feature} needs matplotlib, which is not installed: pip install 'mlpkit[plot]'``.
     """
+    require("matplotlib", feature=feature)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -54,6 +69,7 @@ def plot_curves(
     path: str | os.PathLike[str] | None = None,
     *,
     best_epoch: int | None = None,
+    title: str | None = None,
 ) -> Figure:
     """Loss (left) and accuracy (right) per epoch, train and validation, as one figure.
 
@@ -67,17 +83,27 @@ def plot_curves(
         Where to write the PNG; nothing is written when omitted.
     best_epoch : int, optional
         Marked with a dotted vertical line on both axes.
+    title : str, optional
+        The figure's title (its suptitle) above both axes, e.g. the run's name and test accuracy;
+        none when omitted.
 
     Returns
     -------
     matplotlib.figure.Figure
         Two axes titled ``"loss"`` and ``"accuracy"``, one line per series (``label`` "train" or
         "validation") plus the best-epoch marker.
+
+    Raises
+    ------
+    MissingDependencyError
+        If matplotlib is not installed.
     """
     if not records:
         raise ValueError("plot_curves needs at least one epoch record, got none")
     epochs = [int(record["epoch"]) for record in records]
-    figure = new_figure(10.0, 4.0)
+    figure = new_figure(10.0, 4.0, feature="plotting training curves (curves.png)")
+    if title is not None:
+        figure.suptitle(title, fontsize=11)
     axes = figure.subplots(1, 2)
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for split, label, style in (("train", "train", "-o"), ("val", "validation", "-s")):
@@ -92,8 +118,9 @@ def plot_curves(
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()
-        # Epochs are integers: ticks at 1.5 would suggest half epochs.
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        # Epochs are integers: ticks at 1.5 would suggest half epochs. min_n_ticks=1, or with a
+        # single epoch in view the locator falls back to fractional ticks.
+        ax.xaxis.get_major_locator().set_params(integer=True, min_n_ticks=1)
     if path is not None:
         save_png(figure, path)
     return figure
@@ -131,6 +158,13 @@ def plot_predictions(
     -------
     matplotlib.figure.Figure
         One axes per image, titled ``"{predicted}\\n{true}"``.
+
+    Raises
+    ------
+    DataFormatError
+        If the images or labels do not have the shapes above.
+    MissingDependencyError
+        If matplotlib is not installed.
     """
     images = np.asarray(images)
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
@@ -150,7 +184,7 @@ def plot_predictions(
         )
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
-    figure = new_figure(1.6 * ncols, 1.9 * nrows + 0.4)
+    figure = new_figure(1.6 * ncols, 1.9 * nrows + 0.4, feature="plotting predictions (predictions.png)")
     figure.suptitle("predicted / true (mistakes in red)", fontsize=10)
     axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
     vmax = 255 if images.dtype == np.uint8 else 1.0

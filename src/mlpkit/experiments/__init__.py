@@ -7,7 +7,9 @@ drawing them, and a ``run_*`` function with one signature::
 
 which writes ``<name>.png``, ``<name>.json`` (the numbers behind the figure) and ``summary.md``
 into ``out_dir``, each atomically, and returns ``out_dir``. ``quick`` shrinks the study to
-seconds; ``data_dir`` is where Fashion-MNIST lives (the studies on generated data ignore it).
+seconds, and the figure's title and the summary's first lines then say that it is a smoke test,
+not a result; ``data_dir`` is where Fashion-MNIST lives (the studies on generated data ignore it).
+Every study checks that matplotlib is installed before it creates ``out_dir``.
 :data:`EXPERIMENTS` maps the command-line names to these functions::
 
     mlpkit experiment NAME [--out DIR] [--quick] [--seed N]

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlpkit._io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from mlpkit._optional import require
 from mlpkit.engine.layers import Linear
 from mlpkit.engine.losses import Loss
 from mlpkit.engine.network import Sequential
@@ -33,7 +34,41 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+QUICK_NOTE = "quick run: smoke test, not a result"
+"""What a ``--quick`` study's figure and summary say first: its numbers only show that the code runs."""
 
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and the noun in the number that agrees with it.
+
+    Parameters
+    ----------
+    n : int
+    noun : str
+        The singular, e.g. ``"epoch"`` or ``"training image"``.
+    plural : str, optional
+        For nouns that do not take a plain ``s`` (``"batches"``).
+
+    Examples
+    --------
+    >>> count(1, "epoch"), count(2, "epoch"), count(0, "split"), count(3, "batch", "batches")
+    ('1 epoch', '2 epochs', '0 splits', '3 batches')
+    """
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def format_signed(value: float, digits: int = 3) -> str:
+    """A difference with its sign, rounded to ``digits`` decimals; a value that rounds to 0 has none.
+
+    Examples
+    --------
+    >>> format_signed(0.0187), format_signed(-0.0006), format_signed(-0.0004), format_signed(0.0)
+    ('+0.019', '-0.001', '0.000', '0.000')
+    """
+    rounded = round(value, digits)
+    if rounded == 0:                                                   # also -0.0, which would print "-0.000"
+        return f"{0.0:.{digits}f}"
+    return f"{rounded:+.{digits}f}"
 
 
 def fresh_seed(rng: np.random.Generator) -> int:
@@ -73,7 +108,7 @@ class Curves:
     extra : dict of str to list of float
         Probes evaluated at the end of each epoch (e.g. ``"weight_norm"``).
     stop_reason : str
-        Why training ended.
+        Why training ended: ``"completed 3 epochs"`` or ``"diverged as expected in epoch 2 (...)"``.
     diverged : bool
         Whether the loss became NaN or infinite (the curves end at the last finite epoch).
     """
@@ -127,7 +162,8 @@ def train_with_curves(
     allow_divergence : bool
         Record a diverging run (NaN/inf loss) as ``diverged=True`` instead of raising
         :class:`~mlpkit.errors.TrainingDivergedError`; floating-point overflow warnings are
-        silenced for that run, since overflow is the expected way for it to end.
+        silenced for that run, since overflow is the expected way for it to end. Its
+        ``stop_reason`` says that it diverged as expected, in which epoch, and gives no advice.
 
     Returns
     -------
@@ -160,14 +196,21 @@ def train_with_curves(
     errstate = {"over": "ignore", "invalid": "ignore"} if allow_divergence else {}
     with np.errstate(**errstate):  # type: ignore[arg-type]
         try:
-            history = trainer.fit(*train, *test, epochs=epochs)
-            stop_reason = history.stop_reason
-        except TrainingDivergedError as exc:
+            trainer.fit(*train, *test, epochs=epochs)
+        except TrainingDivergedError:
             if not allow_divergence:
                 raise
-            diverged, stop_reason = True, str(exc)
-            logger.info("%s", exc)
+            diverged = True
     history = trainer.history
+    finished = len(history.records)
+    if diverged:
+        # The trainer's message advises a smaller learning rate; here divergence is the result.
+        stop_reason = f"diverged as expected in epoch {finished + 1} (the loss became NaN or infinite)"
+        if finished:
+            stop_reason += f"; the curves end with epoch {finished}"
+        logger.info("%s", stop_reason)
+    else:
+        stop_reason = f"completed {count(finished, 'epoch')}"
     return Curves(
         train_loss=train_loss,
         test_loss=[float(v) for v in history.column("val_loss")],
@@ -217,14 +260,48 @@ def new_figure(nrows: int, ncols: int, *, width: float, height: float) -> tuple[
     return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
-def style_axes(ax: Axes, *, title: str, xlabel: str, ylabel: str, log_y: bool = False) -> None:
-    """Title, labels, a light grid and (optionally) a log y axis: the look every panel shares."""
+def style_axes(
+    ax: Axes, *, title: str, xlabel: str, ylabel: str, log_y: bool = False, integer_x: bool = False
+) -> None:
+    """Title, labels, a light grid and (optionally) a log y axis: the look every panel shares.
+
+    ``integer_x`` puts x ticks on whole numbers only, for epochs: with two epochs matplotlib
+    would otherwise tick 1.0, 1.2, ..., 2.0, as if there were fractional epochs.
+    """
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if log_y:
         ax.set_yscale("log")
+    if integer_x:
+        # min_n_ticks=1: with one epoch in view MaxNLocator would otherwise fall back to fractions.
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.grid(True, which="major", alpha=0.3)
+
+
+def readable_log_ticks(ax: Axes) -> None:
+    """Label ticks between the powers of ten on a log y axis that spans four decades or less.
+
+    Over such a range matplotlib labels only the powers of ten, which can leave a panel with
+    two or three labelled ticks. Here a range of up to one decade is labelled at 1, 1.5, 2, 3, 5
+    and 7 times each power of ten, up to two decades at 1, 2 and 5 times, up to four at 1 and 3
+    times; wider ranges keep matplotlib's decade ticks. Call it after the data are drawn (it
+    reads the y limits).
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    low, high = ax.get_ylim()
+    if low <= 0:
+        return
+    decades = math.log10(high / low)
+    if decades > 4:
+        return
+    subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if decades <= 1 else (1.0, 2.0, 5.0) if decades <= 2 else (1.0, 3.0)
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def epochs_axis(values: Sequence[float]) -> np.ndarray:
@@ -275,9 +352,48 @@ def load_scaled_fashion_mnist(
     return (*take(data.x_train, data.y_train, n_train), *take(data.x_test, data.y_test, n_test))
 
 
-def prepare_out_dir(out_dir: str | os.PathLike[str]) -> Path:
-    """Create ``out_dir`` and check it is writable before any training starts (fail in a second)."""
+def prepare_out_dir(out_dir: str | os.PathLike[str], *, study: str) -> Path:
+    """Check that matplotlib is installed, then create ``out_dir`` and check it is writable.
+
+    Both before any training starts, so a study that cannot finish fails in a second and leaves
+    nothing behind: without matplotlib no directory is created.
+
+    Raises
+    ------
+    MissingDependencyError
+        ``the {study} study's figure needs matplotlib, which is not installed: pip install 'mlpkit[plot]'``.
+    OutputError
+        If ``out_dir`` cannot be created or written.
+    """
+    require("matplotlib", feature=f"the {study} study's figure")
     return ensure_writable_dir(out_dir)
+
+
+def mark_quick(figure: Figure, summary: str) -> str:
+    """Put :data:`QUICK_NOTE` above the figure's title and under the summary's heading.
+
+    Parameters
+    ----------
+    figure : matplotlib.figure.Figure
+        Its suptitle gets the note as a first line, in red.
+    summary : str
+        Markdown starting with a ``# `` heading.
+
+    Returns
+    -------
+    str
+        The summary with the note as a quoted paragraph right after the heading.
+    """
+    title = figure.get_suptitle()
+    figure.suptitle(f"{QUICK_NOTE.upper()}\n{title}" if title else QUICK_NOTE.upper(), color="tab:red",
+                    fontsize=11)
+    heading, _, rest = summary.partition("\n")
+    note = (
+        f"> **{QUICK_NOTE[0].upper()}{QUICK_NOTE[1:]}.** `--quick` shrinks the study to seconds: the "
+        "numbers below show that the code runs, not what the study finds. Run it without `--quick` for "
+        "the results."
+    )
+    return f"{heading}\n\n{note}\n{rest}"
 
 
 def write_study(
@@ -287,6 +403,7 @@ def write_study(
     numbers: Any,
     summary: str,
     figure: Figure,
+    quick: bool,
 ) -> Path:
     """Write ``{name}.png``, ``{name}.json`` and ``summary.md`` into ``out_dir``, each atomically.
 
@@ -301,12 +418,17 @@ def write_study(
     summary : str
         Markdown; it should link ``{name}.png``.
     figure : matplotlib.figure.Figure
+    quick : bool
+        Whether the study ran with ``quick=True``: then the figure and the summary say first that
+        it is a smoke test (see :func:`mark_quick`).
 
     Returns
     -------
     Path
         ``out_dir``.
     """
+    if quick:
+        summary = mark_quick(figure, summary)
     save_png(figure, out_dir / f"{name}.png")
     atomic_write_json(out_dir / f"{name}.json", to_jsonable(numbers))
     atomic_write_text(out_dir / "summary.md", summary.rstrip() + "\n")

@@ -221,7 +221,7 @@ def run_activations(
     Path
         ``out_dir``.
     """
-    out_dir = prepare_out_dir(out_dir)
+    out_dir = prepare_out_dir(out_dir, study=NAME)
     result = activation_curves(num_points=201 if quick else 801)
     numbers = {
         "study": NAME,
@@ -237,5 +237,5 @@ def run_activations(
         "activations": [asdict(curve) for curve in result.curves],
     }
     return write_study(
-        out_dir, NAME, numbers=numbers, summary=_summary(result), figure=plot_activations(result)
+        out_dir, NAME, numbers=numbers, summary=_summary(result), figure=plot_activations(result), quick=quick
     )

@@ -37,7 +37,9 @@ from mlpkit.engine.optimizers import SGD
 from mlpkit.evaluate.report import markdown_table
 from mlpkit.experiments._common import (
     Curves,
+    count,
     epochs_axis,
+    format_signed,
     fresh_seed,
     load_scaled_fashion_mnist,
     new_figure,
@@ -57,6 +59,7 @@ logger = logging.getLogger(__name__)
 
 NAME = "dropout"
 D2L_DROPOUT = (0.2, 0.5)
+_DUMBBELL_OFFSET = 0.12                                                # x offset of each marker from its run
 
 
 @dataclass(frozen=True)
@@ -218,41 +221,54 @@ def dropout_study(
 
 
 def plot_dropout(result: DropoutResult) -> Figure:
-    """Loss curves, accuracy curves, and the final train/test accuracy of each run."""
-    fig, axes = new_figure(1, 3, width=14.0, height=3.9)
+    """Loss curves, accuracy curves, and the final train/test accuracy of each run.
+
+    One legend for the three panels sits below them, outside every axes, so it covers neither a
+    curve nor a label. The final accuracies are a dumbbell per run, the train marker left of the
+    test marker so that neither hides the other when they agree; the gap is written under the
+    run's name.
+    """
+    from matplotlib.lines import Line2D
+
+    fig, axes = new_figure(1, 3, width=14.0, height=4.4)
     ax_loss, ax_acc, ax_gap = axes[0]
+    curve_handles: list[list[Line2D]] = [[], [], []]                  # train, test, while training
     for i, run in enumerate(result.runs):
         c = run.curves
         epochs = epochs_axis(c.train_loss)
-        ax_loss.plot(epochs, c.train_loss, color=f"C{i}", label=f"train, {run.label}")
-        ax_loss.plot(epochs, c.test_loss, color=f"C{i}", ls="--", label=f"test, {run.label}")
-        ax_loss.plot(
-            epochs, c.running_train_loss, color=f"C{i}", ls=":", lw=1, label=f"while training, {run.label}"
+        color = f"C{i}"
+        curve_handles[0] += ax_loss.plot(epochs, c.train_loss, color=color, label=f"train, {run.label}")
+        curve_handles[1] += ax_loss.plot(epochs, c.test_loss, color=color, ls="--",
+                                         label=f"test, {run.label}")
+        curve_handles[2] += ax_loss.plot(
+            epochs, c.running_train_loss, color=color, ls=":", lw=1, label=f"while training, {run.label}"
         )
-        ax_acc.plot(epochs, c.train_accuracy, color=f"C{i}", label=f"train, {run.label}")
-        ax_acc.plot(epochs, c.test_accuracy, color=f"C{i}", ls="--", label=f"test, {run.label}")
-    style_axes(ax_loss, title="cross-entropy", xlabel="epoch", ylabel="loss")
-    ax_loss.legend(fontsize=7)
-    style_axes(ax_acc, title="accuracy", xlabel="epoch", ylabel="accuracy")
-    ax_acc.legend(fontsize=7)
+        ax_acc.plot(epochs, c.train_accuracy, color=color, label=f"train, {run.label}")
+        ax_acc.plot(epochs, c.test_accuracy, color=color, ls="--", label=f"test, {run.label}")
+    style_axes(ax_loss, title="cross-entropy", xlabel="epoch", ylabel="loss", integer_x=True)
+    style_axes(ax_acc, title="accuracy", xlabel="epoch", ylabel="accuracy", integer_x=True)
 
     # A dumbbell per run rather than bars: the accuracies differ in the second decimal, and bars
     # cut off far above zero would exaggerate that.
     x = np.arange(len(result.runs))
     train = [run.train_accuracy for run in result.runs]
     test = [run.test_accuracy for run in result.runs]
-    ax_gap.vlines(x, test, train, color="0.6", lw=2)
-    ax_gap.plot(x, train, "o", ms=8, color="C0", label="train")
-    ax_gap.plot(x, test, "s", ms=8, color="C1", label="test")
     for xi, (a, b) in enumerate(zip(train, test, strict=True)):
-        ax_gap.annotate(f"  gap {a - b:+.3f}", (xi, (a + b) / 2), va="center", fontsize=8)
-    ax_gap.set_xticks(x, [run.label for run in result.runs])
+        ax_gap.plot([xi - _DUMBBELL_OFFSET, xi + _DUMBBELL_OFFSET], [a, b], color="0.6", lw=2, zorder=2)
+    markers = ax_gap.plot(x - _DUMBBELL_OFFSET, train, "o", ms=8, color="k", label="final train accuracy",
+                          zorder=3)
+    markers += ax_gap.plot(x + _DUMBBELL_OFFSET, test, "s", ms=8, mfc="white", mew=2, color="k",
+                           label="final test accuracy", zorder=4)
+    ax_gap.set_xticks(x, [f"{run.label}\ngap {format_signed(run.gap)}" for run in result.runs])
     ax_gap.set_xlim(-0.5, len(result.runs) - 0.5)
-    style_axes(ax_gap, title=f"after {result.epochs} epochs", xlabel="", ylabel="accuracy")
-    ax_gap.legend(fontsize=7, loc="lower right")
+    style_axes(ax_gap, title=f"after {count(result.epochs, 'epoch')}", xlabel="", ylabel="accuracy")
+    # Filled column by column: one column per kind of curve, one row per run, the markers last.
+    handles = [h for column in curve_handles for h in column] + markers
+    fig.legend(handles=handles, loc="outside lower center", ncols=-(-len(handles) // len(result.runs)),
+               fontsize=8)
     fig.suptitle(
         f"Dropout on Fashion-MNIST, 784-{'-'.join(map(str, result.hidden_features))}-10, "
-        f"{result.n_train} training images (d2l 5.6)",
+        f"{count(result.n_train, 'training image')} (d2l 5.6)",
         fontsize=11,
     )
     return fig
@@ -260,7 +276,7 @@ def plot_dropout(result: DropoutResult) -> Figure:
 
 def _verdict(result: DropoutResult) -> str:
     """What the gaps say, in one sentence that follows the numbers rather than the textbook."""
-    gaps = ", ".join(f"{r.label} {r.gap:+.3f}" for r in result.runs)
+    gaps = ", ".join(f"{r.label} {format_signed(r.gap)}" for r in result.runs)
     if max(r.gap for r in result.runs) < 0.03:
         return (
             f"Neither network has overfit yet (train − test accuracy: {gaps}), so dropout has little to "
@@ -272,7 +288,8 @@ def _verdict(result: DropoutResult) -> str:
 
 def _summary(result: DropoutResult) -> str:
     rows = [
-        [r.label, r.curves.train_loss[-1], r.curves.test_loss[-1], r.train_accuracy, r.test_accuracy, r.gap]
+        [r.label, r.curves.train_loss[-1], r.curves.test_loss[-1], r.train_accuracy, r.test_accuracy,
+         format_signed(r.gap)]
         for r in result.runs
     ]
     return "\n".join(
@@ -281,9 +298,9 @@ def _summary(result: DropoutResult) -> str:
             "",
             f"![curves and final accuracies]({NAME}.png)",
             "",
-            f"{result.n_train} training and {result.n_test} test images; SGD, lr {result.lr:g}, batch "
-            f"{result.batch_size}, {result.epochs} epochs. Train numbers are measured in evaluation mode on "
-            f"{result.n_train_eval} training images.",
+            f"{count(result.n_train, 'training image')} and {count(result.n_test, 'test image')}; SGD, lr "
+            f"{result.lr:g}, batch {result.batch_size}, {count(result.epochs, 'epoch')}. Train numbers are "
+            f"measured in evaluation mode on {count(result.n_train_eval, 'training image')}.",
             "",
             markdown_table(["run", "train loss", "test loss", "train acc", "test acc", "gap"], rows),
             "",
@@ -323,7 +340,7 @@ def run_dropout(out_dir: Path, *, quick: bool = False, seed: int = 0, data_dir: 
     DataNotFoundError
         If Fashion-MNIST is not found and cannot be downloaded.
     """
-    out_dir = prepare_out_dir(out_dir)
+    out_dir = prepare_out_dir(out_dir, study=NAME)
     rng = np.random.default_rng(seed)
     n_train, n_test = (10_000, 2000) if quick else (None, None)
     x_train, y_train, x_test, y_test = load_scaled_fashion_mnist(
@@ -335,4 +352,6 @@ def run_dropout(out_dir: Path, *, quick: bool = False, seed: int = 0, data_dir: 
         "config": {**result.config, "seed": seed, "quick": quick},
         "runs": [asdict(run) for run in result.runs],
     }
-    return write_study(out_dir, NAME, numbers=numbers, summary=_summary(result), figure=plot_dropout(result))
+    return write_study(
+        out_dir, NAME, numbers=numbers, summary=_summary(result), figure=plot_dropout(result), quick=quick
+    )

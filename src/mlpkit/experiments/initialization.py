@@ -72,6 +72,7 @@ from mlpkit.engine.optimizers import SGD
 from mlpkit.evaluate.report import markdown_table
 from mlpkit.experiments._common import (
     Curves,
+    count,
     epochs_axis,
     fresh_seed,
     load_scaled_fashion_mnist,
@@ -419,7 +420,6 @@ def plot_initialization(result: InitializationResult) -> Figure:
                         "o-", ms=3, color=f"C{i}", label=label)
             acc = run.curves.test_accuracy
             if acc:
-                ax_acc.set_xticks(epochs_axis(acc))
                 ax_acc.plot(epochs_axis(acc), acc, "o-", ms=3, color=f"C{i}",
                             label=label + (" (diverged)" if run.diverged else ""))
             elif run.diverged:
@@ -429,7 +429,8 @@ def plot_initialization(result: InitializationResult) -> Figure:
         style_axes(ax_std, title=f"{activation}: activation std at init", xlabel="hidden layer",
                    ylabel="std", log_y=True)
         ax_acc.axhline(0.1, color="0.5", ls=":", lw=1, label="chance")
-        style_axes(ax_acc, title=f"{activation}: test accuracy", xlabel="epoch", ylabel="accuracy")
+        style_axes(ax_acc, title=f"{activation}: test accuracy", xlabel="epoch", ylabel="accuracy",
+                   integer_x=True)
         ax_acc.set_ylim(0, 1)
         for ax in (ax_grad, ax_std, ax_acc):
             ax.legend(fontsize=7)
@@ -460,10 +461,11 @@ def _summary(result: InitializationResult) -> str:
             "",
             f"![gradient norms, activations and training]({NAME}.png)",
             "",
-            f"Gradients measured on one batch of {result.probe_batch_size} training images at "
-            "initialization; "
-            f"then {result.epochs} epochs of SGD (lr {result.lr:g}, momentum {result.momentum:g}) on "
-            f"{result.n_train} images.",
+            f"Gradients measured on one batch of {count(result.probe_batch_size, 'training image')} at "
+            f"initialization; then {count(result.epochs, 'epoch')} of SGD (lr {result.lr:g}, momentum "
+            f"{result.momentum:g}) on {count(result.n_train, 'image')}. *diverged*: the loss became",
+            "infinite, the exploding start this study is there to show; such a run's curves end at its last",
+            "finite epoch.",
             "",
             markdown_table(
                 ["activation", "init", "‖∂L/∂W₁‖", f"‖∂L/∂W{result.num_layers}‖", "first/last",
@@ -520,7 +522,7 @@ def run_initialization(
     DataNotFoundError
         If Fashion-MNIST is not found and cannot be downloaded.
     """
-    out_dir = prepare_out_dir(out_dir)
+    out_dir = prepare_out_dir(out_dir, study=NAME)
     rng = np.random.default_rng(seed)
     n_train, n_test = (1000, 1000) if quick else (6000, 5000)
     x_train, y_train, x_test, y_test = load_scaled_fashion_mnist(
@@ -534,5 +536,10 @@ def run_initialization(
         "runs": [asdict(run) for run in result.runs],
     }
     return write_study(
-        out_dir, NAME, numbers=numbers, summary=_summary(result), figure=plot_initialization(result)
+        out_dir,
+        NAME,
+        numbers=numbers,
+        summary=_summary(result),
+        figure=plot_initialization(result),
+        quick=quick,
     )

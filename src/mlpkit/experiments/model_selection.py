@@ -49,6 +49,7 @@ from mlpkit.engine.optimizers import SGD
 from mlpkit.evaluate.report import markdown_table
 from mlpkit.experiments._common import (
     Curves,
+    count,
     epochs_axis,
     fresh_seed,
     linear_weights,
@@ -263,7 +264,8 @@ def plot_model_selection(result: ModelSelectionResult) -> Figure:
         ax.axhline(fit.lstsq_test_loss, color="C1", ls="--", lw=1, label="test (least squares)")
         ax.axhline(result.noise**2, color="0.5", ls=":", lw=1, label="noise variance")
         style_axes(
-            ax, title=f"{fit.num_features} features ({fit.label})", xlabel="epoch", ylabel="MSE", log_y=True
+            ax, title=f"{count(fit.num_features, 'feature')} ({fit.label})", xlabel="epoch", ylabel="MSE",
+            log_y=True, integer_x=True,
         )
     axes[0][0].legend(fontsize=7)
 
@@ -276,17 +278,21 @@ def plot_model_selection(result: ModelSelectionResult) -> Figure:
     ax.plot(grid, truth, color="k", lw=2, label="true cubic")
     for i, fit in enumerate(fits):
         k = fit.num_features
-        ax.plot(grid, features[:, :k] @ np.asarray(fit.weight), color=f"C{i + 2}", label=f"SGD, {k} features")
+        ax.plot(grid, features[:, :k] @ np.asarray(fit.weight), color=f"C{i + 2}",
+                label=f"SGD, {count(k, 'feature')}")
     widest = max(fits, key=lambda f: f.num_features)
     ax.plot(
         grid, features[:, : widest.num_features] @ np.asarray(widest.lstsq_weight),
-        color="C1", ls="--", label=f"least squares, {widest.num_features} features",
+        color="C1", ls="--", label=f"least squares, {count(widest.num_features, 'feature')}",
     )
     pad = 0.25 * (y.max() - y.min())
     ax.set_ylim(y.min() - pad, y.max() + pad)              # the least-squares curve leaves the frame
     style_axes(ax, title="fitted functions", xlabel="x", ylabel="y")
     ax.legend(fontsize=7)
-    fig.suptitle("Model selection: polynomial regression with 4, 2 and 20 features (d2l 3.6)", fontsize=11)
+    sizes = [str(fit.num_features) for fit in fits]
+    listed = sizes[0] if len(sizes) == 1 else ", ".join(sizes[:-1]) + " and " + sizes[-1]
+    noun = "feature" if sizes == ["1"] else "features"
+    fig.suptitle(f"Model selection: polynomial regression with {listed} {noun} (d2l 3.6)", fontsize=11)
     return fig
 
 
@@ -307,7 +313,7 @@ def _summary(result: ModelSelectionResult) -> str:
         ["features", "model", "SGD train", "SGD test", "lstsq train", "lstsq test", "lstsq test/train"], rows
     )
     lines = [
-        f"# Model selection: polynomial regression ({result.epochs} epochs of SGD)",
+        f"# Model selection: polynomial regression ({count(result.epochs, 'epoch')} of SGD)",
         "",
         f"![train and test loss]({NAME}.png)",
         "",
@@ -324,14 +330,14 @@ def _summary(result: ModelSelectionResult) -> str:
         )
     if "underfit" in by_label:
         lines.append(
-            f"{by_label['underfit'].num_features} features underfit: even the training loss stays far above "
-            "the noise."
+            f"{count(by_label['underfit'].num_features, 'feature')} underfit: even the training loss stays "
+            "far above the noise."
         )
     if "overfit" in by_label:
         over = by_label["overfit"]
         lines.append(
-            f"{over.num_features} features fitted to convergence (least squares) overfit: training loss "
-            f"{over.lstsq_train_loss:.3g}, test loss {over.lstsq_test_loss:.3g}."
+            f"{count(over.num_features, 'feature')} fitted to convergence (least squares) overfit: training "
+            f"loss {over.lstsq_train_loss:.3g}, test loss {over.lstsq_test_loss:.3g}."
         )
         if "normal" in by_label:
             lines.append(
@@ -340,9 +346,9 @@ def _summary(result: ModelSelectionResult) -> str:
             )
     lines += [
         "",
-        f"SGD stopped after {result.epochs} epochs barely moves the weights of the tiny high-order columns",
-        "x^i/i!, so its 20-feature fit behaves like a low-degree one and hardly overfits: stopping early",
-        "is itself a regularizer (see the module docstring and d2l-ai/d2l-en#2337).",
+        f"SGD stopped after {count(result.epochs, 'epoch')} barely moves the weights of the tiny high-order",
+        "columns x^i/i!, so its 20-feature fit behaves like a low-degree one and hardly overfits: stopping",
+        "early is itself a regularizer (see the module docstring and d2l-ai/d2l-en#2337).",
         "",
         "Reference: Zhang et al., *Dive into Deep Learning*, sec. 3.6 (sec. 4.4 of the 0.17 edition).",
     ]
@@ -372,7 +378,7 @@ def run_model_selection(
     Path
         ``out_dir``.
     """
-    out_dir = prepare_out_dir(out_dir)
+    out_dir = prepare_out_dir(out_dir, study=NAME)
     result = model_selection(rng=np.random.default_rng(seed), epochs=100 if quick else 400)
     numbers = {
         "study": NAME,
@@ -383,5 +389,10 @@ def run_model_selection(
         "fits": [asdict(fit) for fit in result.fits],
     }
     return write_study(
-        out_dir, NAME, numbers=numbers, summary=_summary(result), figure=plot_model_selection(result)
+        out_dir,
+        NAME,
+        numbers=numbers,
+        summary=_summary(result),
+        figure=plot_model_selection(result),
+        quick=quick,
     )

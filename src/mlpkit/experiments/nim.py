@@ -53,6 +53,7 @@ from mlpkit.engine.optimizers import SGD
 from mlpkit.evaluate.metrics import accuracy
 from mlpkit.evaluate.report import markdown_table
 from mlpkit.experiments._common import (
+    count,
     fresh_seed,
     new_figure,
     prepare_out_dir,
@@ -429,7 +430,7 @@ def plot_nim(result: NimResult) -> Figure:
         ax.plot([getattr(s, key) for s in sel], [s.majority_accuracy for s in sel], "--", color="0.5",
                 lw=1, label="always 'winning': plain")
         ax.set_xticks(sorted({getattr(s, key) for s in scores}))
-        fixed = f"{scores[0].bits} bits" if key == "num_heaps" else f"{scores[0].num_heaps} heaps"
+        fixed = count(scores[0].bits, "bit") if key == "num_heaps" else count(scores[0].num_heaps, "heap")
         style_axes(ax, title=f"held-out positions, {fixed}", xlabel=xlabel, ylabel="accuracy")
     ax_heaps.legend(fontsize=7, loc="lower left")
 
@@ -441,15 +442,15 @@ def plot_nim(result: NimResult) -> Figure:
     ax_width.plot(pos, [s.accuracy for s in result.by_width], "x:", color="C0", alpha=0.7, label="plain")
     ax_width.set_xticks(pos, ["linear" if w == 0 else str(w) for w in widths])
     game = result.by_width[0]
-    style_axes(ax_width, title=f"hidden width, {game.num_heaps} heaps x {game.bits} bits",
+    style_axes(ax_width, title=f"hidden width, {count(game.num_heaps, 'heap')} x {count(game.bits, 'bit')}",
                xlabel="hidden width", ylabel="accuracy")
     ax_width.legend(fontsize=7, loc="lower right")
     for ax in axes[0]:
         ax.axhline(0.5, color="0.7", lw=0.8)
         ax.set_ylim(0, 1.02)
     fig.suptitle(
-        f"Nim: classifying held-out positions as won or lost (Bouton 1901); mean of {result.repeats} "
-        "split(s)",
+        f"Nim: classifying held-out positions as won or lost (Bouton 1901); mean of "
+        f"{count(result.repeats, 'split')}",
         fontsize=11,
     )
     return fig
@@ -476,11 +477,10 @@ def _summary(result: NimResult) -> str:
             "",
             "Labels: the player to move loses iff the XOR of the heap sizes is 0 (Bouton 1901). Inputs: the",
             f"heap sizes' bits. {result.test_fraction:.0%} of the positions of each class are held out;",
-            "models"
-            "train on the rest, with the rare losing positions repeated to balance the classes. Balanced",
-            "accuracy (mean of the per-class recalls) is the headline number because answering 'winning'",
-            f"everywhere already scores 1 − 2^-bits plain accuracy. Mean of {result.repeats} split(s);",
-            f"momentum SGD, {result.steps} steps.",
+            "models train on the rest, with the rare losing positions repeated to balance the classes.",
+            "Balanced accuracy (mean of the per-class recalls) is the headline number because answering",
+            "'winning' everywhere already scores 1 − 2^-bits plain accuracy. Mean of "
+            f"{count(result.repeats, 'split')}; momentum SGD, {count(result.steps, 'step')}.",
             "",
             markdown_table(headers, rows(result.by_heaps + result.by_bits + result.by_width)),
             "",
@@ -528,7 +528,7 @@ def run_nim(out_dir: Path, *, quick: bool = False, seed: int = 0, data_dir: Path
     Path
         ``out_dir``.
     """
-    out_dir = prepare_out_dir(out_dir)
+    out_dir = prepare_out_dir(out_dir, study=NAME)
     rng = np.random.default_rng(seed)
     if quick:
         result = nim_study(
@@ -538,4 +538,6 @@ def run_nim(out_dir: Path, *, quick: bool = False, seed: int = 0, data_dir: Path
         result = nim_study(rng=rng)
     numbers: dict[str, Any] = {"study": NAME, "config": {**result.config, "seed": seed, "quick": quick}}
     numbers |= {key: [asdict(s) for s in getattr(result, key)] for key in ("by_heaps", "by_bits", "by_width")}
-    return write_study(out_dir, NAME, numbers=numbers, summary=_summary(result), figure=plot_nim(result))
+    return write_study(
+        out_dir, NAME, numbers=numbers, summary=_summary(result), figure=plot_nim(result), quick=quick
+    )

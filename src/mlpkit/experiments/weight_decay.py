@@ -46,11 +46,13 @@ from mlpkit.engine.optimizers import SGD
 from mlpkit.evaluate.report import markdown_table
 from mlpkit.experiments._common import (
     Curves,
+    count,
     epochs_axis,
     fresh_seed,
     linear_weights,
     new_figure,
     prepare_out_dir,
+    readable_log_ticks,
     style_axes,
     train_with_curves,
     write_study,
@@ -241,9 +243,10 @@ def plot_weight_decay(result: WeightDecayResult, *, compare: Sequence[float] = (
         ax_loss.plot(epochs_axis(c.test_loss), c.test_loss, color=f"C{i}", ls="--", label=f"test, {lam}")
         norms = c.extra["weight_norm"]
         ax_norm.plot(epochs_axis(norms), norms, color=f"C{i}", label=lam)
-    style_axes(ax_loss, title="train and test MSE", xlabel="epoch", ylabel="MSE", log_y=True)
+    style_axes(ax_loss, title="train and test MSE", xlabel="epoch", ylabel="MSE", log_y=True, integer_x=True)
     ax_loss.legend(fontsize=7)
-    style_axes(ax_norm, title="weight norm ‖w‖₂", xlabel="epoch", ylabel="‖w‖₂", log_y=True)
+    style_axes(ax_norm, title="weight norm ‖w‖₂", xlabel="epoch", ylabel="‖w‖₂", log_y=True, integer_x=True)
+    readable_log_ticks(ax_norm)
     ax_norm.legend(fontsize=7)
 
     # The sweep is a handful of λ including 0: equally spaced, labelled positions show them all,
@@ -259,16 +262,15 @@ def plot_weight_decay(result: WeightDecayResult, *, compare: Sequence[float] = (
     ax_sweep_norm.axhline(result.initial_weight_norm, color="0.5", ls=":", lw=1, label="at initialization")
     for ax in (ax_sweep, ax_sweep_norm):
         ax.set_xticks(pos, [f"{run.weight_decay:g}" for run in result.runs])
-    style_axes(
-        ax_sweep, title=f"after {result.epochs} epochs", xlabel="weight decay λ", ylabel="MSE", log_y=True
-    )
+    after = f"after {count(result.epochs, 'epoch')}"
+    style_axes(ax_sweep, title=after, xlabel="weight decay λ", ylabel="MSE", log_y=True)
     ax_sweep.legend(fontsize=7)
-    style_axes(ax_sweep_norm, title=f"‖w‖₂ after {result.epochs} epochs", xlabel="weight decay λ",
-               ylabel="‖w‖₂", log_y=True)
+    style_axes(ax_sweep_norm, title=f"‖w‖₂ {after}", xlabel="weight decay λ", ylabel="‖w‖₂", log_y=True)
+    readable_log_ticks(ax_sweep_norm)
     ax_sweep_norm.legend(fontsize=7)
     fig.suptitle(
         f"Weight decay: linear regression, d={result.in_features}, "
-        f"{result.n_train} training points (d2l 3.7)",
+        f"{count(result.n_train, 'training point')} (d2l 3.7)",
         fontsize=11,
     )
     return fig
@@ -276,6 +278,7 @@ def plot_weight_decay(result: WeightDecayResult, *, compare: Sequence[float] = (
 
 def _summary(result: WeightDecayResult) -> str:
     steps = result.epochs * math.ceil(result.n_train / result.batch_size)
+    points = count(result.n_train, "training point")
     # Each SGD step multiplies w by (1 − lr·λ) before the data gradient; in the ~180 directions
     # that 20 points leave unconstrained, that is all that happens to the initial weights.
     rows = [
@@ -285,27 +288,28 @@ def _summary(result: WeightDecayResult) -> str:
     ]
     return "\n".join(
         [
-            f"# Weight decay: {result.in_features} inputs, {result.n_train} training points",
+            f"# Weight decay: {count(result.in_features, 'input')}, {points}",
             "",
             f"![losses and weight norm]({NAME}.png)",
             "",
-            f"SGD, lr {result.lr:g}, batch {result.batch_size}, {result.epochs} epochs; "
+            f"SGD, lr {result.lr:g}, batch {result.batch_size}, {count(result.epochs, 'epoch')}; "
             "the penalty (λ/2)‖w‖²",
             "is SGD's `weight_decay=λ` on the weight (not the bias). Losses are MSE without the penalty;",
             f"‖w‖₂ starts at {result.initial_weight_norm:.3g}.",
             "",
             markdown_table(["λ", "train MSE", "test MSE", "‖w‖₂", "‖w₀‖₂ (1 − lr·λ)^steps"], rows),
             "",
-            f"The last column is what {steps} steps of decay alone leave of the initial weights; up to",
-            "λ ≈ 3 it matches ‖w‖₂: the penalty's main work is to erase the random initial weights in the",
-            "directions the 20 training points say nothing about.",
+            f"The last column is the norm of the initial weights after {count(steps, 'step')} of decay",
+            "alone; up to λ ≈ 3 it matches ‖w‖₂: the penalty's main work is to erase the random initial",
+            f"weights in the directions the {points} say nothing about.",
             "",
-            "Without the penalty the model interpolates the 20 training points (train MSE near 0)",
-            "and keeps most of its large random initial weights, which 20 equations cannot constrain",
-            "in 200 dimensions: the test error is huge. Weight decay shrinks every weight the data do",
-            "not pin down, and the test error falls by orders of magnitude, towards the",
-            f"{result.mean_predictor_test_loss:.3g} of predicting the training mean: with 20 points the",
-            "signal Σ 0.01 xᵢ itself cannot be recovered, only kept from doing harm.",
+            f"Without the penalty the model interpolates the {points} (train MSE near 0)",
+            f"and keeps most of its large random initial weights, which {count(result.n_train, 'equation')}",
+            f"cannot constrain in {result.in_features} dimensions: the test error is huge. Weight decay",
+            "shrinks every weight the data do not pin down, and the test error falls by orders of",
+            f"magnitude, towards the {result.mean_predictor_test_loss:.3g} of predicting the training mean:",
+            f"with {count(result.n_train, 'point')} the signal Σ 0.01 xᵢ itself cannot be recovered, only",
+            "kept from doing harm.",
             "",
             "Reference: Zhang et al., *Dive into Deep Learning*, sec. 3.7 (sec. 4.5 of the 0.17 edition).",
         ]
@@ -335,7 +339,7 @@ def run_weight_decay(
     Path
         ``out_dir``.
     """
-    out_dir = prepare_out_dir(out_dir)
+    out_dir = prepare_out_dir(out_dir, study=NAME)
     rng = np.random.default_rng(seed)
     if quick:
         result = weight_decay_study(rng=rng, weight_decays=(0.0, 1.0, 3.0, 10.0), epochs=30)
@@ -350,5 +354,10 @@ def run_weight_decay(
         "runs": [asdict(run) for run in result.runs],
     }
     return write_study(
-        out_dir, NAME, numbers=numbers, summary=_summary(result), figure=plot_weight_decay(result)
+        out_dir,
+        NAME,
+        numbers=numbers,
+        summary=_summary(result),
+        figure=plot_weight_decay(result),
+        quick=quick,
     )
