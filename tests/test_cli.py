@@ -7,7 +7,9 @@ nothing existing was changed.
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import json
 import os
 import re
@@ -237,18 +239,20 @@ def test_predict_reads_idx_npy_and_csv_alike(
     for name in ("images-idx3-ubyte.gz", "images.npy", "images.csv"):
         code, out, err = run_cli("predict", run[0], tmp_path / name)
         assert code == 0, err
-        outputs.append(out)
+        lines = [line.split(",", 2) for line in out.splitlines()]
+        assert [name_ for _, name_, _ in lines[1:]] == [f"{name}:{i}" for i in range(7)]  # FILE:row
+        outputs.append([(row, rest) for row, _, rest in lines])
     assert outputs[0] == outputs[1] == outputs[2]
-    lines = outputs[0].splitlines()
-    assert lines[0] == "row,class,class_name,probability" and len(lines) == 8
+    lines = outputs[0]
+    assert lines[0] == ("row", "class,class_name,probability") and len(lines) == 8
     # Reference: the saved network's logits on pixels / 255, softmax by hand in float64.
     loaded = load_run(run[0])
     features = (images.reshape(7, 784) / 255.0).astype(loaded.network.dtype)     # (7, 784)
     logits = loaded.network.forward(features).astype(np.float64)                  # (7, 10)
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     softmax = shifted / shifted.sum(axis=1, keepdims=True)                         # (7, 10)
-    for i, line in enumerate(lines[1:]):
-        row, label, name, probability = line.split(",")
+    for i, (row, rest) in enumerate(lines[1:]):
+        label, name, probability = rest.split(",")
         assert int(row) == i
         assert int(label) == softmax[i].argmax()
         assert name == FASHION_MNIST_CLASSES[int(label)]
@@ -266,19 +270,23 @@ def test_predict_writes_out_atomically_and_never_overwrites(
     code, _, err = run_cli("predict", run[0], tmp_path / "x.npy", "--out", tmp_path / "p.csv")
     assert code == 2 and "p.csv already exists" in err and (tmp_path / "p.csv").read_text() == "mine"
     assert run_cli("predict", run[0], tmp_path / "x.npy", "--out", tmp_path / "p.csv", "--overwrite")[0] == 0
-    assert (tmp_path / "p.csv").read_text().startswith("row,class")
+    assert (tmp_path / "p.csv").read_text().startswith("row,name,class")
 
 
 # -- bad input -------------------------------------------------------------------------------------
 
 
-def test_predict_wrong_feature_count_names_the_file_and_both_counts(
+def test_predict_wrong_feature_count_names_the_file_and_the_shapes_it_reads(
     run: tuple[Path, int, str, str], tmp_path: Path
 ) -> None:
     np.save(tmp_path / "short.npy", np.zeros((3, 783)))
     code, out, err = run_cli("predict", run[0], tmp_path / "short.npy")
     assert code == 2 and out == ""
-    assert err == f"mlpkit: error: {tmp_path / 'short.npy'} has 783 features, but the model expects 784\n"
+    assert err == (
+        f"mlpkit: error: {tmp_path / 'short.npy'}: cannot read images from an array of shape (3, 783): "
+        "expected one image (28, 28) or (784,), or N images (N, 784), (N, 28, 28), (N, 28, 28, 1) or "
+        "(N, 1, 28, 28)\n"
+    )
 
 
 def test_predict_nan_input_is_rejected(run: tuple[Path, int, str, str], tmp_path: Path) -> None:
@@ -287,7 +295,7 @@ def test_predict_nan_input_is_rejected(run: tuple[Path, int, str, str], tmp_path
     np.save(tmp_path / "nan.npy", x)
     code, _, err = run_cli("predict", run[0], tmp_path / "nan.npy")
     assert code == 2
-    assert f"{tmp_path / 'nan.npy'} contains 1 NaN or infinite value(s); first at row 2, column 100" in err
+    assert f"{tmp_path / 'nan.npy'}: 1 NaN or infinite value(s); the first, nan, at index (2, 100)" in err
 
 
 def test_training_labels_outside_the_class_range_are_named(tmp_path: Path) -> None:
@@ -643,3 +651,109 @@ def test_a_batch_larger_than_the_training_set_is_said_to_be_capped(data_dir: Pat
         f"batch_size 1000000000 is larger than the {n_train} training images: each epoch is one batch "
         f"of {n_train}"
     ) in err
+
+
+# -- predict on what a user has at hand --------------------------------------------------------------
+
+
+def _predicted(out: str) -> list[tuple[str, str]]:
+    """(name, class_name) per data line of a predict CSV."""
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[0][:5] == ["row", "name", "class", "class_name", "probability"]
+    return [(row[1], row[3]) for row in rows[1:]]
+
+
+def test_predict_takes_one_image_in_every_shape_a_user_has(
+    run: tuple[Path, int, str, str], data_dir: Path, tmp_path: Path
+) -> None:
+    images = read_idx(data_dir / "t10k-images-idx3-ubyte")[:3]                  # (3, 28, 28) uint8
+    np.save(tmp_path / "many.npy", images)
+    code, out, err = run_cli("predict", run[0], tmp_path / "many.npy")
+    assert code == 0, err
+    expected = [label for _, label in _predicted(out)]
+    for name, array in [
+        ("one.npy", images[0]),                           # (28, 28): one image, not 28 rows of 28
+        ("flat.npy", images[0].reshape(784)),             # (784,)
+        ("channel.npy", images[:, :, :, None]),           # (N, 28, 28, 1)
+    ]:
+        np.save(tmp_path / name, array)
+        code, out, err = run_cli("predict", run[0], tmp_path / name)
+        assert code == 0, err
+        got = [label for _, label in _predicted(out)]
+        assert got == (expected[:1] if array.ndim < 3 else expected), name
+
+
+def test_predict_reads_png_files_and_folders_with_a_note(
+    run: tuple[Path, int, str, str], data_dir: Path, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    images = read_idx(data_dir / "t10k-images-idx3-ubyte")[:2]
+    np.save(tmp_path / "ref.npy", images)
+    expected = [label for _, label in _predicted(run_cli("predict", run[0], tmp_path / "ref.npy")[1])]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"item{i}.png")           # 28x28 grey: read exactly
+    Image.fromarray(images[0]).convert("RGB").resize((56, 56)).save(tmp_path / "big.png")
+    code, out, err = run_cli("predict", run[0], folder)
+    assert code == 0, err
+    assert _predicted(out) == [("item0.png", expected[0]), ("item1.png", expected[1])]
+    code, out, err = run_cli("predict", run[0], tmp_path / "big.png")
+    assert code == 0, err
+    assert [name for name, _ in _predicted(out)] == ["big.png"]
+    assert "converted" in err and "resized 56x56 -> 28x28" in err           # the notes are shown
+
+
+def test_predict_drops_a_leading_label_column_and_scores_against_it(
+    run: tuple[Path, int, str, str], data_dir: Path, tmp_path: Path
+) -> None:
+    images = read_idx(data_dir / "t10k-images-idx3-ubyte")[:20].reshape(20, 784)
+    labels = read_idx(data_dir / "t10k-labels-idx1-ubyte")[:20]
+    table = np.column_stack([labels, images])                                    # (20, 785)
+    np.savetxt(tmp_path / "labelled.csv", table, fmt="%d", delimiter=",", header="label," + ",".join(
+        f"pixel{i}" for i in range(784)), comments="")
+    np.savetxt(tmp_path / "plain.csv", images, fmt="%d", delimiter=",")
+    code, out, err = run_cli("predict", run[0], tmp_path / "labelled.csv")
+    assert code == 0, err
+    _, plain, _ = run_cli("predict", run[0], tmp_path / "plain.csv")
+    assert [label for _, label in _predicted(out)] == [label for _, label in _predicted(plain)]
+    predicted = np.array([FASHION_MNIST_CLASSES.index(label) for _, label in _predicted(out)])
+    assert f"accuracy {np.mean(predicted == labels):.4f} against its label column (20 images)" in err
+
+
+def test_predict_refuses_pixels_already_scaled_unless_told(
+    run: tuple[Path, int, str, str], data_dir: Path, tmp_path: Path
+) -> None:
+    images = read_idx(data_dir / "t10k-images-idx3-ubyte")[:5]
+    np.save(tmp_path / "grey.npy", images)
+    np.save(tmp_path / "scaled.npy", images / 255.0)
+    code, out, err = run_cli("predict", run[0], tmp_path / "scaled.npy")
+    assert (code, out) == (2, "")
+    assert "every value lies in [0, 1], so the pixels look already scaled" in err
+    assert "pass --input-scale 1" in err
+    code, out, err = run_cli("predict", run[0], tmp_path / "scaled.npy", "--input-scale", "1")
+    assert code == 0, err
+    reference = run_cli("predict", run[0], tmp_path / "grey.npy")[1]
+    assert [label for _, label in _predicted(out)] == [label for _, label in _predicted(reference)]
+
+
+def test_predict_top_k_and_probabilities(
+    run: tuple[Path, int, str, str], data_dir: Path, tmp_path: Path
+) -> None:
+    np.save(tmp_path / "x.npy", read_idx(data_dir / "t10k-images-idx3-ubyte")[:4])
+    code, out, err = run_cli("predict", run[0], tmp_path / "x.npy", "--top-k", "3", "--probabilities")
+    assert code == 0, err
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[0] == [
+        "row", "name", *(f"{col}_{k}" for k in (1, 2, 3) for col in ("class", "class_name", "probability")),
+        *FASHION_MNIST_CLASSES,
+    ]
+    for row in rows[1:]:
+        top = [float(row[4]), float(row[7]), float(row[10])]
+        every = [float(p) for p in row[11:]]
+        assert top == sorted(every, reverse=True)[:3]                         # the three largest, in order
+        assert [int(row[2]), int(row[5]), int(row[8])] == [every.index(p) for p in top]
+        assert sum(every) == pytest.approx(1.0, abs=1e-5)
+    code, _, err = run_cli("predict", run[0], tmp_path / "x.npy", "--top-k", "11")
+    assert code == 2 and "top_k must be an int from 1 to the 10 classes, got 11" in err

@@ -27,7 +27,6 @@ from mlpkit.data.idx import write_idx
 from mlpkit.errors import (
     CheckpointError,
     ConfigError,
-    DataFormatError,
     DataNotFoundError,
     OutputError,
     TrainingDivergedError,
@@ -39,7 +38,6 @@ from mlpkit.run import (
     load_run,
     pixels_to_features,
     predict_run,
-    read_images,
     resume_run,
     split_validation,
     train_run,
@@ -571,79 +569,22 @@ def test_predictions_agree_with_the_summary_and_across_formats(
 
 
 def test_predictions_csv() -> None:
-    predictions = Predictions(np.array([[0.1, 0.9], [0.7, 0.3]]), ("no, never", "yes"))
+    predictions = Predictions(np.array([[0.1, 0.9], [0.7, 0.3]]), ("no, never", "yes"), ("a.png", "b.png"))
     assert (
         predictions.to_csv()
-        == 'row,class,class_name,probability\n0,1,yes,0.900000\n1,0,"no, never",0.700000\n'
+        == 'row,name,class,class_name,probability\n0,a.png,1,yes,0.900000\n1,b.png,0,"no, never",0.700000\n'
     )
 
 
-@pytest.mark.parametrize(
-    ("name", "content", "message"),
-    [
-        ("short.npy", np.zeros((3, 783)), r"short.npy has 783 features, but the model expects 784"),
-        (
-            "nan.npy",
-            np.where(np.arange(784) == 5, np.nan, 0.0)[None, :],
-            r"nan.npy contains 1 NaN .* row 0, column 5: (np.float64\()?nan",
-        ),
-        (
-            "inf.csv",
-            "0," * 783 + "inf\n",
-            r"inf.csv contains 1 NaN or infinite .* column 783: (np.float64\()?inf",
-        ),
-        (
-            "big.npy",
-            np.full((2, 784), 256.0),
-            r"big.npy: pixel values must be grey levels in \[0, 255\], got 256.0 at row 0",
-        ),
-        (
-            "bad.npy",
-            np.zeros((2, 32, 32)),
-            r"bad.npy: expected images of shape \(N, 28, 28\), got shape \(2, 32, 32\)",
-        ),
-        (
-            "objects.npy",
-            np.array([{"a": 1}], dtype=object),
-            r"objects.npy: not a readable .npy array .*allow_pickle",
-        ),
-        (
-            "text.npy",
-            "not an array\n",
-            r"text.npy: not a .npy file \(it does not start with the NPY magic",
-        ),
-        (
-            "header.csv",
-            "p0,p1\n1,2\n",
-            r"header.csv: expected rows of comma-separated numbers without a header",
-        ),
-        ("empty.csv", "", r"empty.csv: no images to classify"),
-        (
-            "labels-idx1-ubyte",
-            np.zeros(5, dtype=np.uint8),
-            r"labels-idx1-ubyte: expected an IDX image file .* got shape \(5,\)",
-        ),
-    ],
-)
-def test_read_images_rejects_bad_input_naming_the_file(
-    tmp_path: Path, name: str, content: Any, message: str
-) -> None:
-    path = tmp_path / name
-    if isinstance(content, str):
-        path.write_text(content)
-    elif name.endswith(".npy"):
-        np.save(path, content, allow_pickle=True)
-    else:
-        write_idx(path, content)
-    with pytest.raises(DataFormatError, match=message):
-        read_images(path)
+def test_predictions_csv_top_k_and_every_probability() -> None:
+    probabilities = np.array([[0.2, 0.5, 0.3], [0.4, 0.2, 0.4]])   # row 1: a tie, lower index first
+    predictions = Predictions(probabilities, ("a", "b", "c"))
+    assert predictions.to_csv(top_k=2, probabilities=True).splitlines() == [
+        "row,name,class_1,class_name_1,probability_1,class_2,class_name_2,probability_2,a,b,c",
+        "0,0,1,b,0.500000,2,c,0.300000,0.200000,0.500000,0.300000",
+        "1,1,0,a,0.400000,2,c,0.400000,0.400000,0.200000,0.400000",
+    ]
+    with pytest.raises(ConfigError, match=r"top_k must be an int from 1 to the 3 classes, got 4"):
+        predictions.to_csv(top_k=4)
 
 
-def test_read_images_truncated_idx_and_missing_file(tmp_path: Path) -> None:
-    path = tmp_path / "images-idx3-ubyte"
-    write_idx(path, np.zeros((4, 28, 28), dtype=np.uint8))
-    path.write_bytes(path.read_bytes()[:-10])
-    with pytest.raises(DataFormatError, match=rf"{re.escape(str(path))}: truncated IDX file"):
-        read_images(path)
-    with pytest.raises(DataNotFoundError, match="no such input file"):
-        read_images(tmp_path / "missing.npy")

@@ -5,7 +5,7 @@
     mlpkit train [--config FILE] [options]     train into a new run directory (no options: the classic recipe)
     mlpkit train --resume RUN_DIR              continue an interrupted run from its checkpoint
     mlpkit evaluate RUN_DIR                    score a saved run on the test set
-    mlpkit predict RUN_DIR FILE [--out CSV]    classify the images in an IDX, .npy or .csv file
+    mlpkit predict RUN_DIR FILE [--out CSV]    classify images: PNG/JPEG files or folders, IDX, .npy, .csv
     mlpkit experiment [NAME] [--out DIR] [--quick] [--seed N] [--overwrite]
                                                run a classic study (list them without NAME)
 
@@ -54,6 +54,7 @@ from mlpkit.config import (
     RunConfig,
     load_config,
 )
+from mlpkit.data.images import INPUT_SCALES
 from mlpkit.errors import ConfigError, MlpkitError, OutputError, TrainingDivergedError
 from mlpkit.spec import ACTIVATION_NAMES, INIT_NAMES
 
@@ -325,7 +326,22 @@ def _add_predict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "file",
         metavar="FILE",
-        help="grey levels 0..255 as IDX (.gz or not), .npy (N,784 or N,28,28) or .csv (N rows of 784)",
+        help="one image or many: a PNG/JPEG file or a folder of them (made grayscale and 28x28, with a "
+        "note), or grey levels as IDX, .npy ((28,28), (784,), (N,784), (N,28,28), (N,28,28,1)) or .csv "
+        "(N rows of 784, an optional header and label column)",
+    )
+    parser.add_argument(
+        "--input-scale",
+        choices=INPUT_SCALES,
+        default="auto",
+        help="'255': grey levels 0..255; '1': values in [0, 1], multiplied by 255; 'auto' refuses values "
+        "that all lie in [0, 1] rather than guess [auto]",
+    )
+    parser.add_argument(
+        "--top-k", type=int, default=1, metavar="K", help="the K most probable classes of each image [1]"
+    )
+    parser.add_argument(
+        "--probabilities", action="store_true", help="add one column per class with its probability"
     )
     parser.add_argument("--out", metavar="CSV", help="write the predictions here instead of stdout")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -337,8 +353,8 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     if args.out and Path(args.out).exists() and not args.overwrite:
         raise OutputError(f"{args.out} already exists; nothing was changed. Pass --overwrite to replace it")
-    predictions = predict_run(args.run_dir, args.file)
-    text = predictions.to_csv()
+    predictions = predict_run(args.run_dir, args.file, input_scale=args.input_scale)
+    text = predictions.to_csv(top_k=args.top_k, probabilities=args.probabilities)
     if args.out:
         atomic_write_text(args.out, text)
         print(f"wrote {len(predictions.probabilities)} predictions to {args.out}")

@@ -41,11 +41,11 @@ import importlib.util
 import io
 import json
 import logging
+import math
 import os
 import platform
 import re
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,13 +55,12 @@ from typing import Any, TypeVar
 import numpy as np
 
 from mlpkit import __version__
-from mlpkit._checks import check_features
 from mlpkit._io import atomic_path, atomic_write_json, atomic_write_text, ensure_writable_dir
 from mlpkit._optional import require
 from mlpkit.config import RunConfig, load_config
 from mlpkit.data.augment import ShiftFlip
 from mlpkit.data.fashion_mnist import FASHION_MNIST, FashionMNIST, load_fashion_mnist
-from mlpkit.data.idx import read_idx
+from mlpkit.data.images import read_images
 from mlpkit.engine import SoftmaxCrossEntropyLoss, build_mlp, load_weights, make_optimizer
 from mlpkit.engine.losses import log_softmax
 from mlpkit.engine.network import Sequential, to_file_layout
@@ -69,7 +68,6 @@ from mlpkit.errors import (
     CheckpointError,
     ConfigError,
     DataFormatError,
-    DataNotFoundError,
     MlpkitError,
     OutputError,
     TrainingDivergedError,
@@ -91,7 +89,6 @@ __all__ = [
     "load_run",
     "pixels_to_features",
     "predict_run",
-    "read_images",
     "resume_run",
     "train_run",
 ]
@@ -1451,90 +1448,6 @@ def evaluate_run(
     return {"test_accuracy": scores["accuracy"], "test_loss": scores["loss"], "n_test": len(dataset.y_test)}
 
 
-def read_images(path: str | os.PathLike[str], *, n_features: int = 784) -> np.ndarray:
-    """Read grey-level images to classify, checked, as (N, D) raw pixel values.
-
-    Formats, chosen by suffix:
-
-    - ``.npy``: an array (N, D) or (N, 28, 28), loaded with ``allow_pickle=False``;
-    - ``.csv``: N rows of D comma-separated numbers, no header;
-    - anything else: an IDX image file (N, 28, 28), gzipped or not (the data set's own format).
-
-    Values are grey levels on the data set's 0..255 scale, whatever the dtype: mlpkit scales them
-    exactly as it scaled the training images.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-    n_features : int
-        D, the model's input width.
-
-    Returns
-    -------
-    ndarray of shape (N, D)
-
-    Raises
-    ------
-    DataNotFoundError
-        If ``path`` does not exist.
-    DataFormatError
-        Naming the file and the problem: unreadable or malformed content, no rows, the wrong
-        number of features (both counts), NaN or inf (the first position), or a value outside 0..255.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataNotFoundError(f"{path}: no such input file")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        with path.open("rb") as f:
-            magic = f.read(6)
-        if magic != b"\x93NUMPY":
-            # Checked first: NumPy's own error for a file without the magic talks about pickles
-            # and allow_pickle, which we never use.
-            raise DataFormatError(
-                f"{path}: not a .npy file (it does not start with the NPY magic \\x93NUMPY)"
-            )
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise DataFormatError(f"{path}: not a readable .npy array ({exc})") from exc
-    elif suffix == ".csv":
-        try:
-            with warnings.catch_warnings():
-                # "input contained no data" is reported below as a DataFormatError naming the file.
-                warnings.simplefilter("ignore", UserWarning)
-                array = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
-        except ValueError as exc:
-            raise DataFormatError(
-                f"{path}: expected rows of comma-separated numbers without a header ({exc})"
-            ) from exc
-    else:
-        array = read_idx(path)
-        if array.ndim != 3:
-            raise DataFormatError(
-                f"{path}: expected an IDX image file of shape (N, 28, 28), got shape {array.shape}"
-            )
-    if array.ndim == 3:
-        if array.shape[1:] != FASHION_MNIST.image_shape:
-            raise DataFormatError(f"{path}: expected images of shape (N, 28, 28), got shape {array.shape}")
-        array = array.reshape(len(array), -1)                              # (N, 28, 28) -> (N, 784)
-    if array.size == 0:
-        raise DataFormatError(f"{path}: no images to classify (shape {array.shape})")
-    features = check_features(str(path), array, n_features=n_features)
-    outside = (features < 0) | (features > MAX_PIXEL)
-    if outside.any():
-        row, col = np.argwhere(outside)[0]
-        raise DataFormatError(
-            f"{path}: pixel values must be grey levels in [0, {MAX_PIXEL}], "
-            f"got {features[row, col].item()!r} at row {row}, column {col}"
-        )
-    if features.dtype.kind == "f" and features.max() <= 1.0 and features.any():
-        logger.warning(
-            "%s: every value is <= 1; inputs are grey levels 0..255, not already scaled to [0, 1]", path
-        )
-    return features
-
-
 @dataclass(frozen=True)
 class Predictions:
     """Class predictions for N images.
@@ -1545,10 +1458,19 @@ class Predictions:
         Softmax of the logits, rows summing to 1.
     class_names : tuple of str
         The C class names.
+    names : tuple of str or None
+        One name per row: the image's file name, or ``FILE:i`` for the i-th image of an array file.
+    true_labels : ndarray of shape (N,) or None
+        The labels a CSV carried in a label column.
+    notes : tuple of str
+        What was done to the input on the way in (resized, converted, a column dropped).
     """
 
     probabilities: np.ndarray
     class_names: tuple[str, ...]
+    names: tuple[str, ...] | None = None
+    true_labels: np.ndarray | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def labels(self) -> np.ndarray:
@@ -1556,18 +1478,52 @@ class Predictions:
         labels: np.ndarray = self.probabilities.argmax(axis=1)
         return labels
 
-    def to_csv(self) -> str:
-        """``row,class,class_name,probability``, one line per image, with a header."""
+    def top_k(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` most probable classes of each row, most probable first.
+
+        Returns
+        -------
+        classes : ndarray of shape (N, k) int
+        probabilities : ndarray of shape (N, k)
+        """
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(self.class_names):
+            classes = len(self.class_names)
+            raise ConfigError(f"top_k must be an int from 1 to the {classes} classes, got {k!r}")
+        # A stable sort of -p keeps the lower class index first among equal probabilities, as argmax.
+        classes = np.argsort(-self.probabilities, axis=1, kind="stable")[:, :k]        # (N, k)
+        return classes, np.take_along_axis(self.probabilities, classes, axis=1)
+
+    def to_csv(self, *, top_k: int = 1, probabilities: bool = False) -> str:
+        """One line per image, with a header.
+
+        Columns: ``row,name``, then ``class,class_name,probability`` (``top_k`` 1) or
+        ``class_1,class_name_1,probability_1,...`` up to ``top_k``, then with ``probabilities``
+        one column per class, headed by its name, holding its probability.
+        """
+        classes, probs = self.top_k(top_k)
+        suffixes = [""] if top_k == 1 else [f"_{i}" for i in range(1, top_k + 1)]
+        header = ["row", "name"]
+        for suffix in suffixes:
+            header += [f"class{suffix}", f"class_name{suffix}", f"probability{suffix}"]
+        if probabilities:
+            header += list(self.class_names)
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["row", "class", "class_name", "probability"])
-        labels = self.labels
-        for row, (label, probs) in enumerate(zip(labels, self.probabilities, strict=True)):
-            writer.writerow([row, int(label), self.class_names[label], f"{probs[label]:.6f}"])
+        writer.writerow(header)
+        names = self.names or tuple(str(i) for i in range(len(self.probabilities)))
+        for row, name in enumerate(names):
+            cells: list[object] = [row, name]
+            for label, p in zip(classes[row], probs[row], strict=True):
+                cells += [int(label), self.class_names[label], f"{p:.6f}"]
+            if probabilities:
+                cells += [f"{p:.6f}" for p in self.probabilities[row]]
+            writer.writerow(cells)
         return buffer.getvalue()
 
 
-def predict_run(run_dir: str | os.PathLike[str], file: str | os.PathLike[str]) -> Predictions:
+def predict_run(
+    run_dir: str | os.PathLike[str], file: str | os.PathLike[str], *, input_scale: str = "auto"
+) -> Predictions:
     """Classify the images in ``file`` with a saved run's model.
 
     Parameters
@@ -1575,7 +1531,11 @@ def predict_run(run_dir: str | os.PathLike[str], file: str | os.PathLike[str]) -
     run_dir : str or os.PathLike
         A run directory written by :func:`train_run`.
     file : str or os.PathLike
-        Images as IDX, ``.npy`` or ``.csv`` (see :func:`read_images`).
+        One image or many: PNG/JPEG files or a folder of them, IDX, ``.npy`` or ``.csv`` (see
+        :func:`mlpkit.data.read_images`).
+    input_scale : {"auto", "255", "1"}
+        How the file's values relate to grey levels; ``"auto"`` refuses values that all lie in
+        [0, 1] instead of guessing.
 
     Returns
     -------
@@ -1586,10 +1546,24 @@ def predict_run(run_dir: str | os.PathLike[str], file: str | os.PathLike[str]) -
     CheckpointError
         If the run directory is missing or corrupt.
     DataNotFoundError, DataFormatError
-        If ``file`` is missing or malformed (see :func:`read_images`).
+        If ``file`` is missing or malformed, or holds images of another size than the model's.
     """
     loaded = load_run(run_dir)
-    pixels = read_images(file, n_features=loaded.spec.in_features)
-    logits = predict_logits(loaded.network, pixels_to_features(pixels, loaded.network.dtype))  # (N, C)
-    probabilities = np.exp(log_softmax(logits.astype(np.float64)))                              # (N, C)
-    return Predictions(probabilities, loaded.classes)
+    side = math.isqrt(loaded.spec.in_features)
+    shape = FASHION_MNIST.image_shape if side * side != loaded.spec.in_features else (side, side)
+    images = read_images(file, image_shape=shape, input_scale=input_scale)
+    for note in images.notes:
+        logger.info("%s: %s", file, note)
+    if images.pixels.shape[1] != loaded.spec.in_features:
+        raise DataFormatError(
+            f"{file} has {images.pixels.shape[1]} features, but the model expects {loaded.spec.in_features}"
+        )
+    logits = predict_logits(loaded.network, pixels_to_features(images.pixels, loaded.network.dtype))  # (N, C)
+    probabilities = np.exp(log_softmax(logits.astype(np.float64)))                                    # (N, C)
+    predictions = Predictions(probabilities, loaded.classes, images.names, images.labels, images.notes)
+    if images.labels is not None:
+        logger.info(
+            "%s: accuracy %.4f against its label column (%d images)",
+            file, accuracy(images.labels, predictions.labels), len(images.labels),
+        )
+    return predictions
