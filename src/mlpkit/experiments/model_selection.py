@@ -146,7 +146,8 @@ class ModelSelectionResult:
         for fit in self.fits:
             if fit.num_features == num_features:
                 return fit
-        raise KeyError(f"no fit with {num_features} features; have {[f.num_features for f in self.fits]}")
+        have = [f.num_features for f in self.fits]
+        raise KeyError(f"no fit with {count(num_features, 'feature')}; have {have}")
 
 
 def _mse(x: np.ndarray, y: np.ndarray, weight: np.ndarray) -> float:
@@ -233,8 +234,8 @@ def model_selection(
             )
         )
         logger.info(
-            "%d features: SGD train %.4g test %.4g; least squares train %.4g test %.4g",
-            k, curves.train_loss[-1], curves.test_loss[-1],
+            "%s: SGD train %.4g test %.4g; least squares train %.4g test %.4g",
+            count(k, "feature"), curves.train_loss[-1], curves.test_loss[-1],
             fits[-1].lstsq_train_loss, fits[-1].lstsq_test_loss,
         )
     return ModelSelectionResult(

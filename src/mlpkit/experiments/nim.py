@@ -394,8 +394,8 @@ def nim_study(
             for hidden in models:
                 score = nim_score(k, b, hidden, rng=np.random.default_rng(seed), **common)
                 logger.info(
-                    "%d heaps x %d bits, hidden %s: held-out balanced accuracy %.3f",
-                    k, b, list(hidden), score.balanced_accuracy,
+                    "%s x %s, hidden %s: held-out balanced accuracy %.3f",
+                    count(k, "heap"), count(b, "bit"), list(hidden), score.balanced_accuracy,
                 )
                 scores.append(score)
         return scores
