@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import types
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,20 @@ def test_every_run_file_exists_and_parses(run: tuple[Path, int, str, str]) -> No
     assert (run_dir / "report.md").read_text().startswith("# mlpkit run: run\n")
 
 
+def test_the_run_records_when_and_how_it_was_made(run: tuple[Path, int, str, str], data_dir: Path) -> None:
+    run_dir = run[0]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    typed = " ".join(str(arg) for arg in train_args(data_dir, run_dir))
+    assert summary["command"] == f"mlpkit {typed}"          # the arguments given to main(), as typed
+    started = datetime.fromisoformat(summary["started_at"])
+    assert started.tzinfo is not None and abs(datetime.now(started.tzinfo) - started) < timedelta(hours=1)
+    assert {"host", "platform", "python_version", "mlpkit_version", "numpy_version"} <= set(summary)
+    report = (run_dir / "report.md").read_text()
+    assert f"| command | `mlpkit {typed}` |" in report
+    assert "![loss and accuracy curves](curves.png)" in report and "## Per-class scores" in report
+    assert "784-32-10 MLP (ReLU, 25,450 parameters)" in report
+
+
 def test_repeating_from_config_json_gives_identical_metrics_and_model(
     run: tuple[Path, int, str, str], tmp_path: Path
 ) -> None:
@@ -213,6 +228,38 @@ def test_evaluate_reproduces_the_summary(run: tuple[Path, int, str, str]) -> Non
     assert code == 0, err
     assert re.search(rf"^test accuracy +{summary['test_accuracy']:.4f}$", out, flags=re.MULTILINE)
     assert re.search(rf"^test images +{N_TEST}$", out, flags=re.MULTILINE)
+
+
+def test_evaluate_scores_each_class_and_prints_json(run: tuple[Path, int, str, str], data_dir: Path) -> None:
+    code, out, err = run_cli("evaluate", run[0], "--json")
+    assert code == 0, err
+    scores = json.loads(out)
+    # Reference: the saved network's predictions on the test set, counted by hand per class.
+    loaded = load_run(run[0])
+    images = read_idx(data_dir / "t10k-images-idx3-ubyte").reshape(-1, 784)
+    labels = read_idx(data_dir / "t10k-labels-idx1-ubyte").astype(np.int64)
+    predicted = loaded.network.forward((images / 255.0).astype(loaded.network.dtype)).argmax(axis=1)
+    assert scores["test_accuracy"] == json.loads((run[0] / "summary.json").read_text())["test_accuracy"]
+    for k, name in enumerate(FASHION_MNIST_CLASSES):
+        tp = int(np.sum((predicted == k) & (labels == k)))
+        n_pred, n_true = int(np.sum(predicted == k)), int(np.sum(labels == k))
+        got = scores["per_class"][name]
+        assert got["support"] == n_true
+        assert got["precision"] == pytest.approx(tp / n_pred if n_pred else 0.0)
+        assert got["recall"] == pytest.approx(tp / n_true if n_true else 0.0)
+        row = [int(np.sum((labels == k) & (predicted == j))) for j in range(10)]
+        assert scores["confusion_matrix"][k] == row
+    recalls = [v["recall"] for v in scores["per_class"].values()]
+    assert scores["macro"]["recall"] == pytest.approx(np.mean(recalls))
+    code, text, _ = run_cli("evaluate", run[0])
+    lines = text.splitlines()
+    assert lines[5].split() == ["class", "precision", "recall", "f1", "support"]
+    first = scores["per_class"]["T-shirt/top"]
+    assert lines[6].split() == [
+        "T-shirt/top", f"{first['precision']:.4f}", f"{first['recall']:.4f}", f"{first['f1']:.4f}",
+        str(first["support"]),
+    ]
+    assert "confusion matrix (rows: true class, columns: predicted class)" in text
 
 
 def test_evaluate_says_when_the_run_did_not_finish(run: tuple[Path, int, str, str], tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import json
 import logging
 import os
 import re
@@ -200,6 +201,16 @@ def _print_table(rows: Sequence[tuple[str, object]]) -> None:
         print(f"{key:<{width}}  {value}")
 
 
+def _print_grid(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Columns aligned: the first to the left, the others (numbers) to the right, floats to 4 decimals."""
+    cells = [list(header), *([_fmt(v) if isinstance(v, float) else str(v) for v in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        first, *rest = row
+        numbers = (c.rjust(w) for c, w in zip(rest, widths[1:], strict=True))
+        print("  ".join([first.ljust(widths[0]), *numbers]))
+
+
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -268,12 +279,13 @@ def _run_train(args: argparse.Namespace) -> int:
             data_dir=given["data_dir"],
             device=given["device"],
             progress=progress,
+            command=args.argv,
         )
     else:
         config = load_config(args.config) if args.config else RunConfig()
         if overrides := _overrides(args):
             config = config.with_overrides(overrides)
-        result = train_run(config, progress=progress, overwrite=args.overwrite)
+        result = train_run(config, progress=progress, overwrite=args.overwrite, command=args.argv)
     if result.rank != 0:
         return EXIT_OK  # rank 0 reports for every process of a torchrun job
     s = result.summary
@@ -304,12 +316,16 @@ def _add_evaluate(parser: argparse.ArgumentParser) -> None:
         help="directory of the Fashion-MNIST IDX files [where the run found them; if gone, search "
         "$MLPKIT_DATA, the cache, /usr/share/datasets]",
     )
+    parser.add_argument("--json", action="store_true", help="print every number as one JSON object")
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from mlpkit.run import evaluate_run
 
     scores = evaluate_run(args.run_dir, data_dir=args.data_dir)
+    if args.json:
+        print(json.dumps({"run_dir": str(args.run_dir), **scores}, indent=2))
+        return EXIT_OK
     _print_table(
         [
             ("test accuracy", _fmt(float(scores["test_accuracy"]))),
@@ -318,6 +334,20 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             ("run directory", args.run_dir),
         ]
     )
+    print()
+    rows = [(name, *(v[key] for key in ("precision", "recall", "f1", "support")))
+            for name, v in scores["per_class"].items()]
+    rows += [(f"{mean} mean", *(scores[mean][key] for key in ("precision", "recall", "f1")), scores["n_test"])
+             for mean in ("macro", "weighted")]
+    _print_grid(["class", "precision", "recall", "f1", "support"], rows)
+    print()
+    print("confusion matrix (rows: true class, columns: predicted class)")
+    names = scores["class_names"]
+    width = max(len(str(n)) for row in scores["confusion_matrix"] for n in row)
+    header = [f"{k:>{width}}" for k in range(len(names))]
+    print(f"{'':<{max(map(len, names)) + 5}}" + " ".join(header))
+    for k, (name, row) in enumerate(zip(names, scores["confusion_matrix"], strict=True)):
+        print(f"{k:>2} {name:<{max(map(len, names))}}  " + " ".join(f"{n:>{width}}" for n in row))
     return EXIT_OK
 
 
@@ -500,8 +530,10 @@ class _LogFormatter(logging.Formatter):
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``mlpkit`` command with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args, unknown = parser.parse_known_args(argv)
+        args.argv = argv  # recorded with a run: the command line as typed
         if args.command is None:  # bare `mlpkit`: what it can do, not a complaint
             parser.print_help()
             return EXIT_OK

@@ -43,10 +43,9 @@ import json
 import logging
 import math
 import os
-import platform
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -57,6 +56,7 @@ import numpy as np
 from mlpkit import __version__
 from mlpkit._io import atomic_path, atomic_write_json, atomic_write_text, ensure_writable_dir
 from mlpkit._optional import require
+from mlpkit._provenance import provenance
 from mlpkit.config import RunConfig, load_config
 from mlpkit.data.augment import ShiftFlip
 from mlpkit.data.fashion_mnist import FASHION_MNIST, FashionMNIST, load_fashion_mnist
@@ -72,7 +72,7 @@ from mlpkit.errors import (
     OutputError,
     TrainingDivergedError,
 )
-from mlpkit.evaluate.metrics import accuracy, confusion_matrix, log_loss
+from mlpkit.evaluate.metrics import accuracy, classification_scores, confusion_matrix, log_loss
 from mlpkit.evaluate.report import render_report
 from mlpkit.spec import MLPSpec
 from mlpkit.train import EarlyStopping, History, NumpyTrainer, predict_logits
@@ -323,14 +323,6 @@ def _score(network: Sequential, x: np.ndarray, y: np.ndarray) -> tuple[dict[str,
     return {"accuracy": accuracy(y, predicted), "loss": log_loss(y, logits=logits)}, predicted
 
 
-def _versions() -> dict[str, str]:
-    return {
-        "mlpkit_version": __version__,
-        "numpy_version": np.__version__,
-        "python_version": platform.python_version(),
-    }
-
-
 def _seeds(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator, int]:
     """The run's independent random streams, all from its one seed.
 
@@ -445,12 +437,14 @@ def _build_trainer(
     )
 
 
-class _WallClock:
-    """The seconds a run has taken, across resumes: earlier sessions' time plus this one's so far."""
+class _Session:
+    """One session of a run (the first, or a resume): when and from what command it started, and the
+    seconds the run has taken across sessions (earlier sessions' time plus this one's so far)."""
 
-    def __init__(self) -> None:
+    def __init__(self, command: Sequence[str] | None) -> None:
         self.before = 0.0
         self.start = time.perf_counter()
+        self.facts = provenance(command)
 
     def seconds(self) -> float:
         return self.before + time.perf_counter() - self.start
@@ -583,10 +577,10 @@ class _EpochWriter:
         classes: tuple[str, ...],
         epochs: int,
         keep_every_epoch: bool,
-        clock: _WallClock,
+        session: _Session,
     ) -> None:
         self.run_dir = run_dir
-        self.clock = clock
+        self.session = session
         self.recorded = recorded
         self.metrics = _MetricsLog(run_dir / METRICS_FILE)
         self.model_path = run_dir / MODEL_FILE
@@ -614,7 +608,7 @@ class _EpochWriter:
 
     def checkpoint_extra(self) -> dict[str, Any]:
         """What a checkpoint keeps besides the trainer: the config it was written with, the time so far."""
-        return {"config": self.recorded.to_dict(), "wall_seconds": self.clock.seconds()}
+        return {"config": self.recorded.to_dict(), "wall_seconds": self.session.seconds()}
 
     def save_model(self, state: dict[str, np.ndarray], epoch: int) -> None:
         _save_state(self.model_path, state, _model_metadata(self.spec, self.classes, epoch, self.engine))
@@ -655,9 +649,9 @@ def _write_diverged_summary(
             "saved_model_epoch": writer.saved_epoch,
             "test_accuracy": None,
             "test_loss": None,
-            "wall_seconds": writer.clock.seconds(),
+            "wall_seconds": writer.session.seconds(),
             "data_dir": str(data.data_dir),
-            **_versions(),
+            **writer.session.facts,
         },
     )
     saved = writer.saved_epoch
@@ -667,7 +661,13 @@ def _write_diverged_summary(
     )
 
 
-def train_run(config: RunConfig, *, progress: bool = False, overwrite: bool = False) -> RunResult:
+def train_run(
+    config: RunConfig,
+    *,
+    progress: bool = False,
+    overwrite: bool = False,
+    command: Sequence[str] | None = None,
+) -> RunResult:
     """Train the configured network on Fashion-MNIST and write one run directory.
 
     ``config.run.engine`` picks the NumPy engine or PyTorch; both write the same files, including
@@ -683,6 +683,9 @@ def train_run(config: RunConfig, *, progress: bool = False, overwrite: bool = Fa
     overwrite : bool
         Allow a non-empty ``config.run.out``; its run files (:data:`RUN_FILES` and a checkpoint)
         are removed first, other files are left alone.
+    command : sequence of str, optional
+        The command-line arguments that started the run, recorded in ``summary.json`` and the
+        report (the CLI passes its own; default: this process's ``sys.argv``).
 
     Returns
     -------
@@ -704,18 +707,22 @@ def train_run(config: RunConfig, *, progress: bool = False, overwrite: bool = Fa
         model if one was saved (never diverged weights).
     """
     _check_engine(config)
-    if config.run.engine == "torch":
-        return _torch_run(config, progress=progress, overwrite=overwrite, resume_dir=None)
-    return _numpy_run(config, progress=progress, overwrite=overwrite, resume_dir=None)
+    run = _torch_run if config.run.engine == "torch" else _numpy_run
+    return run(config, progress=progress, overwrite=overwrite, resume_dir=None, command=command)
 
 
 def _numpy_run(
-    config: RunConfig, *, progress: bool, overwrite: bool, resume_dir: Path | None
+    config: RunConfig,
+    *,
+    progress: bool,
+    overwrite: bool,
+    resume_dir: Path | None,
+    command: Sequence[str] | None,
 ) -> RunResult:
     """:func:`train_run` and :func:`resume_run` on the NumPy engine."""
     from mlpkit.train.numpy_checkpoint import load_numpy_checkpoint
 
-    clock = _WallClock()
+    session = _Session(command)
     if resume_dir is None:
         run_dir, created = _prepare_run_dir(config, overwrite=overwrite)
     else:
@@ -740,12 +747,12 @@ def _numpy_run(
     if resume_dir is not None:
         extra = load_numpy_checkpoint(run_dir, trainer)
         _warn_if_config_changed(extra, recorded, run_dir)
-        clock.resume(extra, trainer.history.records, run_dir)
+        session.resume(extra, trainer.history.records, run_dir)
         if (finished := _already_finished(run_dir, config, trainer)) is not None:
             return finished
     writer = _EpochWriter(
         run_dir, trainer, recorded=recorded, spec=spec, classes=data.classes, epochs=config.optim.epochs,
-        keep_every_epoch=not restore_best, clock=clock,
+        keep_every_epoch=not restore_best, session=session,
     )
     trainer.on_epoch_end = writer
     _write_config(run_dir, recorded)
@@ -773,8 +780,8 @@ def _numpy_run(
     if resume_dir is not None:
         engine["resumed_at_epoch"] = resumed_at
     summary = _finish_run(
-        run_dir, recorded, network, last_state=last_state, best_state=best_state,
-        history=history, monitor=trainer.monitor, data=data, clock=clock, restore_best=restore_best,
+        run_dir, recorded, network, spec=spec, last_state=last_state, best_state=best_state,
+        history=history, monitor=trainer.monitor, data=data, session=session, restore_best=restore_best,
         engine=engine,
     )
     return RunResult(run_dir, config, history, summary)
@@ -866,12 +873,13 @@ def _finish_run(
     recorded: RunConfig,
     network: Sequential,
     *,
+    spec: MLPSpec,
     last_state: dict[str, np.ndarray],
     best_state: dict[str, np.ndarray],
     history: History,
     monitor: str,
     data: _Splits,
-    clock: _WallClock,
+    session: _Session,
     restore_best: bool,
     engine: dict[str, Any],
 ) -> dict[str, Any]:
@@ -895,7 +903,8 @@ def _finish_run(
     if importlib.util.find_spec("matplotlib") is not None:
         from mlpkit.evaluate.plots import plot_curves, plot_predictions
 
-        plot_curves(history.records, run_dir / CURVES_FILE, best_epoch=history.best_epoch)
+        title = f"{run_dir.name}: test accuracy {saved['accuracy']:.4f} ({spec.describe()})"
+        plot_curves(history.records, run_dir / CURVES_FILE, best_epoch=history.best_epoch, title=title)
         shown = slice(0, PREVIEW_IMAGES)
         images, labels = data.test_images[shown], data.y_test[shown]
         plot_predictions(images, labels, predicted[shown], data.classes, run_dir / PREDICTIONS_FILE)
@@ -921,10 +930,10 @@ def _finish_run(
         "n_train": len(data.y_train),
         "n_val": 0 if data.y_val is None else len(data.y_val),
         "n_test": len(data.y_test),
-        "wall_seconds": clock.seconds(),
+        "wall_seconds": session.seconds(),
         "data_dir": str(data.data_dir),
         **engine,
-        **_versions(),
+        **session.facts,
     }
     atomic_write_json(run_dir / SUMMARY_FILE, summary)
     report = render_report(
@@ -935,6 +944,9 @@ def _finish_run(
         confusion=confusion_matrix(data.y_test, predicted, num_classes=len(data.classes)),
         class_names=data.classes,
         figures=figures,
+        provenance=session.facts,
+        in_features=spec.in_features,
+        parameters=spec.num_parameters,
     )
     atomic_write_text(run_dir / REPORT_FILE, report)
     logger.debug("test accuracy %.4f (best epoch %d)", saved["accuracy"], history.best_epoch)
@@ -1085,6 +1097,7 @@ def resume_run(
     data_dir: str | os.PathLike[str] | None = None,
     device: str | None = None,
     progress: bool = False,
+    command: Sequence[str] | None = None,
 ) -> RunResult:
     """Continue an interrupted run from its last checkpoint, in the same directory, on either engine.
 
@@ -1106,6 +1119,8 @@ def resume_run(
     device : str, optional
         Where the torch engine trains from now on (``cpu``, ``cuda``, ``cuda:N``, ``auto``).
     progress : bool
+    command : sequence of str, optional
+        As for :func:`train_run`.
 
     Raises
     ------
@@ -1132,9 +1147,8 @@ def resume_run(
         config = config.with_overrides(overrides, source="resume options")
     config = _with_data_dir(config, data_dir)
     _check_engine(config)
-    if config.run.engine == "torch":
-        return _torch_run(config, progress=progress, overwrite=False, resume_dir=Path(run_dir))
-    return _numpy_run(config, progress=progress, overwrite=False, resume_dir=Path(run_dir))
+    run = _torch_run if config.run.engine == "torch" else _numpy_run
+    return run(config, progress=progress, overwrite=False, resume_dir=Path(run_dir), command=command)
 
 
 def _checkpoint_epoch(run_dir: Path) -> int:
@@ -1146,21 +1160,26 @@ def _checkpoint_epoch(run_dir: Path) -> int:
 
 
 def _torch_run(
-    config: RunConfig, *, progress: bool, overwrite: bool, resume_dir: Path | None
+    config: RunConfig,
+    *,
+    progress: bool,
+    overwrite: bool,
+    resume_dir: Path | None,
+    command: Sequence[str] | None,
 ) -> RunResult:
     """:func:`train_run` and :func:`resume_run` on the torch engine."""
     import torch.distributed as dist
 
     from mlpkit.train.distributed import cleanup_distributed, init_distributed
 
-    clock = _WallClock()
+    session = _Session(command)
     owns_group = not (dist.is_available() and dist.is_initialized())
     ctx = init_distributed(config.run.device)  # None unless started by torchrun
     try:
         if ctx is not None and ctx.world_size == 1:
             ctx = None  # torchrun with one process: a plain run
         return _torch_run_in_group(
-            config, ctx, progress=progress, overwrite=overwrite, resume_dir=resume_dir, clock=clock
+            config, ctx, progress=progress, overwrite=overwrite, resume_dir=resume_dir, session=session
         )
     finally:
         if owns_group:
@@ -1174,7 +1193,7 @@ def _torch_run_in_group(
     progress: bool,
     overwrite: bool,
     resume_dir: Path | None,
-    clock: _WallClock,
+    session: _Session,
 ) -> RunResult:
     import torch
 
@@ -1247,13 +1266,13 @@ def _torch_run_in_group(
         # Every rank reads the checkpoint; it is checked whole before anything changes.
         extra = _on_every_rank(ctx, "to read the checkpoint", lambda: load_checkpoint(run_dir, trainer), None)
         _warn_if_config_changed(extra, recorded, run_dir)
-        clock.resume(extra, trainer.history.records, run_dir)
+        session.resume(extra, trainer.history.records, run_dir)
         if (finished := _already_finished(run_dir, config, trainer, rank)) is not None:
             return finished
 
     writer = _TorchEpochWriter(
         run_dir, trainer, recorded=recorded, spec=spec, classes=data.classes, epochs=config.optim.epochs,
-        keep_every_epoch=not restore_best, clock=clock,
+        keep_every_epoch=not restore_best, session=session,
     )
     trainer.on_epoch_end = writer  # called on rank 0 only
     if rank_zero:
@@ -1288,8 +1307,8 @@ def _torch_run_in_group(
     if resume_dir is not None:
         engine["resumed_at_epoch"] = resumed_at
     summary = _finish_run(
-        run_dir, recorded, network, last_state=last_state, best_state=best_state, history=history,
-        monitor=trainer.monitor, data=data, clock=clock, restore_best=restore_best, engine=engine,
+        run_dir, recorded, network, spec=spec, last_state=last_state, best_state=best_state, history=history,
+        monitor=trainer.monitor, data=data, session=session, restore_best=restore_best, engine=engine,
     )
     return RunResult(run_dir, config, history, summary)
 
@@ -1421,14 +1440,16 @@ def load_run(run_dir: str | os.PathLike[str]) -> LoadedRun:
 
 def evaluate_run(
     run_dir: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None
-) -> dict[str, float | int]:
+) -> dict[str, Any]:
     """Score a saved run's model on the Fashion-MNIST test set, found as the run found it.
 
     Returns
     -------
     dict
-        ``test_accuracy``, ``test_loss`` and ``n_test``; the same numbers as the run's
-        ``summary.json`` for the same data.
+        JSON-ready: ``test_accuracy``, ``test_loss`` and ``n_test``, the same numbers as the run's
+        ``summary.json`` for the same data; ``per_class`` (class name -> ``precision``, ``recall``,
+        ``f1``, ``support``), their ``macro`` and ``weighted`` means, ``class_names`` and
+        ``confusion_matrix`` (C lists of C counts, rows true class, columns predicted class).
 
     Raises
     ------
@@ -1444,8 +1465,22 @@ def evaluate_run(
             f"{run_dir}: the model's classes {loaded.classes} differ from the data's {dataset.classes}"
         )
     x_test = pixels_to_features(dataset.x_test, loaded.network.dtype)
-    scores, _ = _score(loaded.network, x_test, dataset.y_test)
-    return {"test_accuracy": scores["accuracy"], "test_loss": scores["loss"], "n_test": len(dataset.y_test)}
+    scores, predicted = _score(loaded.network, x_test, dataset.y_test)
+    confusion = confusion_matrix(dataset.y_test, predicted, num_classes=len(loaded.classes))  # (C, C)
+    per_class = classification_scores(confusion)
+    return {
+        "test_accuracy": scores["accuracy"],
+        "test_loss": scores["loss"],
+        "n_test": len(dataset.y_test),
+        "per_class": {
+            name: {key: per_class[key][k].item() for key in ("precision", "recall", "f1", "support")}
+            for k, name in enumerate(loaded.classes)
+        },
+        "macro": per_class["macro"],
+        "weighted": per_class["weighted"],
+        "class_names": list(loaded.classes),
+        "confusion_matrix": confusion.tolist(),
+    }
 
 
 @dataclass(frozen=True)

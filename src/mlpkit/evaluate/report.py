@@ -330,12 +330,13 @@ def _result_section(
         min_delta = stopping.get("min_delta") or 0.0
         by_more = f" by more than {min_delta:g}" if min_delta else ""
         of = f" of {planned}" if planned else ""
+        patience = stopping.get("patience", "?")
         words += (
             f" Early stopping ended training after epoch {run}{of}: the {score_name} had not improved"
-            f"{by_more} for {stopping.get('patience', '?')} epochs."
+            f"{by_more} for {patience} epoch{'' if patience == 1 else 's'}."
         )
     elif planned is not None and run == planned:
-        words += f" Training ran all {planned} epochs."
+        words += " Training ran its one epoch." if planned == 1 else f" Training ran all {planned} epochs."
     elif stop_reason:
         words += f" Training stopped after epoch {run}: {stop_reason}."
     if best == run:

@@ -220,7 +220,8 @@ class EpochTrainer:
             self.history.stop_reason = f"early stopping: {self.early_stopping.reason}"  # type: ignore[union-attr]
             logger.info(self.history.stop_reason)
         else:
-            self.history.stop_reason = f"completed {self.epochs_done} epochs"
+            done = self.epochs_done
+            self.history.stop_reason = f"completed {done} epoch{'' if done == 1 else 's'}"
         if self.on_epoch_end is not None and self._is_rank_zero():
             self.on_epoch_end(record)
         return stop
