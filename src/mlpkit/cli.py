@@ -42,6 +42,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+from tqdm.auto import tqdm
+
 from mlpkit import __version__
 from mlpkit._optional import EXTRAS
 from mlpkit.config import (
@@ -517,6 +519,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _BarSafeHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Log lines written above a progress bar instead of through it (``tqdm.write``)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # as logging.StreamHandler: a failing handler must not end the run
+            self.handleError(record)
+
+
 class _LogFormatter(logging.Formatter):
     """Info as plain lines; warnings and errors prefixed like the CLI's own errors."""
 
@@ -543,7 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
 
     package_logger = logging.getLogger("mlpkit")
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _BarSafeHandler(sys.stderr)
     handler.setFormatter(_LogFormatter("%(message)s"))
     previous_level = package_logger.level
     package_logger.addHandler(handler)

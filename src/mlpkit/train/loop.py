@@ -17,6 +17,7 @@ those steps, and the order in which an epoch's bookkeeping happens, is written o
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,7 @@ from mlpkit._checks import check_choice, check_nonnegative_int, check_positive_i
 from mlpkit.errors import TrainingDivergedError
 from mlpkit.train.early_stopping import EarlyStopping
 from mlpkit.train.history import History
+from mlpkit.train.progress import RunProgress
 from mlpkit.train.schedules import Schedule
 
 logger = logging.getLogger(__name__)
@@ -55,7 +57,9 @@ class EpochTrainer:
     schedule : Schedule or None
         Sets the learning rate before each epoch; stepped with the monitored score after it.
     progress : bool
-        Show a progress bar per epoch (the CLI turns it on for terminals).
+        Show one progress bar for each :meth:`fit`, with the running loss and accuracy and the time
+        left for the whole fit (:class:`~mlpkit.train.progress.RunProgress`; the CLI turns it on
+        for terminals).
     on_epoch_end : callable or None
         Called with each finished epoch's record once the trainer's whole state is updated.
     """
@@ -84,6 +88,7 @@ class EpochTrainer:
         self.best_state: Any = None
         self.best_tracker = EarlyStopping(patience=1, mode=MONITORS[monitor], monitor=monitor)
         self.stopped_early = False
+        self._progress = RunProgress(epochs=0, batches=0, enabled=False)  # fit() makes the real one
 
     # -- what a subclass provides --------------------------------------------------------------
 
@@ -174,9 +179,18 @@ class EpochTrainer:
         monitor = self.monitor if has_val else "train_loss"
         if monitor != self.best_tracker.monitor:
             self.best_tracker = EarlyStopping(patience=1, mode=MONITORS[monitor], monitor=monitor)
-        for _ in range(epochs):
-            if self._run_epoch(x, y, x_val if has_val else None, y_val, monitor):
-                break
+        self._progress = RunProgress(
+            epochs=epochs,
+            batches=math.ceil(len(x) / self.batch_size),
+            enabled=self.progress and self._is_rank_zero(),
+            first_epoch=self.epochs_done + 1,
+        )
+        try:
+            for _ in range(epochs):
+                if self._run_epoch(x, y, x_val if has_val else None, y_val, monitor):
+                    break
+        finally:
+            self._progress.close()
         if self.restore_best and self.best_state is not None:
             self.restore_best_weights()
         return self.history
@@ -184,6 +198,7 @@ class EpochTrainer:
     def _run_epoch(self, x: Any, y: Any, x_val: Any, y_val: Any, monitor: str) -> bool:
         """Steps 1-6 of the module docstring for one epoch; return True when training should stop."""
         start = time.perf_counter()
+        self._progress.start_epoch(self.epochs_done + 1)
         if self.schedule is not None:
             self._set_lr(self.schedule.lr)
         lr = self.lr

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from mlpkit.engine.losses import BCEWithLogitsLoss, Loss, SoftmaxCrossEntropyLoss
 from mlpkit.engine.network import Sequential
@@ -166,10 +165,12 @@ class NumpyTrainer(EpochTrainer):
         order = self.rng.permutation(n)
         epoch = self.epochs_done + 1
         total_loss, correct, counted = 0.0, 0, True
-        batches = range(0, n, self.batch_size)
-        for start in tqdm(
-            batches, leave=False, unit="batch", disable=not self.progress, desc=f"epoch {epoch}"
-        ):
+        seen = 0
+
+        def running() -> tuple[float, float | None]:  # read by the progress bar when it redraws
+            return total_loss / seen, (correct / seen if counted else None)
+
+        for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
             xb, yb = x[idx], y[idx]  # (B, D), (B,)
             if self.augment is not None:
@@ -185,10 +186,12 @@ class NumpyTrainer(EpochTrainer):
             network.backward_params(loss.backward())
             optimizer.step()
             total_loss += batch_loss * len(idx)
+            seen += len(idx)
             if hits is None:
                 counted = False
             else:
                 correct += hits
+            self._progress.step(running)
         return total_loss / n, (correct / n if counted else None)
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float | None]:

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from mlpkit._checks import (
     check_positive_float,
@@ -250,7 +249,7 @@ class TorchTrainer(EpochTrainer):
         from ``rng`` for the whole global batch, as the NumPy trainer draws them, so the two
         engines see the same images for one seed, and N processes the same as one.
     progress : bool
-        Show a tqdm progress bar per epoch (off unless asked).
+        Show one progress bar per :meth:`fit` (off unless asked; see ``EpochTrainer``).
     on_epoch_end : callable or None
         Called with each finished epoch's record, after the trainer's whole state (early
         stopping, schedule, best weights) is updated, so a checkpoint written there resumes
@@ -412,9 +411,13 @@ class TorchTrainer(EpochTrainer):
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         epoch = self.epochs_done + 1
-        for start in tqdm(
-            starts, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not self.progress
-        ):
+        seen = 0  # rows of this rank's shards so far: the bar shows rank 0's running numbers
+
+        def running() -> tuple[float, float | None]:  # a device-to-host read: only when the bar redraws
+            acc = correct.item() / max(seen, 1) if self._correct is not None else None
+            return loss_sum.item() / max(seen, 1), acc
+
+        for start in starts:
             idx = order[start : start + self.batch_size]  # (B,) global batch
             crops = None
             if self.augment is not None:  # every rank drew every crop: the generators stay in step
@@ -433,6 +436,7 @@ class TorchTrainer(EpochTrainer):
             if len(idx):
                 loss = loss_fn(logits, yb)
                 loss_sum += loss.detach() * len(idx)
+                seen += len(idx)
                 if self._correct is not None:
                     correct += self._correct(logits.detach(), yb)
             else:  # an empty shard still joins DDP's all-reduce
@@ -442,6 +446,7 @@ class TorchTrainer(EpochTrainer):
             if self.grad_clip_norm is not None:
                 nn.utils.clip_grad_norm_(self._params, self.grad_clip_norm)
             optimizer.step()
+            self._progress.step(running)
         totals = all_reduce_sum(torch.stack([loss_sum, correct.to(torch.float64)]))  # sums over ranks
         # A last batch can turn the weights to NaN while its own loss is still finite: check both.
         nonfinite = torch.stack([~torch.isfinite(p).all() for p in self._params]).sum().to(torch.float64)
