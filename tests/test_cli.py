@@ -804,3 +804,16 @@ def test_predict_top_k_and_probabilities(
         assert sum(every) == pytest.approx(1.0, abs=1e-5)
     code, _, err = run_cli("predict", run[0], tmp_path / "x.npy", "--top-k", "11")
     assert code == 2 and "top_k must be an int from 1 to the 10 classes, got 11" in err
+
+
+def test_the_log_names_the_data_directory_once(data_dir: Path, tmp_path: Path) -> None:
+    code, _, err = run_cli(*train_args(data_dir, tmp_path / "run", "--epochs", "1"))
+    assert code == 0, err
+    assert err.count(str(data_dir)) == 1
+    assert "model: 784-32-10 MLP (relu), 25,450 parameters (99.4 KiB as float32)" in err   # Keras' summary()
+    epoch_line = next(line for line in err.splitlines() if line.startswith("epoch 1/1"))
+    assert re.fullmatch(
+        r"epoch 1/1  train_loss \d\.\d{4}  train_accuracy \d\.\d{4}  val_loss \d\.\d{4}  "
+        r"val_accuracy \d\.\d{4}  lr 0\.3  \(\d+\.\d\d s\)",
+        epoch_line,
+    )

@@ -362,7 +362,7 @@ def _locate(
             continue
         found, why = _find_files(directory, spec)
         if found is not None:
-            logger.info("using %s from %s", spec.title, directory)
+            logger.debug("using %s from %s", spec.title, directory)  # the caller says where it trains from
             return directory
         looked.append(f"{directory} ({label}): {why}")
         if label == f"${DATA_ENV_VAR}/{spec.slug}":
