@@ -22,6 +22,7 @@ EXTRAS: dict[str, str] = {
     "torch": "torch",
     "sklearn": "sklearn",
     "PIL": "images",
+    "pyarrow": "tables",
 }
 """Top-level module -> the ``mlpkit[...]`` extra that installs it (see pyproject.toml)."""
 
