@@ -18,7 +18,6 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
-import mlpkit.run as run_module
 import mlpkit.train.numpy_checkpoint as numpy_checkpoint
 from fakedata import N_TEST, N_TRAIN, interrupt_after, snapshot, write_fake_fashion_mnist
 from mlpkit.config import DataConfig, EarlyStoppingConfig, ModelConfig, OptimConfig, RunConfig, RunSettings
@@ -334,14 +333,6 @@ def assert_same_weights(first: Path, second: Path) -> None:
     assert a.keys() == b.keys()
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-
-
-def test_weights_given_as_transposed_views_are_stored_in_their_logical_order(tmp_path: Path) -> None:
-    # safetensors itself stores a view's memory, not its values: [[0, 3], [1, 4], [2, 5]] would
-    # come back as [[0, 1], [2, 3], [4, 5]].
-    weight = np.arange(6, dtype=np.float32).reshape(2, 3)
-    run_module._save_state(tmp_path / "w.safetensors", {"0.weight": weight.T}, {})
-    np.testing.assert_array_equal(load_file(str(tmp_path / "w.safetensors"))["0.weight"], weight.T)
 
 
 def test_an_interrupted_numpy_run_resumed_equals_the_uninterrupted_run_bit_for_bit(

@@ -22,7 +22,6 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
-import mlpkit.run as run_module
 from fakedata import interrupt_after, write_fake_fashion_mnist
 from mlpkit.config import DataConfig, EarlyStoppingConfig, ModelConfig, OptimConfig, RunConfig, RunSettings
 from mlpkit.errors import CheckpointError, ConfigError
@@ -332,10 +331,6 @@ def test_resume_with_another_architecture_names_the_tensor_and_changes_nothing(
     ):
         resume_run(copy)
     assert snapshot(copy) == before
-
-
-def test_the_checkpoint_file_names_are_those_of_the_checkpoint_module() -> None:
-    assert run_module.CHECKPOINT_FILE == CHECKPOINT_JSON  # run.py names them without importing torch
 
 
 def test_overwrite_removes_a_stale_checkpoint(runs: dict[str, Any], data_dir: Path, tmp_path: Path) -> None:

@@ -43,20 +43,16 @@ import json
 import logging
 import math
 import os
-import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 from mlpkit import __version__
-from mlpkit._io import atomic_path, atomic_write_json, atomic_write_text, ensure_writable_dir
+from mlpkit._io import atomic_write_json, atomic_write_text
 from mlpkit._optional import require
-from mlpkit._provenance import provenance
 from mlpkit.config import RunConfig, load_config
 from mlpkit.data.augment import ShiftFlip
 from mlpkit.data.fashion_mnist import FASHION_MNIST, FashionMNIST, load_fashion_mnist
@@ -69,14 +65,32 @@ from mlpkit.errors import (
     ConfigError,
     DataFormatError,
     MlpkitError,
-    OutputError,
     TrainingDivergedError,
 )
 from mlpkit.evaluate.metrics import accuracy, classification_scores, confusion_matrix, log_loss
 from mlpkit.evaluate.report import render_report
+from mlpkit.rundir import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    CURVES_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    PREDICTIONS_FILE,
+    REPORT_FILE,
+    RUN_FILES,
+    SUMMARY_FILE,
+    MetricsLog,
+    Session,
+    after_interrupt,
+    checkpoint_epoch,
+    prepare_run_dir,
+    remove_if_unused,
+    save_weights,
+    write_config,
+)
 from mlpkit.spec import MLPSpec
 from mlpkit.train import EarlyStopping, History, NumpyTrainer, predict_logits
-from mlpkit.train.checkpoint_files import CHECKPOINT_JSON, TENSORS_GLOB, has_checkpoint
+from mlpkit.train.checkpoint_files import has_checkpoint
 from mlpkit.train.numpy_trainer import MONITORS as MONITOR_MODES
 from mlpkit.train.schedules import Schedule, make_schedule
 
@@ -96,18 +110,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
-MODEL_FILE = "model.safetensors"
-REPORT_FILE = "report.md"
-CURVES_FILE = "curves.png"
-PREDICTIONS_FILE = "predictions.png"
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, MODEL_FILE, REPORT_FILE, CURVES_FILE, PREDICTIONS_FILE)
-"""Every file a run writes; ``overwrite`` removes these and a checkpoint from an existing directory."""
-CHECKPOINT_FILE, CHECKPOINT_TENSORS_GLOB = CHECKPOINT_JSON, TENSORS_GLOB
-"""Either engine's checkpoint (``mlpkit.train.checkpoint_files``): the JSON commit point and its tensors."""
 
 PREVIEW_IMAGES = 25
 """Test images shown in ``predictions.png`` (the first ones, so every run of a data set shows the same)."""
@@ -225,74 +227,6 @@ class RunResult:
     rank: int = 0
 
 
-class _MetricsLog:
-    """``metrics.jsonl``: one line per finished epoch, appended, flushed and fsynced at once."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.lines: list[str] = []
-
-    def append(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, allow_nan=False)
-        try:
-            with open(self.path, "a", encoding="utf-8") as file:
-                file.write(line + "\n")
-                file.flush()
-                os.fsync(file.fileno())
-        except OSError as exc:
-            raise OutputError(f"cannot append to {self.path}: {exc.strerror or exc}") from exc
-        self.lines.append(line)
-
-    def rewrite(self, records: list[dict[str, Any]] | None = None) -> None:
-        """Write the whole file again, atomically, from the lines appended so far (or ``records``)."""
-        if records is not None:
-            self.lines = [json.dumps(record, allow_nan=False) for record in records]
-        atomic_write_text(self.path, "".join(f"{line}\n" for line in self.lines))
-
-
-def _default_run_dir(name: str) -> Path:
-    """``runs/<YYYYmmdd-HHMMSS>-<name>`` under the current directory, suffixed -2, -3... if taken."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "run"
-    base = Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{safe}"
-    candidate, n = base, 1
-    while candidate.exists():
-        n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
-    return candidate
-
-
-def _prepare_run_dir(config: RunConfig, *, overwrite: bool) -> tuple[Path, bool]:
-    """Create or check the run directory before any work; return it and whether it was created.
-
-    Raises
-    ------
-    OutputError
-        If the directory exists and is not empty (without ``overwrite``), or cannot be written.
-    """
-    run_dir = Path(config.run.out) if config.run.out else _default_run_dir(config.name)
-    if run_dir.is_dir():
-        try:
-            existing = sorted(entry.name for entry in run_dir.iterdir())
-        except OSError as exc:
-            raise OutputError(f"cannot read output directory {run_dir}: {exc.strerror or exc}") from exc
-        if existing and not overwrite:
-            shown = ", ".join(existing[:4]) + (", ..." if len(existing) > 4 else "")
-            raise OutputError(
-                f"run directory {run_dir} already exists and is not empty ({shown}); nothing was changed. "
-                f"Choose another --out, or pass --overwrite to replace its run files"
-            )
-    created = not run_dir.exists()
-    ensure_writable_dir(run_dir)
-    if overwrite:
-        # Only the files a run writes: a stale model must not outlive a new run that diverges, and
-        # a stale checkpoint must not be resumed under the new run's config.json.
-        stale = [run_dir / name for name in (*RUN_FILES, CHECKPOINT_FILE)]
-        stale += run_dir.glob(CHECKPOINT_TENSORS_GLOB)
-        for path in stale:
-            path.unlink(missing_ok=True)
-    return run_dir, created
-
-
 def _model_metadata(spec: MLPSpec, classes: tuple[str, ...], epoch: int, engine: str) -> dict[str, str]:
     """safetensors metadata (str -> str): enough to rebuild the network without config.json."""
     return {
@@ -303,17 +237,6 @@ def _model_metadata(spec: MLPSpec, classes: tuple[str, ...], epoch: int, engine:
         "engine": engine,
         "mlpkit_version": __version__,
     }
-
-
-def _save_state(path: Path, state: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
-    """Write weights in the shared layout (``"{i}.weight"`` as (out, in)) atomically, for either engine."""
-    from safetensors.numpy import save_file
-
-    # safetensors writes an array's memory as it lies: a transposed view would be stored with its
-    # new shape but in its old order, silently. C-ordered copies are stored as they read.
-    state = {name: np.ascontiguousarray(a) for name, a in state.items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
 
 
 def _score(network: Sequential, x: np.ndarray, y: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
@@ -437,29 +360,6 @@ def _build_trainer(
     )
 
 
-class _Session:
-    """One session of a run (the first, or a resume): when and from what command it started, and the
-    seconds the run has taken across sessions (earlier sessions' time plus this one's so far)."""
-
-    def __init__(self, command: Sequence[str] | None) -> None:
-        self.before = 0.0
-        self.start = time.perf_counter()
-        self.facts = provenance(command)
-
-    def seconds(self) -> float:
-        return self.before + time.perf_counter() - self.start
-
-    def resume(self, extra: Any, records: list[dict[str, Any]], run_dir: Path) -> None:
-        """Take the time spent so far: the finished run's summary when it describes the checkpoint's
-        epoch (a run being extended), else the checkpoint's (older checkpoints: the epochs' seconds)."""
-        saved = extra.get("wall_seconds") if isinstance(extra, dict) else None
-        self.before = float(saved) if isinstance(saved, int | float) else sum(r["seconds"] for r in records)
-        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
-            summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
-            if summary.get("epochs_run") == len(records):
-                self.before = max(self.before, float(summary["wall_seconds"]))
-
-
 def _check_engine(config: RunConfig) -> None:
     """Refuse, before anything is written, what the configured engine cannot do here."""
     world_size = os.environ.get("WORLD_SIZE", "1")
@@ -577,12 +477,12 @@ class _EpochWriter:
         classes: tuple[str, ...],
         epochs: int,
         keep_every_epoch: bool,
-        session: _Session,
+        session: Session,
     ) -> None:
         self.run_dir = run_dir
         self.session = session
         self.recorded = recorded
-        self.metrics = _MetricsLog(run_dir / METRICS_FILE)
+        self.metrics = MetricsLog(run_dir / METRICS_FILE)
         self.model_path = run_dir / MODEL_FILE
         self.trainer = trainer
         self.spec, self.classes, self.epochs = spec, classes, epochs
@@ -611,7 +511,7 @@ class _EpochWriter:
         return {"config": self.recorded.to_dict(), "wall_seconds": self.session.seconds()}
 
     def save_model(self, state: dict[str, np.ndarray], epoch: int) -> None:
-        _save_state(self.model_path, state, _model_metadata(self.spec, self.classes, epoch, self.engine))
+        save_weights(self.model_path, state, _model_metadata(self.spec, self.classes, epoch, self.engine))
         self.saved_epoch = epoch
 
     def __call__(self, record: dict[str, Any]) -> None:
@@ -722,9 +622,9 @@ def _numpy_run(
     """:func:`train_run` and :func:`resume_run` on the NumPy engine."""
     from mlpkit.train.numpy_checkpoint import load_numpy_checkpoint
 
-    session = _Session(command)
+    session = Session(command)
     if resume_dir is None:
-        run_dir, created = _prepare_run_dir(config, overwrite=overwrite)
+        run_dir, created = prepare_run_dir(config.run.out, config.name, overwrite=overwrite)
     else:
         run_dir, created = resume_dir, False
     logger.info("%s: %s", "run directory" if resume_dir is None else "resuming the run in", run_dir)
@@ -735,7 +635,7 @@ def _numpy_run(
         _log_model(spec, config, len(data.y_train))
         _check_memory(spec, config, len(data.y_train))
     except BaseException:
-        _remove_if_unused(run_dir, created)
+        remove_if_unused(run_dir, created)
         raise
 
     has_val = data.x_val is not None
@@ -755,7 +655,7 @@ def _numpy_run(
         keep_every_epoch=not restore_best, session=session,
     )
     trainer.on_epoch_end = writer
-    _write_config(run_dir, recorded)
+    write_config(run_dir, recorded.to_dict())
     if resume_dir is not None:
         _restart_files(writer, trainer, restore_best=restore_best)
         _log_nothing_to_train(trainer, config.optim.epochs)
@@ -769,7 +669,7 @@ def _numpy_run(
     except TrainingDivergedError as exc:
         raise _write_diverged_summary(run_dir, exc, writer, data=data) from exc
     except KeyboardInterrupt:
-        _after_interrupt(run_dir, created=created, new_run=resume_dir is None)
+        after_interrupt(run_dir, created=created, new_run=resume_dir is None)
         raise
 
     writer.metrics.rewrite()
@@ -785,15 +685,6 @@ def _numpy_run(
         engine=engine,
     )
     return RunResult(run_dir, config, history, summary)
-
-
-def _write_config(run_dir: Path, recorded: RunConfig) -> None:
-    """Write ``config.json``, or rewrite it on resume when settings changed (``--epochs``, ``--data-dir``)."""
-    path, payload = run_dir / CONFIG_FILE, recorded.to_dict()
-    with contextlib.suppress(OSError, ValueError):
-        if json.loads(path.read_text(encoding="utf-8")) == payload:
-            return
-    atomic_write_json(path, payload)
 
 
 def _already_finished(run_dir: Path, config: RunConfig, trainer: Any, rank: int = 0) -> RunResult | None:
@@ -812,41 +703,6 @@ def _already_finished(run_dir: Path, config: RunConfig, trainer: Any, rank: int 
     return RunResult(run_dir, config, trainer.history, summary if rank == 0 else {}, rank=rank)
 
 
-def _after_interrupt(run_dir: Path, *, created: bool, new_run: bool) -> None:
-    """After Ctrl-C: say how to go on, or, before any checkpoint of a new run, leave nothing behind.
-
-    A new run interrupted before its first checkpoint cannot be resumed; its few files (the config,
-    an empty metrics log) would only make the same command refuse the directory next time.
-    """
-    if new_run and not has_checkpoint(run_dir):
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-        _remove_if_unused(run_dir, created)
-        logger.warning(
-            "interrupted before the first epoch finished; nothing to resume, so %s was %s: "
-            "run the same command again to start over",
-            run_dir, "removed" if created else "emptied",
-        )
-        return
-    _log_interrupt(run_dir)
-
-
-def _log_interrupt(run_dir: Path) -> None:
-    """Tell an interrupted run's user whether and how it can go on.
-
-    The checkpoint, not the trainer, says where: an interrupt between an epoch's metrics line and
-    its checkpoint leaves the previous epoch's checkpoint (that epoch is then trained again).
-    """
-    try:
-        epoch = json.loads((run_dir / CHECKPOINT_FILE).read_text(encoding="utf-8"))["epoch"]
-    except (OSError, ValueError, KeyError, TypeError):
-        logger.warning("interrupted before the first checkpoint was written; %s cannot be resumed", run_dir)
-        return
-    logger.warning(
-        "interrupted; the checkpoint holds epoch %s; continue with: mlpkit train --resume %s", epoch, run_dir
-    )
-
-
 def _log_nothing_to_train(trainer: Any, epochs: int) -> None:
     """On resume, say why no epoch will run (a finished or early-stopped run)."""
     if trainer.stopped_early:
@@ -863,11 +719,6 @@ def _recorded(config: RunConfig) -> RunConfig:
     return dataclasses.replace(config, data=data, run=dataclasses.replace(config.run, out=None))
 
 
-def _remove_if_unused(run_dir: Path, created: bool) -> None:
-    if created and run_dir.is_dir() and not any(run_dir.iterdir()):
-        run_dir.rmdir()  # leave no empty run directory behind a run that never started
-
-
 def _finish_run(
     run_dir: Path,
     recorded: RunConfig,
@@ -879,7 +730,7 @@ def _finish_run(
     history: History,
     monitor: str,
     data: _Splits,
-    session: _Session,
+    session: Session,
     restore_best: bool,
     engine: dict[str, Any],
 ) -> dict[str, Any]:
@@ -1050,10 +901,10 @@ def _run_dir_on_rank_zero(ctx: Any, config: RunConfig, *, overwrite: bool) -> tu
     broadcast, so all ranks go on or all stop (none waits forever for a rank that has quit).
     """
     if ctx is None:
-        return _prepare_run_dir(config, overwrite=overwrite)
+        return prepare_run_dir(config.run.out, config.name, overwrite=overwrite)
     if ctx.is_rank_zero:
         try:
-            run_dir, created = _prepare_run_dir(config, overwrite=overwrite)
+            run_dir, created = prepare_run_dir(config.run.out, config.name, overwrite=overwrite)
         except BaseException as exc:
             _broadcast_json(ctx, {"error": f"{type(exc).__name__}: {exc}"})
             raise
@@ -1134,7 +985,7 @@ def resume_run(
     config = _resume_config(Path(run_dir))
     overrides: dict[str, dict[str, Any]] = {}
     if epochs is not None:
-        done = _checkpoint_epoch(Path(run_dir))
+        done = checkpoint_epoch(Path(run_dir))
         if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs < done:
             raise ConfigError(
                 f"--epochs {epochs} is fewer than the {done} epochs {run_dir} has trained; "
@@ -1151,14 +1002,6 @@ def resume_run(
     return run(config, progress=progress, overwrite=False, resume_dir=Path(run_dir), command=command)
 
 
-def _checkpoint_epoch(run_dir: Path) -> int:
-    """The last epoch the checkpoint holds (checked to exist by :func:`_resume_config`)."""
-    try:
-        return int(json.loads((run_dir / CHECKPOINT_FILE).read_text(encoding="utf-8"))["epoch"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"cannot resume: {run_dir / CHECKPOINT_FILE} is unreadable ({exc})") from exc
-
-
 def _torch_run(
     config: RunConfig,
     *,
@@ -1172,7 +1015,7 @@ def _torch_run(
 
     from mlpkit.train.distributed import cleanup_distributed, init_distributed
 
-    session = _Session(command)
+    session = Session(command)
     owns_group = not (dist.is_available() and dist.is_initialized())
     ctx = init_distributed(config.run.device)  # None unless started by torchrun
     try:
@@ -1193,7 +1036,7 @@ def _torch_run_in_group(
     progress: bool,
     overwrite: bool,
     resume_dir: Path | None,
-    session: _Session,
+    session: Session,
 ) -> RunResult:
     import torch
 
@@ -1224,7 +1067,7 @@ def _torch_run_in_group(
 
     def leave_no_empty_directory() -> None:
         if rank_zero:
-            _remove_if_unused(run_dir, created)
+            remove_if_unused(run_dir, created)
 
     split_rng, init_rng, train_rng, torch_seed = _seeds(config.run.seed)
     torch.manual_seed(torch_seed + rank)  # dropout masks; the ranks draw different ones
@@ -1276,7 +1119,7 @@ def _torch_run_in_group(
     )
     trainer.on_epoch_end = writer  # called on rank 0 only
     if rank_zero:
-        _write_config(run_dir, recorded)
+        write_config(run_dir, recorded.to_dict())
         if resume_dir is not None:
             _restart_files(writer, trainer, restore_best=restore_best)
             _log_nothing_to_train(trainer, config.optim.epochs)
@@ -1289,7 +1132,7 @@ def _torch_run_in_group(
         raise _write_diverged_summary(run_dir, exc, writer, data=data) from exc
     except KeyboardInterrupt:
         if rank_zero:
-            _after_interrupt(run_dir, created=created, new_run=resume_dir is None)
+            after_interrupt(run_dir, created=created, new_run=resume_dir is None)
         raise
     if not rank_zero:
         return RunResult(run_dir, config, history, {}, rank=rank)

@@ -1,0 +1,234 @@
+"""A run directory's lifecycle and files, the same for every task and engine.
+
+A training run writes one directory::
+
+    config.json        everything needed to repeat the run (without its output directory)
+    metrics.jsonl      one JSON object per finished epoch, appended and fsynced as each epoch ends
+    summary.json       the final scores, the best epoch, why it stopped, how the run was made
+    model.safetensors  the weights to deliver (never pickle), with what rebuilds the model as metadata
+    report.md          the run for a person to read
+    *.png              the figures of the report
+    checkpoint.json    the commit point of the checkpoint of the last finished epoch, naming its
+                       checkpoint-epoch*.safetensors (see :mod:`mlpkit.train.checkpoint_files`)
+
+This module owns the names of those files, creating the directory (never over an earlier run by
+surprise), appending to and rewriting the metrics log, writing weights, and what is left after an
+interrupt. A run is one or more sessions (the first, then each ``--resume``): :class:`Session`
+says when and from what command this one started, and adds up the seconds of all of them. Every
+file is written atomically (temporary file, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlpkit._io import atomic_path, atomic_write_json, atomic_write_text, ensure_writable_dir
+from mlpkit._provenance import provenance
+from mlpkit.errors import CheckpointError, OutputError
+from mlpkit.train.checkpoint_files import CHECKPOINT_JSON, TENSORS_GLOB, has_checkpoint
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "CONFIG_FILE",
+    "METRICS_FILE",
+    "MODEL_FILE",
+    "REPORT_FILE",
+    "RUN_FILES",
+    "SUMMARY_FILE",
+    "MetricsLog",
+    "Session",
+    "after_interrupt",
+    "checkpoint_epoch",
+    "default_run_dir",
+    "log_interrupt",
+    "prepare_run_dir",
+    "remove_if_unused",
+    "save_weights",
+    "write_config",
+]
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+MODEL_FILE = "model.safetensors"
+REPORT_FILE = "report.md"
+CURVES_FILE = "curves.png"
+PREDICTIONS_FILE = "predictions.png"
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, MODEL_FILE, REPORT_FILE, CURVES_FILE, PREDICTIONS_FILE)
+"""Every file a run writes; ``overwrite`` removes these and a checkpoint from an existing directory."""
+CHECKPOINT_FILE, CHECKPOINT_TENSORS_GLOB = CHECKPOINT_JSON, TENSORS_GLOB
+"""Either engine's checkpoint (``mlpkit.train.checkpoint_files``): the JSON commit point and its tensors."""
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one line per finished epoch, appended, flushed and fsynced at once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines: list[str] = []
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, allow_nan=False)
+        try:
+            with open(self.path, "a", encoding="utf-8") as file:
+                file.write(line + "\n")
+                file.flush()
+                os.fsync(file.fileno())
+        except OSError as exc:
+            raise OutputError(f"cannot append to {self.path}: {exc.strerror or exc}") from exc
+        self.lines.append(line)
+
+    def rewrite(self, records: list[dict[str, Any]] | None = None) -> None:
+        """Write the whole file again, atomically, from the lines appended so far (or ``records``)."""
+        if records is not None:
+            self.lines = [json.dumps(record, allow_nan=False) for record in records]
+        atomic_write_text(self.path, "".join(f"{line}\n" for line in self.lines))
+
+
+def default_run_dir(name: str) -> Path:
+    """``runs/<YYYYmmdd-HHMMSS>-<name>`` under the current directory, suffixed -2, -3... if taken."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "run"
+    base = Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{safe}"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def prepare_run_dir(out: str | os.PathLike[str] | None, name: str, *, overwrite: bool) -> tuple[Path, bool]:
+    """Create or check the run directory before any work; return it and whether it was created.
+
+    ``out`` is the directory asked for; ``None`` makes ``runs/<time>-<name>`` (:func:`default_run_dir`).
+
+    Raises
+    ------
+    OutputError
+        If the directory exists and is not empty (without ``overwrite``), or cannot be written.
+    """
+    run_dir = Path(out) if out else default_run_dir(name)
+    if run_dir.is_dir():
+        try:
+            existing = sorted(entry.name for entry in run_dir.iterdir())
+        except OSError as exc:
+            raise OutputError(f"cannot read output directory {run_dir}: {exc.strerror or exc}") from exc
+        if existing and not overwrite:
+            shown = ", ".join(existing[:4]) + (", ..." if len(existing) > 4 else "")
+            raise OutputError(
+                f"run directory {run_dir} already exists and is not empty ({shown}); nothing was changed. "
+                f"Choose another --out, or pass --overwrite to replace its run files"
+            )
+    created = not run_dir.exists()
+    ensure_writable_dir(run_dir)
+    if overwrite:
+        # Only the files a run writes: a stale model must not outlive a new run that diverges, and
+        # a stale checkpoint must not be resumed under the new run's config.json.
+        stale = [run_dir / name for name in (*RUN_FILES, CHECKPOINT_FILE)]
+        stale += run_dir.glob(CHECKPOINT_TENSORS_GLOB)
+        for path in stale:
+            path.unlink(missing_ok=True)
+    return run_dir, created
+
+
+def save_weights(path: Path, state: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    """Write weights in the shared layout (``"{i}.weight"`` as (out, in)) atomically, for either engine."""
+    from safetensors.numpy import save_file
+
+    # safetensors writes an array's memory as it lies: a transposed view would be stored with its
+    # new shape but in its old order, silently. C-ordered copies are stored as they read.
+    state = {name: np.ascontiguousarray(a) for name, a in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+
+
+class Session:
+    """One session of a run (the first, or a resume): when and from what command it started, and the
+    seconds the run has taken across sessions (earlier sessions' time plus this one's so far)."""
+
+    def __init__(self, command: Sequence[str] | None) -> None:
+        self.before = 0.0
+        self.start = time.perf_counter()
+        self.facts = provenance(command)
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+    def resume(self, extra: Any, records: list[dict[str, Any]], run_dir: Path) -> None:
+        """Take the time spent so far: the finished run's summary when it describes the checkpoint's
+        epoch (a run being extended), else the checkpoint's (older checkpoints: the epochs' seconds)."""
+        saved = extra.get("wall_seconds") if isinstance(extra, dict) else None
+        self.before = float(saved) if isinstance(saved, int | float) else sum(r["seconds"] for r in records)
+        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+            summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+            if summary.get("epochs_run") == len(records):
+                self.before = max(self.before, float(summary["wall_seconds"]))
+
+
+def write_config(run_dir: Path, payload: dict[str, Any]) -> None:
+    """Write ``config.json``, or rewrite it on resume when settings changed (``--epochs``, ``--data-dir``)."""
+    path = run_dir / CONFIG_FILE
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text(encoding="utf-8")) == payload:
+            return
+    atomic_write_json(path, payload)
+
+
+def after_interrupt(run_dir: Path, *, created: bool, new_run: bool) -> None:
+    """After Ctrl-C: say how to go on, or, before any checkpoint of a new run, leave nothing behind.
+
+    A new run interrupted before its first checkpoint cannot be resumed; its few files (the config,
+    an empty metrics log) would only make the same command refuse the directory next time.
+    """
+    if new_run and not has_checkpoint(run_dir):
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+        remove_if_unused(run_dir, created)
+        logger.warning(
+            "interrupted before the first epoch finished; nothing to resume, so %s was %s: "
+            "run the same command again to start over",
+            run_dir, "removed" if created else "emptied",
+        )
+        return
+    log_interrupt(run_dir)
+
+
+def log_interrupt(run_dir: Path) -> None:
+    """Tell an interrupted run's user whether and how it can go on.
+
+    The checkpoint, not the trainer, says where: an interrupt between an epoch's metrics line and
+    its checkpoint leaves the previous epoch's checkpoint (that epoch is then trained again).
+    """
+    try:
+        epoch = json.loads((run_dir / CHECKPOINT_FILE).read_text(encoding="utf-8"))["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        logger.warning("interrupted before the first checkpoint was written; %s cannot be resumed", run_dir)
+        return
+    logger.warning(
+        "interrupted; the checkpoint holds epoch %s; continue with: mlpkit train --resume %s", epoch, run_dir
+    )
+
+
+def remove_if_unused(run_dir: Path, created: bool) -> None:
+    if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()  # leave no empty run directory behind a run that never started
+
+
+def checkpoint_epoch(run_dir: Path) -> int:
+    """The last epoch the checkpoint holds (checked to exist by :func:`_resume_config`)."""
+    try:
+        return int(json.loads((run_dir / CHECKPOINT_FILE).read_text(encoding="utf-8"))["epoch"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"cannot resume: {run_dir / CHECKPOINT_FILE} is unreadable ({exc})") from exc
