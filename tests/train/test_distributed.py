@@ -2,16 +2,14 @@
 same global batch and seed; only rank 0 writes; metrics are reduced over ranks; helpers and errors.
 
 The two processes are started the way ``torchrun`` starts them (RANK, WORLD_SIZE, LOCAL_RANK,
-MASTER_ADDR, MASTER_PORT in the environment), each with one thread: this machine's two cores are
-shared, and more threads per process slow BLAS down several times.
+MASTER_ADDR, MASTER_PORT in the environment; :func:`launch.launch_ranks`, whose rendezvous port is
+bound before the ranks start, so no other process can take it), each with one thread: this
+machine's two cores are shared, and more threads per process slow BLAS down several times.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from mlpkit.train.distributed import (
     local_batch_size,
     shard_batch,
     shard_weight,
+    wait_for_every_rank,
 )
 from mlpkit.train.torch_trainer import TorchTrainer, build_loss, build_optimizer
 
@@ -104,53 +103,12 @@ def _worker(out: Path) -> None:
         cleanup_distributed()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _launch_two_ranks(tmp_path, port):
-    """Start both workers on ``port``; return their exit codes and outputs."""
-    procs = []
-    for rank in range(2):
-        env = os.environ | {
-            "RANK": str(rank),
-            "WORLD_SIZE": "2",
-            "LOCAL_RANK": str(rank),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": "1",
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, __file__, str(tmp_path)],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    outputs = []
-    for proc in procs:
-        try:
-            outputs.append(proc.communicate(timeout=100)[0])
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            pytest.fail("the DDP workers did not finish within 100 s")
-    return [proc.returncode for proc in procs], outputs
-
-
 def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_path):
-    # The port is free when chosen, but another process on the machine may take it before rank 0
-    # binds it; then (and only then) the launch is repeated on a new port.
-    for _attempt in range(3):
-        codes, outputs = _launch_two_ranks(tmp_path, _free_port())
-        if not any("address already in use" in out.lower() for out in outputs):
-            break
-    for rank, (code, output) in enumerate(zip(codes, outputs, strict=True)):
-        assert code == 0, f"rank {rank} failed:\n{output}"
+    from launch import launch_ranks  # here: the ranks run this file as a script, outside pytest's path
+
+    ranks = launch_ranks([__file__, str(tmp_path)], cwd=tmp_path, timeout=100)
+    for rank in ranks:
+        assert rank.returncode == 0, f"rank {rank.rank} failed:\n{rank.stderr}"
 
     # The single-process reference, same seed, same global batch.
     threads = torch.get_num_threads()
@@ -180,6 +138,51 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
     assert [r["direct"] for r in results] == [True, False]
     assert (tmp_path / "direct0" / "checkpoint.json").is_file() and not (tmp_path / "direct1").exists()
     assert json.loads((tmp_path / "run" / "checkpoint.json").read_text())["epoch"] == EPOCHS
+
+
+# -- leaving together ----------------------------------------------------------------------------
+
+_WAITER = (
+    "import os, sys, time\n"
+    "from pathlib import Path\n"
+    "from mlpkit.train.distributed import wait_for_every_rank\n"
+    "rank, out, late = os.environ['RANK'], Path(sys.argv[1]), sys.argv[2]\n"
+    "if rank == '1':\n"
+    "    if late == 'never':\n"
+    "        sys.exit(0)\n"
+    "    time.sleep(float(late))\n"
+    "    (out / 'rank1-done').write_text('')\n"
+    "start = time.monotonic()\n"
+    "arrived = wait_for_every_rank(1.0 if late == 'never' else 60.0)\n"
+    "print(arrived, (out / 'rank1-done').exists(), time.monotonic() - start >= 1.0)\n"
+)
+
+
+def test_wait_for_every_rank_lets_no_rank_leave_before_the_others_arrive(tmp_path):
+    from launch import launch_ranks
+
+    script = tmp_path / "waiter.py"
+    script.write_text(_WAITER)
+    # Rank 1 arrives 0.5 s late, after writing a file: rank 0 can only get past the wait once it exists.
+    rank0, rank1 = launch_ranks([str(script), str(tmp_path), "0.5"], cwd=tmp_path, timeout=60)
+    assert (rank0.returncode, rank1.returncode) == (0, 0), rank0.stderr + rank1.stderr
+    assert rank0.stdout.split()[:2] == rank1.stdout.split()[:2] == ["True", "True"]
+
+
+def test_wait_for_every_rank_gives_up_on_a_rank_that_never_comes(tmp_path):
+    from launch import launch_ranks
+
+    script = tmp_path / "waiter.py"
+    script.write_text(_WAITER)
+    rank0, rank1 = launch_ranks([str(script), str(tmp_path), "never"], cwd=tmp_path, timeout=60)
+    assert (rank0.returncode, rank1.returncode) == (0, 0), rank0.stderr
+    assert rank0.stdout == "False False True\n"                 # waited its full 1 s, then left alone
+    assert "1 of 2 ranks finished within 1 s; exiting without the others" in rank0.stderr
+
+
+def test_wait_for_every_rank_returns_at_once_without_a_launcher_store():
+    assert wait_for_every_rank(env={})                            # not under torchrun
+    assert wait_for_every_rank(env={"WORLD_SIZE": "2", "RANK": "0"})  # no agent store to count on
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -42,6 +43,7 @@ __all__ = [
     "local_batch_size",
     "shard_batch",
     "shard_weight",
+    "wait_for_every_rank",
 ]
 
 logger = logging.getLogger(__name__)
@@ -155,6 +157,57 @@ def cleanup_distributed() -> None:
     """Leave the process group if one was joined (safe to call always)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def wait_for_every_rank(timeout_seconds: float = 30.0, *, env: Mapping[str, str] | None = None) -> bool:
+    """Under torchrun, wait until every rank has called this too, or ``timeout_seconds`` have passed.
+
+    torchrun's agent stops all ranks (SIGTERM) as soon as one exits with an error, so a rank that
+    exits first can cut off what the others were about to print or clean up. A rank calls this
+    last, after it has reported its outcome, so that none exits before all are done. It counts on
+    the launcher's store at ``MASTER_ADDR:MASTER_PORT`` (``TORCHELASTIC_USE_AGENT_STORE=True``:
+    the agent hosts it), which outlives the process group, so it also works after
+    :func:`cleanup_distributed` and after a failure that left the group unusable.
+
+    Parameters
+    ----------
+    timeout_seconds : float
+        The longest wait, for a rank that died without calling this.
+    env : mapping or None
+        The environment to read (``os.environ`` when None).
+
+    Returns
+    -------
+    bool
+        True when every rank arrived (at once outside a multi-rank torchrun job); False on timeout.
+    """
+    env = os.environ if env is None else env
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or "WORLD_SIZE" not in env:
+        return True                                        # no launcher store: nobody stops the others
+    world_size = _env_int(env, "WORLD_SIZE")
+    if world_size <= 1:
+        return True
+    store = dist.TCPStore(
+        env["MASTER_ADDR"],
+        _env_int(env, "MASTER_PORT"),
+        world_size,
+        is_master=False,
+        timeout=timedelta(seconds=timeout_seconds),
+    )
+    # One counter per job and restart, so a restarted group does not count the last one's arrivals.
+    key = f"mlpkit/done/{env.get('TORCHELASTIC_RUN_ID', '')}/{env.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    deadline = time.monotonic() + timeout_seconds
+    arrived = store.add(key, 1)
+    while arrived < world_size:
+        if time.monotonic() >= deadline:
+            logger.warning(
+                "%d of %d ranks finished within %g s; exiting without the others",
+                arrived, world_size, timeout_seconds,
+            )
+            return False
+        time.sleep(0.05)
+        arrived = store.add(key, 0)
+    return True
 
 
 def is_distributed() -> bool:
