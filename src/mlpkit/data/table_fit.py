@@ -1,0 +1,340 @@
+"""Pass 1 over a training table: the vocabularies and statistics that fix every split's encoding.
+
+:func:`fit_table` reads the training file once, in chunks, and returns a :class:`FittedTable`:
+per column, the categories kept (by descending count, ties by value), whether cells were
+missing, numeric mean and standard deviation (merged chunk by chunk, Chan, Golub and LeVeque
+1979) and, for quantile bins, the edges placed on a uniform sample of at most
+:data:`QUANTILE_SAMPLE` values (reservoir sampling, Vitter 1985, with a fixed seed so that the
+same file gives the same bins). Memory grows with the number of distinct values kept, never with
+the number of rows; hashed columns keep none.
+
+A :class:`FittedTable` is plain JSON (:meth:`FittedTable.to_dict`), saved with the encoded arrays
+and, by a run, with its model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlpkit.data.fields import Field, FieldSpec
+from mlpkit.data.table_io import arrow, iter_chunks, missing_mask, to_floats, to_labels, to_strings
+from mlpkit.data.table_spec import ColumnConfig
+from mlpkit.errors import DataFormatError
+
+__all__ = ["QUANTILE_SAMPLE", "FittedColumn", "FittedTable", "fit_table", "tokens"]
+
+QUANTILE_SAMPLE = 1_000_000
+"""Values kept to place quantile bin edges; all of them when training has no more."""
+_QUANTILE_SEED = 0                  # fixed: the same training file gives the same edges in every run
+_MERGE_AT = 1 << 16                 # distinct values pending before per-chunk counts are merged
+# Numeric statistics work on blocks of this many values of the column, whatever the reading chunks,
+# so the fitted mean, std and bin edges do not depend on the chunk size down to the last bit.
+_STATS_BLOCK = 1 << 16
+
+
+@dataclass(frozen=True)
+class FittedColumn:
+    """What the training split taught about one column: enough to encode any file the same way.
+
+    Parameters
+    ----------
+    name : str
+    config : ColumnConfig
+    categories : tuple of str
+        Categorical and multi-valued columns with a vocabulary: the kept values in id order, the
+        first at :attr:`first_id`.
+    has_missing : bool
+        Whether the training split had missing cells (categorical columns: id 1 is "missing").
+    mean, std : float
+        Numeric columns: mean and population standard deviation of the training values present.
+    edges : tuple of float
+        Quantile bins: the ``bins - 1`` cut points.
+    max_len : int
+        Multi-valued columns: tokens kept per cell.
+    """
+
+    name: str
+    config: ColumnConfig
+    categories: tuple[str, ...] = ()
+    has_missing: bool = False
+    mean: float = 0.0
+    std: float = 1.0
+    edges: tuple[float, ...] = ()
+    max_len: int = 0
+
+    @property
+    def hashed(self) -> bool:
+        return self.config.hash_buckets is not None
+
+    @property
+    def first_id(self) -> int:
+        """Id of the first category (after OOV, missing or padding)."""
+        if self.config.kind == "multi":
+            return 2
+        return 2 if self.has_missing else 1
+
+    @property
+    def field(self) -> Field:
+        """The column as the model sees it."""
+        config = self.config
+        if config.kind == "numeric":
+            if config.transform == "quantile":
+                return Field(self.name, "categorical", int(config.bins or 0) + 2)
+            return Field(self.name, "numeric")
+        size = int(config.hash_buckets or 0) + 1 if self.hashed else self.first_id + len(self.categories)
+        if config.kind == "multi":
+            return Field(self.name, "multi", size, pooling=config.pooling or "mean", max_len=self.max_len)
+        return Field(self.name, "categorical", size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "config": self.config.to_dict(), "categories": list(self.categories),
+                "has_missing": self.has_missing, "mean": self.mean, "std": self.std,
+                "edges": list(self.edges), "max_len": self.max_len}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> FittedColumn:
+        return cls(raw["name"], ColumnConfig(**raw["config"]), tuple(raw["categories"]),
+                   bool(raw["has_missing"]), float(raw["mean"]), float(raw["std"]),
+                   tuple(float(e) for e in raw["edges"]), int(raw["max_len"]))
+
+
+@dataclass(frozen=True)
+class FittedTable:
+    """The fitted encoding of a table: save it with a model, to encode new files the same way.
+
+    Parameters
+    ----------
+    label : str
+        The label column.
+    columns : tuple of FittedColumn
+        The encoded columns, in spec (or file) order.
+    train_rows : int
+        Rows of the training split it was fitted on.
+    """
+
+    label: str
+    columns: tuple[FittedColumn, ...]
+    train_rows: int = 0
+
+    @property
+    def fields(self) -> FieldSpec:
+        return FieldSpec(tuple(c.field for c in self.columns))
+
+    @property
+    def vocabularies(self) -> dict[str, tuple[str, ...]]:
+        """Column -> its categories in id order (from ``first_id``), for columns with a vocabulary."""
+        return {c.name: c.categories for c in self.columns
+                if c.config.kind != "numeric" and not c.hashed}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "train_rows": self.train_rows,
+                "columns": [c.to_dict() for c in self.columns]}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> FittedTable:
+        return cls(raw["label"], tuple(FittedColumn.from_dict(c) for c in raw["columns"]),
+                   int(raw["train_rows"]))
+
+
+class _Counts:
+    """Occurrences of each distinct value over many chunks; per-chunk counts merged in amortised batches."""
+
+    def __init__(self) -> None:
+        self._merged: Any = None
+        self._pending: list[Any] = []
+        self._pending_size = 0
+
+    def add(self, values: Any) -> None:
+        pa, pc = arrow()
+        counted = pc.value_counts(values)
+        self._pending.append(pa.table({"v": counted.field("values"), "c": counted.field("counts")}))
+        self._pending_size += len(counted)
+        if self._pending_size > max(_MERGE_AT, 0 if self._merged is None else self._merged.num_rows):
+            self._merge()
+
+    def _merge(self) -> None:
+        pa, _ = arrow()
+        tables = ([] if self._merged is None else [self._merged]) + self._pending
+        if tables:
+            merged = pa.concat_tables(tables).group_by("v").aggregate([("c", "sum")])
+            self._merged = pa.table({"v": merged.column("v"), "c": merged.column("c_sum")})
+        self._pending, self._pending_size = [], 0
+
+    def categories(self, min_count: int) -> tuple[str, ...]:
+        """Values seen at least ``min_count`` times, most frequent first, ties by value."""
+        _, pc = arrow()
+        self._merge()
+        if self._merged is None:
+            return ()
+        kept = self._merged.filter(pc.greater_equal(self._merged.column("c"), min_count))
+        kept = kept.sort_by([("c", "descending"), ("v", "ascending")])
+        return tuple(kept.column("v").to_pylist())
+
+
+class _Moments:
+    """Count, mean and sum of squared deviations, merged chunk by chunk (Chan, Golub, LeVeque 1979)."""
+
+    def __init__(self) -> None:
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def add(self, x: np.ndarray) -> None:
+        if not len(x):
+            return
+        n_b, mean_b = len(x), float(x.mean())
+        m2_b = float(np.square(x - mean_b).sum())
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean += delta * n_b / n
+        self.m2 += m2_b + delta * delta * self.n * n_b / n
+        self.n = n
+
+    @property
+    def std(self) -> float:
+        return float(np.sqrt(self.m2 / self.n)) if self.n else 0.0
+
+
+class _Reservoir:
+    """A uniform sample of at most ``capacity`` values of a stream (Vitter's algorithm R, vectorised)."""
+
+    def __init__(self, capacity: int, rng: np.random.Generator) -> None:
+        self.capacity, self.rng, self.seen = capacity, rng, 0
+        self.sample = np.empty(0, dtype=np.float64)
+
+    def add(self, x: np.ndarray) -> None:
+        room = self.capacity - len(self.sample)
+        if room > 0:
+            self.sample = np.concatenate([self.sample, x[:room]])
+            self.seen += min(room, len(x))
+            x = x[room:]
+        if not len(x):
+            return
+        # Value t (0-based over the stream) replaces slot j ~ U{0..t} when j < capacity.
+        t = self.seen + np.arange(len(x))
+        slots = self.rng.integers(0, t + 1)
+        hit = np.flatnonzero(slots < self.capacity)
+        # A slot drawn twice in one chunk keeps the later value, as one-at-a-time sampling would.
+        last = len(hit) - 1 - np.unique(slots[hit][::-1], return_index=True)[1]
+        self.sample[slots[hit][last]] = x[hit][last]
+        self.seen += len(x)
+
+
+class _Fitter:
+    """Statistics of one column over the training chunks."""
+
+    def __init__(self, name: str, config: ColumnConfig, path: Path) -> None:
+        self.name, self.config, self.path = name, config, path
+        self.counts = _Counts()
+        self.has_missing = False
+        self.longest = 0
+        self.moments = _Moments()
+        self.reservoir = _Reservoir(QUANTILE_SAMPLE, np.random.default_rng(_QUANTILE_SEED))
+        self._pending: list[np.ndarray] = []                 # present values not yet in a block
+        self._pending_size = 0
+
+    def add(self, array: Any, first_row: int) -> None:
+        config = self.config
+        if config.kind == "numeric":
+            values, missing = to_floats(array, path=self.path, column=self.name, first_row=first_row)
+            present = values[~missing]
+            self._pending.append(present)
+            self._pending_size += len(present)
+            if self._pending_size >= _STATS_BLOCK:
+                self._blocks(final=False)
+        elif config.kind == "categorical":
+            strings = to_strings(array)
+            missing = missing_mask(strings)
+            self.has_missing |= bool(missing.any())
+            if not self.hashed:
+                _, pc = arrow()
+                self.counts.add(pc.filter(strings, ~missing))
+        else:
+            values, rows, n = tokens(array, config)
+            if len(rows):
+                self.longest = max(self.longest, int(np.bincount(rows, minlength=n).max()))
+            if not self.hashed:
+                self.counts.add(values)
+
+    @property
+    def hashed(self) -> bool:
+        return self.config.hash_buckets is not None
+
+    def _blocks(self, *, final: bool) -> None:
+        """Feed the pending values to the statistics in whole blocks (and the rest when ``final``)."""
+        values = np.concatenate(self._pending) if self._pending else np.zeros(0)
+        whole = len(values) if final else len(values) - len(values) % _STATS_BLOCK
+        for start in range(0, whole, _STATS_BLOCK):
+            block = values[start:start + _STATS_BLOCK]
+            self.moments.add(block)
+            if self.config.transform == "quantile":
+                self.reservoir.add(block)
+        self._pending = [values[whole:]]
+        self._pending_size = len(values) - whole
+
+    def result(self) -> FittedColumn:
+        config = self.config
+        if config.kind == "numeric":
+            self._blocks(final=True)
+            edges: tuple[float, ...] = ()
+            if config.transform == "quantile" and len(self.reservoir.sample):
+                bins = int(config.bins or 1)
+                edges = tuple(float(e) for e in np.quantile(self.reservoir.sample, np.arange(1, bins) / bins))
+            elif config.transform == "quantile":
+                edges = (0.0,) * (int(config.bins or 1) - 1)
+            return FittedColumn(self.name, config, mean=self.moments.mean, std=self.moments.std, edges=edges)
+        categories = () if self.hashed else self.counts.categories(config.min_count)
+        if config.kind == "categorical":
+            return FittedColumn(self.name, config, categories, has_missing=self.has_missing)
+        max_len = config.max_len or max(self.longest, 1)
+        return FittedColumn(self.name, config, categories, max_len=max_len)
+
+
+def tokens(array: Any, config: ColumnConfig) -> tuple[Any, np.ndarray, int]:
+    """The non-empty tokens of a multi-valued column, with the (row) each came from, and the row count."""
+    pa, pc = arrow()
+    lists = array if pa.types.is_list(array.type) else pc.split_pattern(to_strings(array), config.delimiter)
+    n = len(lists)
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False))
+    flat = to_strings(pc.list_flatten(lists))
+    rows = np.repeat(np.arange(n), lengths)
+    keep = ~missing_mask(flat)
+    return pc.filter(flat, pa.array(keep)), rows[keep], n
+
+
+def fit_table(path: Path, columns: Mapping[str, ColumnConfig], label: str) -> FittedTable:
+    """Fit the encoding of ``columns`` on the training file: one pass, in chunks.
+
+    Parameters
+    ----------
+    path : Path
+        The training file.
+    columns : Mapping of str to ColumnConfig
+        The columns to encode (:func:`load_table_dataset` checks them against the file first).
+    label : str
+        The label column, checked to hold 0/1 on the way.
+
+    Returns
+    -------
+    FittedTable
+
+    Raises
+    ------
+    DataFormatError
+        The file has no data rows, a label is not 0/1, or a numeric column holds text.
+    """
+    fitters = [_Fitter(name, config, path) for name, config in columns.items()]
+    rows = 0
+    for chunk in iter_chunks(path, [label, *columns]):
+        to_labels(chunk.column(label), path=path, column=label, first_row=rows)
+        for fitter in fitters:
+            fitter.add(chunk.column(fitter.name), rows)
+        rows += chunk.num_rows
+    if rows == 0:
+        raise DataFormatError(f"{path}: no data rows (only a header)")
+    return FittedTable(label, tuple(f.result() for f in fitters), rows)
+
+

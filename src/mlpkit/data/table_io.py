@@ -1,0 +1,338 @@
+"""Reading CTR tables in chunks, and the small pieces the encoder builds on.
+
+- :func:`find_split_files` finds ``train``, ``valid`` and ``test`` by stem (``.csv``, ``.csv.gz``,
+  ``.parquet``);
+- :func:`read_columns` reads a file's column names without reading its rows;
+- :func:`iter_chunks` streams a file as record batches: CSV through ``pyarrow.csv.open_csv`` with
+  every column read as text (so ``"007"`` stays ``"007"``), Parquet through ``iter_batches`` in its
+  own types;
+- :func:`to_floats` and :func:`to_labels` turn a column into numbers, naming the file, the column,
+  the row and the value that is not one;
+- :func:`stable_hash` hashes strings the same way in every process and on every machine;
+- :class:`NpyAppender` writes a ``.npy`` file chunk by chunk, without knowing its row count first.
+
+Rows in messages count the data rows of a file from 1, the header not counted (row n of a CSV is
+its line n + 1).
+No torch here; pyarrow (the ``tables`` extra) is imported when a table is read.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import numpy as np
+
+from mlpkit._optional import require
+from mlpkit.errors import DataFormatError, DataNotFoundError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = [
+    "SPLITS",
+    "SUFFIXES",
+    "NpyAppender",
+    "arrow",
+    "find_split_files",
+    "iter_chunks",
+    "missing_mask",
+    "read_columns",
+    "stable_hash",
+    "to_floats",
+    "to_labels",
+    "to_strings",
+]
+
+SPLITS = ("train", "valid", "test")
+SUFFIXES = (".csv", ".csv.gz", ".parquet")
+"""File types read, found by stem: ``train.csv``, ``train.csv.gz`` or ``train.parquet``."""
+
+CSV_BLOCK_BYTES = 1 << 24
+"""Bytes of CSV parsed per chunk (pyarrow's ``block_size``); a row must fit in one block."""
+PARQUET_BATCH_ROWS = 1 << 16
+"""Rows of a Parquet file read per chunk."""
+
+_FEATURE = "tabular data"
+# A number as Arrow's string -> double cast reads it; used only to find the value a failed cast choked on.
+_NUMBER = r"^[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[iI][nN][fF]([iI][nN][iI][tT][yY])?|[nN][aA][nN])$"
+
+# FNV-1a, 64-bit (Fowler, Noll, Vo; IETF draft-eastlake-fnv): offset basis and prime.
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+# splitmix64's finaliser (Steele, Lea, Flood, OOPSLA 2014): mixes FNV's weak low bits before "% buckets".
+_MIX = ((30, np.uint64(0xBF58476D1CE4E5B9)), (27, np.uint64(0x94D049BB133111EB)))
+
+
+def arrow() -> tuple[Any, Any]:
+    """``pyarrow`` and ``pyarrow.compute``, or MissingDependencyError naming the ``tables`` extra."""
+    pa = require("pyarrow", feature=_FEATURE)
+    import pyarrow.compute as pc
+
+    return pa, pc
+
+
+def find_split_files(data_dir: Path, splits: Sequence[str] = SPLITS) -> dict[str, Path]:
+    """The file of each split in ``data_dir``, found by stem.
+
+    Raises
+    ------
+    DataNotFoundError
+        When ``data_dir`` or a split's file is missing (naming what was looked for and what is there).
+    DataFormatError
+        When a split has two files (``train.csv`` and ``train.parquet``).
+    """
+    if not data_dir.is_dir():
+        raise DataNotFoundError(f"data directory {data_dir} does not exist or is not a directory")
+    found: dict[str, Path] = {}
+    for split in splits:
+        candidates = [data_dir / f"{split}{suffix}" for suffix in SUFFIXES]
+        present = [path for path in candidates if path.is_file()]
+        if len(present) > 1:
+            raise DataFormatError(
+                f"{data_dir} holds {len(present)} {split} files ({', '.join(p.name for p in present)}); "
+                "keep one"
+            )
+        if not present:
+            there = sorted(p.name for p in data_dir.iterdir() if not p.name.startswith("."))
+            raise DataNotFoundError(
+                f"no {split} file in {data_dir}: looked for {', '.join(p.name for p in candidates)}; "
+                f"found {there}"
+            )
+        found[split] = present[0]
+    return found
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.name.lower().endswith(".parquet")
+
+
+def read_columns(path: Path) -> list[str]:
+    """The column names of a CSV (its header) or Parquet file, in file order.
+
+    Raises
+    ------
+    DataFormatError
+        When the file is empty, not a Parquet file, or names a column twice.
+    """
+    if _is_parquet(path):
+        pa, _ = arrow()
+        import pyarrow.parquet as pq
+
+        try:
+            names = list(pq.read_schema(path).names)
+        except (pa.ArrowInvalid, OSError) as exc:
+            if path.stat().st_size == 0:
+                raise DataFormatError(f"{path}: the file is empty") from exc
+            raise DataFormatError(f"{path}: not a readable Parquet file: {exc}") from exc
+    else:
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        try:
+            with opener(path, "rt", encoding="utf-8-sig", newline="") as text:  # type: ignore[operator]
+                header = next(csv.reader(text), None)
+        except (OSError, UnicodeDecodeError, EOFError) as exc:
+            raise DataFormatError(f"{path}: cannot read the header row: {exc}") from exc
+        if not header or header == [""]:
+            raise DataFormatError(f"{path}: the file is empty (no header row)")
+        names = header
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise DataFormatError(f"{path}: column(s) {twice} appear more than once in the header")
+    return names
+
+
+def iter_chunks(path: Path, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
+    """Stream ``columns`` of a CSV or Parquet file as record batches of bounded size.
+
+    CSV columns are all text (``pyarrow.string``), with empty cells as ``""``; Parquet columns keep
+    their stored types, with nulls. Raises :class:`DataFormatError` naming the file when a chunk
+    cannot be parsed (a row with too many fields, say).
+    """
+    pa, _ = arrow()
+    if _is_parquet(path):
+        import pyarrow.parquet as pq
+
+        try:
+            parquet = pq.ParquetFile(path)
+            yield from parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=list(columns))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataFormatError(f"{path}: cannot read Parquet data: {exc}") from exc
+        return
+    import pyarrow.csv as pacsv
+
+    names = read_columns(path)
+    convert = pacsv.ConvertOptions(
+        column_types={name: pa.string() for name in names},
+        include_columns=list(columns),
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+    try:
+        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+                                convert_options=convert)
+        yield from reader
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataFormatError(f"{path}: cannot parse the CSV: {exc}") from exc
+
+
+def to_strings(array: pa.Array) -> pa.Array:
+    """A column as ``pyarrow.string`` values (Parquet integers as their decimal text)."""
+    pa, _ = arrow()
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    return array if array.type == pa.string() else array.cast(pa.string())
+
+
+def missing_mask(strings: pa.Array) -> np.ndarray:
+    """(n,) bool: the cells that are null or empty text."""
+    _, pc = arrow()
+    return np.asarray(pc.fill_null(pc.equal(strings, ""), True).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def to_floats(array: pa.Array, *, path: Path, column: str, first_row: int,
+              what: str = "numeric column") -> tuple[np.ndarray, np.ndarray]:
+    """A column as (n,) float64 values and an (n,) bool mask of missing cells (null, empty or NaN).
+
+    Raises
+    ------
+    DataFormatError
+        Naming the file, the column, the row and the first value that is not a number, or that is infinite.
+    """
+    pa, pc = arrow()
+    if pa.types.is_integer(array.type) or pa.types.is_floating(array.type) or pa.types.is_boolean(array.type):
+        numbers = array.cast(pa.float64())
+    else:
+        strings = to_strings(array)
+        cells = pc.if_else(pc.fill_null(pc.equal(strings, ""), True), "nan", strings)
+        try:
+            numbers = cells.cast(pa.float64())
+        except pa.ArrowInvalid as exc:
+            bad = np.flatnonzero(~pc.match_substring_regex(cells, _NUMBER).to_numpy(zero_copy_only=False))
+            if not len(bad):
+                raise DataFormatError(f"{path}: {what} {column!r} must hold numbers: {exc}") from exc
+            i = int(bad[0])
+            raise DataFormatError(
+                f"{path}: {what} {column!r} must hold numbers; row {first_row + i + 1} holds "
+                f"{strings[i].as_py()!r}"
+            ) from exc
+    values = np.asarray(pc.fill_null(numbers, np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
+    missing = np.isnan(values)
+    if np.isinf(values).any():
+        i = int(np.argmax(np.isinf(values)))
+        raise DataFormatError(
+            f"{path}: {what} {column!r} must hold finite numbers; row {first_row + i + 1} holds "
+            f"{array[i].as_py()!r}"
+        )
+    return values, missing
+
+
+def to_labels(array: pa.Array, *, path: Path, column: str, first_row: int) -> np.ndarray:
+    """A 0/1 label column as (n,) float32.
+
+    Raises
+    ------
+    DataFormatError
+        Naming the file, the column, and the row and value of the first label that is not 0 or 1
+        (or is empty).
+    """
+    values, missing = to_floats(array, path=path, column=column, first_row=first_row, what="label column")
+    bad = missing | ((values != 0) & (values != 1))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataFormatError(
+            f"{path}: label column {column!r} must hold 0 or 1; row {first_row + i + 1} holds "
+            f"{array[i].as_py()!r}"
+        )
+    return values.astype(np.float32)
+
+
+def stable_hash(strings: pa.Array) -> np.ndarray:
+    """(n,) uint64 hashes of strings, equal in every process: FNV-1a 64 over the UTF-8 bytes, then
+    splitmix64's finaliser. Nulls hash as ``""``.
+
+    Python's ``hash()`` of a string changes from one process to the next (``PYTHONHASHSEED``), so
+    ids made with it would not survive a restart. The work is NumPy over the Arrow buffers: one
+    pass per byte position, over the strings that long, longest first.
+    """
+    pa, pc = arrow()
+    array = pc.fill_null(to_strings(strings), "").cast(pa.large_string())
+    n = len(array)
+    if n == 0:
+        return np.zeros(0, dtype=np.uint64)
+    _, offsets_buffer, data_buffer = array.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64, count=n + 1, offset=8 * array.offset)
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
+    lengths = np.diff(offsets)
+    order = np.argsort(-lengths, kind="stable")             # longest first: position p touches a prefix
+    starts, sorted_lengths = offsets[:-1][order], lengths[order]
+    h = np.full(n, _FNV_OFFSET, dtype=np.uint64)
+    for p in range(int(sorted_lengths[0])):
+        k = int(np.searchsorted(-sorted_lengths, -p, side="left"))   # strings longer than p
+        h[:k] ^= data[starts[:k] + p]
+        h[:k] *= _FNV_PRIME                                  # wraps modulo 2**64, as FNV does
+    for shift, multiplier in _MIX:
+        h ^= h >> np.uint64(shift)
+        h *= multiplier
+    h ^= h >> np.uint64(31)
+    out = np.empty(n, dtype=np.uint64)
+    out[order] = h
+    return out
+
+
+class NpyAppender:
+    """Write a ``.npy`` file chunk by chunk along axis 0, its row count set when it is closed.
+
+    NumPy pads every header so that axis 0 can grow to 21 digits in place (``GROWTH_AXIS_MAX_DIGITS``),
+    so the header is written once with 0 rows and rewritten at the end with the same length.
+
+    Parameters
+    ----------
+    path : Path
+        The file to create.
+    dtype : numpy dtype
+    tail : tuple of int
+        The shape of one row: ``(F,)`` for an (N, F) array, ``()`` for an (N,) one.
+    """
+
+    def __init__(self, path: Path, dtype: np.dtype[Any] | type, tail: tuple[int, ...]) -> None:
+        self.path, self.dtype, self.tail, self.rows = path, np.dtype(dtype), tail, 0
+        self._file: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self._header_bytes = self._write_header()
+
+    def _write_header(self) -> int:
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {
+            "descr": np.lib.format.dtype_to_descr(self.dtype),
+            "fortran_order": False,
+            "shape": (self.rows, *self.tail),
+        })
+        self._file.write(header.getvalue())
+        return len(header.getvalue())
+
+    def append(self, chunk: np.ndarray) -> None:
+        """Write (n, *tail) more rows."""
+        if chunk.shape[1:] != self.tail:
+            raise ValueError(f"{self.path.name}: rows of shape {self.tail} expected, got {chunk.shape[1:]}")
+        chunk = np.ascontiguousarray(chunk, dtype=self.dtype)
+        if chunk.size:
+            self._file.write(memoryview(chunk.reshape(-1)).cast("B"))
+        self.rows += chunk.shape[0]
+
+    def close(self) -> tuple[int, ...]:
+        """Set the row count in the header, flush to disk, and return the array's shape."""
+        self._file.seek(0)
+        if self._write_header() != self._header_bytes:
+            raise RuntimeError(f"{self.path}: the .npy header changed length as it grew")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        return (self.rows, *self.tail)
+
+    def abort(self) -> None:
+        """Close without finishing (the caller removes the file)."""
+        self._file.close()

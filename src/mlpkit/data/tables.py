@@ -1,0 +1,463 @@
+"""Tabular CTR data at any size: CSV or Parquet files to memory-mapped id and value arrays.
+
+:func:`load_table_dataset` reads a directory holding ``train``, ``valid`` and ``test`` files
+(``.csv``, ``.csv.gz`` or ``.parquet``, found by stem) and returns a :class:`TableDataset`: the
+:class:`~mlpkit.data.fields.FieldSpec` the models are built from, and one :class:`TableSplit` of
+memory-mapped arrays per split, in the id layout :mod:`mlpkit.data.fields` documents.
+
+It works in bounded memory whatever the file size:
+
+1. **fit**, one pass over the training file in chunks: category and token counts, missing cells,
+   numeric mean and standard deviation (merged chunk by chunk, Chan et al. 1979) and, for
+   quantile bins, a uniform sample of at most 1e6 values (reservoir sampling, Vitter 1985, seeded
+   so the same file gives the same bins);
+2. **encode**, every split chunk by chunk with vectorised Arrow and NumPy operations (an Arrow
+   hash lookup against the vocabulary, never a loop over rows), each array appended to a
+   ``.npy`` file;
+3. **cache** the arrays and the fitted encoding (:mod:`mlpkit.data.table_cache`): a second call on
+   unchanged files and spec maps the arrays without reading the data; a corrupted entry is
+   rebuilt, with a warning naming the bad file.
+
+The id layout, per field (``0`` always means "unknown" to the model):
+
+- categorical: 0 OOV (unseen in training, or seen fewer than ``min_count`` times), 1 missing if
+  the training split had missing cells in the column (else a missing cell is OOV), then the
+  categories by descending training count, ties by value (Arrow's byte order of the UTF-8 text);
+- multi-valued: 0 padding, 1 OOV, then the tokens as above; a cell is split on ``delimiter``,
+  empty tokens dropped, the first ``max_len`` kept; an empty cell is all padding;
+- hashed (``hash_buckets``): 0 missing (padding for ``multi``), then
+  ``1 + stable_hash(value) % hash_buckets`` (:func:`~mlpkit.data.table_io.stable_hash`);
+- numeric: float32 ``x``, ``(x - mean) / std`` (population std; 1 when it is 0) or
+  ``log1p(max(x, 0))``; a missing cell (empty, null or NaN) is 0.0, i.e. the mean under
+  ``standardize``;
+- quantile bins: ``bins + 2`` ids, 0 unused (kept so that 0 never is a value), 1 missing, then
+  ``2 + searchsorted(edges, x, side="right")`` with the ``bins - 1`` edges at the training quantiles
+  ``k / bins`` (NumPy's linear interpolation); the field becomes categorical.
+
+Missing means an empty cell or a null; the text ``"NA"`` is a category. Categorical columns are
+read as text, so ``"007"`` and ``"7"`` stay distinct (a Parquet column's values as Arrow writes
+them as text). ``sparse`` is int64, the dtype :class:`torch.nn.Embedding` indexes with natively.
+
+No torch here; pyarrow (the ``tables`` extra) does the reading.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlpkit.data import table_cache
+from mlpkit.data.fields import FieldSpec
+from mlpkit.data.table_fit import FittedColumn, FittedTable, fit_table, tokens
+from mlpkit.data.table_io import (
+    SPLITS,
+    NpyAppender,
+    arrow,
+    find_split_files,
+    iter_chunks,
+    missing_mask,
+    read_columns,
+    stable_hash,
+    to_floats,
+    to_labels,
+    to_strings,
+)
+from mlpkit.data.table_spec import ColumnConfig, TableSpec, load_table_spec
+from mlpkit.errors import ConfigError, DataFormatError, DataNotFoundError
+
+__all__ = [
+    "FittedColumn",
+    "FittedTable",
+    "TableDataset",
+    "TableSplit",
+    "encode_file",
+    "fit_table",
+    "load_table_dataset",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _resolve_columns(
+    files: Mapping[str, Path], spec: TableSpec | None, label: str
+) -> dict[str, ColumnConfig]:
+    """The encoded columns after checking the files against each other, the label and the spec."""
+    train = files["train"]
+    columns = read_columns(train)
+    if label not in columns:
+        raise DataFormatError(f"{train}: no label column {label!r}; its columns: {columns}")
+    for split, path in files.items():
+        if split == "train":
+            continue
+        other = read_columns(path)
+        if set(other) != set(columns):
+            lacks, extra = sorted(set(columns) - set(other)), sorted(set(other) - set(columns))
+            raise DataFormatError(
+                f"{path} has different columns from {train}: missing {lacks}, extra {extra}"
+            )
+    if spec is None:
+        return {name: ColumnConfig() for name in columns if name != label}
+    if label in spec.columns:
+        raise ConfigError(f"the spec sets column {label!r}, which is the label; leave it out of the spec")
+    if absent := [name for name in spec.columns if name not in columns]:
+        raise ConfigError(
+            f"the spec names column(s) {absent} that {train} does not have; its columns: {columns}"
+        )
+    if ignored := [name for name in columns if name != label and name not in spec.columns]:
+        logger.info("columns not in the spec, left out: %s", ignored)
+    return dict(spec.columns)
+
+
+# ----------------------------------------------------------------------------------------------- encoding
+
+
+class _Encoder:
+    """Encodes the chunks of any file with a fitted table, into named arrays."""
+
+    def __init__(self, fitted: FittedTable) -> None:
+        pa, _ = arrow()
+        self.fitted = fitted
+        self.sparse = [c for c in fitted.columns if c.field.kind == "categorical"]
+        self.dense = [c for c in fitted.columns if c.field.kind == "numeric"]
+        self.multi = [c for c in fitted.columns if c.field.kind == "multi"]
+        self.vocab = {c.name: pa.array(c.categories, type=pa.string()) for c in fitted.columns
+                      if c.config.kind != "numeric" and not c.hashed}
+
+    def layout(self, with_label: bool) -> dict[str, tuple[np.dtype[Any], tuple[int, ...]]]:
+        """Array name -> (dtype, shape of one row)."""
+        arrays: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {
+            "sparse": (np.dtype(np.int64), (len(self.sparse),)),
+            "dense": (np.dtype(np.float32), (len(self.dense),)),
+        }
+        for c in self.multi:
+            arrays[f"multi:{c.name}"] = (np.dtype(np.int64), (c.max_len,))
+        if with_label:
+            arrays["label"] = (np.dtype(np.float32), ())
+        return arrays
+
+    def _ids(self, column: FittedColumn, strings: Any, oov: int) -> np.ndarray:
+        """(n,) int64 ids: vocabulary position + first id (``oov`` when unseen), or a hash bucket."""
+        _, pc = arrow()
+        if column.hashed:
+            return (1 + stable_hash(strings) % np.uint64(column.config.hash_buckets or 1)).astype(np.int64)
+        index = pc.fill_null(pc.index_in(strings, value_set=self.vocab[column.name]), -1)
+        index = np.asarray(index.to_numpy(zero_copy_only=False), dtype=np.int64)
+        return np.where(index >= 0, index + column.first_id, oov)
+
+    def encode(self, chunk: Any, *, path: Path, first_row: int, with_label: bool) -> dict[str, np.ndarray]:
+        n = chunk.num_rows
+        out: dict[str, np.ndarray] = {
+            "sparse": np.empty((n, len(self.sparse)), dtype=np.int64),
+            "dense": np.empty((n, len(self.dense)), dtype=np.float32),
+        }
+        for j, c in enumerate(self.sparse):
+            array = chunk.column(c.name)
+            if c.config.kind == "numeric":                       # quantile bins
+                values, missing = to_floats(array, path=path, column=c.name, first_row=first_row)
+                ids = 2 + np.searchsorted(np.asarray(c.edges), values, side="right")
+                out["sparse"][:, j] = np.where(missing, 1, ids)
+                continue
+            strings = to_strings(array)
+            missing = missing_mask(strings)
+            ids = self._ids(c, strings, oov=0)
+            out["sparse"][:, j] = np.where(missing, 0 if c.hashed or not c.has_missing else 1, ids)
+        for j, c in enumerate(self.dense):
+            values, missing = to_floats(chunk.column(c.name), path=path, column=c.name, first_row=first_row)
+            if c.config.transform == "standardize":
+                values = (values - c.mean) / (c.std or 1.0)
+            elif c.config.transform == "log":
+                values = np.log1p(np.maximum(values, 0.0))
+            out["dense"][:, j] = np.where(missing, 0.0, values)
+        for c in self.multi:
+            values, rows, _ = tokens(chunk.column(c.name), c.config)
+            ids = self._ids(c, values, oov=1)
+            counts = np.bincount(rows, minlength=n)
+            position = np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows]   # token's place in its cell
+            kept = position < c.max_len
+            padded = np.zeros((n, c.max_len), dtype=np.int64)                    # (n, L), 0 = padding
+            padded[rows[kept], position[kept]] = ids[kept]
+            out[f"multi:{c.name}"] = padded
+        if with_label:
+            out["label"] = to_labels(chunk.column(self.fitted.label), path=path, column=self.fitted.label,
+                                     first_row=first_row)
+        return out
+
+
+def _encode_chunks(path: Path, encoder: _Encoder, *, with_label: bool) -> Iterator[dict[str, np.ndarray]]:
+    """Encode ``path`` chunk by chunk; raises DataFormatError if it has no data rows."""
+    fitted = encoder.fitted
+    wanted = [c.name for c in fitted.columns] + ([fitted.label] if with_label else [])
+    rows = 0
+    for chunk in iter_chunks(path, wanted):
+        yield encoder.encode(chunk, path=path, first_row=rows, with_label=with_label)
+        rows += chunk.num_rows
+    if rows == 0:
+        raise DataFormatError(f"{path}: no data rows (only a header)")
+
+
+def _encode_to_files(path: Path, fitted: FittedTable, directory: Path, prefix: str,
+                     *, with_label: bool) -> dict[str, dict[str, Any]]:
+    """Encode ``path`` into ``directory/<prefix>.<array>.npy`` files; returns each file's description."""
+    encoder = _Encoder(fitted)
+    layout = encoder.layout(with_label)
+    names = {name: f"{prefix}.{name if not name.startswith('multi:') else f'multi{i}'}.npy"
+             for i, name in enumerate(layout)}
+    writers = {name: NpyAppender(directory / names[name], dtype, tail)
+               for name, (dtype, tail) in layout.items()}
+    try:
+        for arrays in _encode_chunks(path, encoder, with_label=with_label):
+            for name, writer in writers.items():
+                writer.append(arrays[name])
+        shapes = {name: writer.close() for name, writer in writers.items()}
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    return {name: {"file": names[name], "shape": list(shapes[name]), "dtype": str(layout[name][0])}
+            for name in layout}
+
+
+# ----------------------------------------------------------------------------------------------- API
+
+
+@dataclass(frozen=True)
+class TableSplit:
+    """One encoded split: memory-mapped arrays, read row by row as batches are drawn.
+
+    Parameters
+    ----------
+    sparse : ndarray of shape (N, F), int64
+        One id per categorical field (quantile-binned numeric ones included), in
+        ``FieldSpec.categorical`` order.
+    dense : ndarray of shape (N, D), float32
+        One value per numeric field, in ``FieldSpec.numeric`` order.
+    multi : dict of str to ndarray of shape (N, L), int64
+        One padded id list per multi-valued field.
+    label : ndarray of shape (N,), float32, or None
+        0/1 labels; None for a file without a label column (:func:`encode_file`).
+    """
+
+    sparse: np.ndarray
+    dense: np.ndarray
+    multi: Mapping[str, np.ndarray] = field(default_factory=dict)
+    label: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.sparse.shape[0])
+
+    def batch(self, indices: Any) -> dict[str, np.ndarray]:
+        """The named batch of rows ``indices`` (an int, a slice or an index array), as in-memory copies.
+
+        Returns
+        -------
+        dict
+            ``{"sparse": (B, F) int64, "dense": (B, D) float32, "multi:<name>": (B, L) int64}``; an
+            int index gives B = 1. The labels of the same rows are ``split.label[indices]``.
+        """
+        if isinstance(indices, int | np.integer):
+            indices = np.array([indices])                       # keep the batch axis: B = 1
+        elif isinstance(indices, slice):
+            indices = np.arange(len(self))[indices]             # a copy, not a view of the file
+        out = {"sparse": np.asarray(self.sparse[indices]), "dense": np.asarray(self.dense[indices])}
+        out.update({f"multi:{name}": np.asarray(array[indices]) for name, array in self.multi.items()})
+        return out
+
+    @classmethod
+    def _from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> TableSplit:
+        multi = {name.removeprefix("multi:"): a for name, a in arrays.items() if name.startswith("multi:")}
+        return cls(arrays["sparse"], arrays["dense"], multi, arrays.get("label"))
+
+
+@dataclass(frozen=True)
+class TableDataset:
+    """An encoded CTR data set, as returned by :func:`load_table_dataset`.
+
+    Parameters
+    ----------
+    fields : FieldSpec
+        The fields, in column order: what the models are built from.
+    splits : dict of str to TableSplit
+        ``"train"``, ``"valid"`` and ``"test"``.
+    fitted : FittedTable
+        The encoding fitted on train; ``fitted.to_dict()`` saved with a model lets
+        :func:`encode_file` encode new files for it.
+    cache_dir : Path
+        The cache entry holding the arrays.
+    """
+
+    fields: FieldSpec
+    splits: dict[str, TableSplit]
+    fitted: FittedTable
+    cache_dir: Path
+
+    @property
+    def vocabularies(self) -> dict[str, tuple[str, ...]]:
+        """Column -> its categories in id order, for the columns with a fitted vocabulary."""
+        return self.fitted.vocabularies
+
+
+def _as_spec(spec: TableSpec | Mapping[str, Any] | str | os.PathLike[str] | None) -> TableSpec | None:
+    if spec is None or isinstance(spec, TableSpec):
+        return spec
+    if isinstance(spec, str | os.PathLike):
+        return load_table_spec(spec)
+    if isinstance(spec, Mapping):
+        return TableSpec.from_dict(spec)
+    raise ConfigError(f"spec must be a TableSpec, a dict or a TOML file path, got {type(spec).__name__}")
+
+
+def _build(files: Mapping[str, Path], columns: Mapping[str, ColumnConfig], label: str,
+           directory: Path) -> dict[str, Any]:
+    """Fit on train and encode every split into ``directory``; the cache entry's metadata."""
+    start = time.perf_counter()
+    fitted = fit_table(files["train"], columns, label)
+    logger.info("fitted %d columns on %s (%d rows) in %.1f s", len(fitted.columns), files["train"].name,
+                fitted.train_rows, time.perf_counter() - start)
+    arrays: dict[str, Any] = {}
+    for split, path in files.items():
+        start = time.perf_counter()
+        described = _encode_to_files(path, fitted, directory, split, with_label=True)
+        arrays.update({f"{split}/{name}": info for name, info in described.items()})
+        rows = described["label"]["shape"][0]
+        seconds = time.perf_counter() - start
+        logger.info("encoded %s: %d rows in %.1f s (%.0f rows/s)", path.name, rows, seconds,
+                    rows / max(seconds, 1e-9))
+    return {"format": table_cache.FORMAT_VERSION, "files": {s: p.name for s, p in files.items()},
+            "fitted": fitted.to_dict(), "arrays": arrays}
+
+
+def load_table_dataset(
+    data_dir: str | os.PathLike[str],
+    spec: TableSpec | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    *,
+    label: str = "label",
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> TableDataset:
+    """Encode (or load from the cache) the train, valid and test files of a CTR data set.
+
+    Parameters
+    ----------
+    data_dir : str or path
+        The directory holding ``train``, ``valid`` and ``test`` as ``.csv``, ``.csv.gz`` or ``.parquet``.
+    spec : TableSpec, dict, TOML file path or None
+        How each column is encoded (:mod:`mlpkit.data.table_spec`); None: every column but the
+        label is categorical.
+    label : str, default "label"
+        The 0/1 label column.
+    cache_dir : str or path, optional
+        Where cache entries go; default ``<data_dir>/.mlpkit-cache`` if writable, else
+        ``~/.cache/mlpkit/tables``.
+
+    Returns
+    -------
+    TableDataset
+
+    Raises
+    ------
+    DataNotFoundError
+        ``data_dir`` or a split file is missing.
+    DataFormatError
+        Naming the file, column and row: no label column, a label not 0/1, text in a numeric column,
+        an empty file, splits with different columns.
+    ConfigError
+        The spec is invalid or names a column the files do not have (listing theirs).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     for split in ("train", "valid", "test"):
+    ...         _ = (pathlib.Path(tmp) / f"{split}.csv").write_text("label,user\\n1,a\\n0,b\\n1,a\\n")
+    ...     data = load_table_dataset(tmp)
+    ...     valid = data.splits["valid"]
+    ...     print(data.fields.categorical[0].vocab_size, valid.batch([0, 1])["sparse"].tolist())
+    3 [[1], [2]]
+    """
+    data_dir = Path(data_dir)
+    table_spec = _as_spec(spec)
+    files = find_split_files(data_dir)
+    columns = _resolve_columns(files, table_spec, label)
+    key = table_cache.cache_key(files, None if table_spec is None else table_spec.to_dict(), label)
+    root = Path(cache_dir) if cache_dir is not None else table_cache.default_cache_root(data_dir)
+    directory = root / key
+    if directory.exists():
+        try:
+            meta, arrays = table_cache.read_cache(directory)
+        except table_cache.CorruptCacheError as exc:
+            logger.warning("cache file %s is unusable: %s; encoding %s again", exc.path, exc.reason, data_dir)
+            table_cache.discard_cache(directory)
+        else:
+            logger.info("using cached encoding %s", directory)
+            return _dataset(meta, arrays, directory)
+    directory = table_cache.write_cache(root, key, lambda tmp: _build(files, columns, label, tmp))
+    logger.info("cached the encoding in %s", directory)
+    meta, arrays = table_cache.read_cache(directory)
+    return _dataset(meta, arrays, directory)
+
+
+def _dataset(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], directory: Path) -> TableDataset:
+    fitted = FittedTable.from_dict(meta["fitted"])
+    splits = {}
+    for split in SPLITS:
+        prefix = f"{split}/"
+        splits[split] = TableSplit._from_arrays(
+            {name.removeprefix(prefix): a for name, a in arrays.items() if name.startswith(prefix)}
+        )
+    return TableDataset(fitted.fields, splits, fitted, directory)
+
+
+def encode_file(
+    path: str | os.PathLike[str],
+    fitted: FittedTable,
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+) -> TableSplit:
+    """Encode a new file (e.g. to predict on) with a fitted encoding; unseen categories become OOV.
+
+    Parameters
+    ----------
+    path : str or path
+        A ``.csv``, ``.csv.gz`` or ``.parquet`` file holding the fitted columns; the label column is optional.
+    fitted : FittedTable
+        ``TableDataset.fitted``, or ``FittedTable.from_dict`` of it as saved with a model.
+    out_dir : str or path, optional
+        Write the arrays there as ``.npy`` files and map them (bounded memory, for large files);
+        by default they are built in memory.
+
+    Returns
+    -------
+    TableSplit
+        ``label`` is None when the file has no label column.
+
+    Raises
+    ------
+    DataNotFoundError, DataFormatError
+        The file is missing, lacks a fitted column (listing them), is empty, or holds bad values
+        (naming the file, column and row).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"{path} does not exist or is not a file")
+    columns = read_columns(path)
+    if absent := [c.name for c in fitted.columns if c.name not in columns]:
+        raise DataFormatError(f"{path} lacks column(s) {absent} the model reads; its columns: {columns}")
+    with_label = fitted.label in columns
+    if out_dir is not None:
+        directory = Path(out_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        described = _encode_to_files(path, fitted, directory, path.name.split(".")[0], with_label=with_label)
+        return TableSplit._from_arrays(
+            {name: np.load(directory / info["file"], mmap_mode="r") for name, info in described.items()}
+        )
+    parts: dict[str, list[np.ndarray]] = {}
+    for arrays in _encode_chunks(path, _Encoder(fitted), with_label=with_label):
+        for name, array in arrays.items():
+            parts.setdefault(name, []).append(array)
+    return TableSplit._from_arrays({name: np.concatenate(chunks) for name, chunks in parts.items()})
