@@ -438,3 +438,47 @@ def test_plateau_needs_a_score():
 
 
 # -- layering ---------------------------------------------------------------------------------------
+
+
+class _TinyCTR(nn.Module):
+    """Named inputs to one logit per row: an embedding per id plus a linear term of the numbers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(6, 1)
+        self.linear = nn.Linear(2, 1)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        assert batch["sparse"].dtype == torch.int64 and batch["dense"].dtype == torch.float32
+        return self.embedding(batch["sparse"]).sum(dim=(1, 2)) + self.linear(batch["dense"]).squeeze(-1)
+
+
+@pytest.mark.parametrize("n_rows", [1, 5])
+def test_named_inputs_train_and_predict_with_one_logit_per_row(n_rows: int) -> None:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = {"sparse": rng.integers(0, 6, (n_rows, 3)).astype(np.int32), "dense": rng.random((n_rows, 2))}
+    y = (x["sparse"][:, 0] > 2).astype(np.float32)
+    model = _TinyCTR()
+    trainer = TorchTrainer(
+        model, loss=build_loss("bce_with_logits"), optimizer=build_optimizer("adam", model, lr=0.1),
+        rng=rng, batch_size=2,
+    )
+    history = trainer.fit(x, y, x, y, epochs=3)
+    logits = trainer.predict_logits(x)
+    assert logits.shape == (n_rows,)                                  # the batch axis kept at B = 1
+    with torch.no_grad():
+        reference = model({"sparse": torch.as_tensor(x["sparse"], dtype=torch.int64),
+                           "dense": torch.as_tensor(x["dense"], dtype=torch.float32)})
+    np.testing.assert_allclose(logits, reference.numpy(), rtol=1e-6)
+    expected_loss = nn.functional.binary_cross_entropy_with_logits(reference, torch.as_tensor(y)).item()
+    assert history.records[-1]["val_loss"] == pytest.approx(expected_loss, rel=1e-5)
+
+
+def test_named_inputs_of_different_lengths_are_refused() -> None:
+    model = _TinyCTR()
+    trainer = TorchTrainer(model, loss=build_loss("bce_with_logits"),
+                           optimizer=build_optimizer("sgd", model, lr=0.1), rng=np.random.default_rng(0))
+    x = {"sparse": np.zeros((4, 3), np.int64), "dense": np.zeros((5, 2), np.float32)}
+    with pytest.raises(ValueError, match=r"different numbers of rows: \{'sparse': 4, 'dense': 5\}"):
+        trainer.fit(x, np.zeros(4, np.float32), epochs=1)

@@ -201,6 +201,21 @@ def _shift_flip(augment: ShiftFlip, x: Tensor, rows: Tensor, cols: Tensor) -> Te
     return padded[batch[:, None, None], rows[:, :, None], cols[:, None, :]].reshape(b, h * w)
 
 
+Batch = Tensor | dict[str, Tensor]
+"""A model's input: one (B, D) tensor, or named tensors of equal first axis (``{"sparse": (B, F) int64,
+"dense": (B, N)}``), which the model takes as they are."""
+
+
+def _rows(x: Batch) -> int:
+    """B, the number of rows of a batch."""
+    return next(iter(x.values())).shape[0] if isinstance(x, dict) else x.shape[0]
+
+
+def _take(x: Batch, index: Tensor | slice) -> Batch:
+    """The rows ``index`` of a batch (an index tensor or a slice), for every named tensor alike."""
+    return {name: t[index] for name, t in x.items()} if isinstance(x, dict) else x[index]
+
+
 def _correct_fn(loss: nn.Module) -> Callable[[Tensor, Tensor], Tensor] | None:
     """Correct predictions in a batch, as a device tensor, for classification losses; else None."""
     if isinstance(loss, nn.CrossEntropyLoss):
@@ -361,19 +376,38 @@ class TorchTrainer(EpochTrainer):
     def _is_rank_zero(self) -> bool:
         return self.distributed is None or self.distributed.is_rank_zero
 
-    def _prepare(self, x: Any, y: Any) -> tuple[Tensor, Tensor]:
+    def _prepare(self, x: Any, y: Any) -> tuple[Batch, Tensor]:
         x_t = self._inputs(x)
-        if x_t.shape[0] == 0:
+        if _rows(x_t) == 0:
             raise ValueError("cannot train on an empty array (0 samples)")
-        return x_t, self._targets(y, x_t.shape[0])
+        return x_t, self._targets(y, _rows(x_t))
 
     # -- data ----------------------------------------------------------------------------------
 
-    def _inputs(self, x: Any) -> Tensor:
+    def _inputs(self, x: Any) -> Batch:
+        """Inputs on the device: floats in the model's dtype, integer ids as int64 (embedding rows)."""
+        if isinstance(x, dict):
+            if not x:
+                raise ValueError("x is an empty dict of inputs")
+            named = {name: self._tensor(name, value) for name, value in x.items()}
+            sizes = {name: t.shape[0] for name, t in named.items()}
+            if len(set(sizes.values())) != 1:
+                raise ValueError(f"the named inputs have different numbers of rows: {sizes}")
+            return named
         t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
         if t.ndim != 2:
             raise ValueError(f"x must be 2-D (samples, features), got shape {tuple(t.shape)}")
         return t.to(device=self.device, dtype=self.dtype)
+
+    def _tensor(self, name: str, value: Any) -> Tensor:
+        t = torch.as_tensor(np.asarray(value) if not isinstance(value, Tensor) else value)
+        if t.ndim == 0:
+            raise ValueError(f"input {name!r} must have a batch axis, got a scalar")
+        if t.is_floating_point():
+            return t.to(device=self.device, dtype=self.dtype)
+        if t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
+            return t.to(device=self.device, dtype=torch.int64)
+        raise ValueError(f"input {name!r} must hold numbers, got dtype {t.dtype}")
 
     def _targets(self, y: Any, n: int) -> Tensor:
         t = torch.as_tensor(np.asarray(y) if not isinstance(y, Tensor) else y)
@@ -384,7 +418,7 @@ class TorchTrainer(EpochTrainer):
 
     # -- one epoch ---------------------------------------------------------------------------
 
-    def train_epoch(self, x: Tensor, y: Tensor) -> tuple[float, float | None]:
+    def train_epoch(self, x: Batch, y: Tensor) -> tuple[float, float | None]:
         """One pass over device tensors (x, y) in shuffled minibatches; return mean loss and accuracy.
 
         NaN detection, and its trade-off: the loss is summed on the device and checked once, at
@@ -396,10 +430,12 @@ class TorchTrainer(EpochTrainer):
         """
         model, loss_fn, optimizer = self.train_model, self.loss, self.optimizer
         model.train()
-        n = x.shape[0]
+        n = _rows(x)
         order = torch.from_numpy(self.rng.permutation(n)).to(self.device)
         starts = range(0, n, self.batch_size)
         if self.augment is not None:
+            if isinstance(x, dict):
+                raise ConfigError("augment shifts and flips images: it needs one (N, H*W) input, not a dict")
             self.augment.check_features(x.shape[1])
             # Every batch's crops, drawn in batch order from the generator exactly as the NumPy
             # trainer draws them, and copied to the device once: a copy per batch would make each
@@ -429,7 +465,7 @@ class TorchTrainer(EpochTrainer):
                 if crops is not None:
                     crops = (shard_batch(crops[0], ctx.rank, ctx.world_size),
                              shard_batch(crops[1], ctx.rank, ctx.world_size))
-            xb, yb = x[idx], y[idx]  # (B, D), (B,)
+            xb, yb = _take(x, idx), y[idx]  # (B, D) or named (B, ...), and (B,)
             if crops is not None:
                 xb = _shift_flip(self.augment, xb, *crops)  # type: ignore[arg-type]
             logits = model(xb)  # (B, C)
@@ -477,23 +513,24 @@ class TorchTrainer(EpochTrainer):
         y : array or Tensor of shape (N,) or (N, C)
         """
         x_t = self._inputs(x)
-        y_t = self._targets(y, x_t.shape[0])
-        n = x_t.shape[0]
+        n = _rows(x_t)
+        y_t = self._targets(y, n)
         if n == 0:
             raise ValueError("cannot evaluate on an empty array (0 samples)")
         ctx = self.distributed
         if ctx is not None:  # each rank scores one contiguous piece
             rows = shard_batch(torch.arange(n), ctx.rank, ctx.world_size)
-            x_t, y_t = x_t[rows], y_t[rows]
+            x_t, y_t = _take(x_t, rows.to(self.device)), y_t[rows.to(self.device)]
         was_training = self.model.training
         self.model.eval()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         try:
-            for start in range(0, x_t.shape[0], self.eval_batch_size):
-                xb, yb = x_t[start : start + self.eval_batch_size], y_t[start : start + self.eval_batch_size]
-                logits = self.model(xb)  # (B, C)
-                loss_sum += self.loss(logits, yb) * len(xb)
+            for start in range(0, _rows(x_t), self.eval_batch_size):
+                piece = slice(start, start + self.eval_batch_size)
+                xb, yb = _take(x_t, piece), y_t[piece]
+                logits = self.model(xb)  # (B, C) or (B,)
+                loss_sum += self.loss(logits, yb) * len(yb)
                 if self._correct is not None:
                     correct += self._correct(logits, yb)
         finally:
@@ -507,21 +544,21 @@ class TorchTrainer(EpochTrainer):
 
         Parameters
         ----------
-        x : array or Tensor of shape (N, D)
+        x : array or Tensor of shape (N, D), or a dict of named arrays with N rows each
 
         Returns
         -------
-        ndarray of shape (N, C)
+        ndarray of shape (N, C), or (N,) for a model with one logit per row
         """
         x_t = self._inputs(x)
-        if x_t.shape[0] == 0:
+        if _rows(x_t) == 0:
             raise ValueError("cannot predict on an empty array (0 samples)")
         was_training = self.model.training
         self.model.eval()
         try:
             parts = [
-                self.model(x_t[i : i + self.eval_batch_size])
-                for i in range(0, x_t.shape[0], self.eval_batch_size)
+                self.model(_take(x_t, slice(i, i + self.eval_batch_size)))
+                for i in range(0, _rows(x_t), self.eval_batch_size)
             ]
         finally:
             self.model.train(was_training)
