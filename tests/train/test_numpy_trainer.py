@@ -182,3 +182,20 @@ def test_bad_arguments_are_named():
     x, y = blobs(0, 10)
     with pytest.raises(ValueError, match="y has 9 rows for 10 samples"):
         make_trainer().fit(x, y[:9], epochs=1)
+
+
+def test_a_validation_metric_is_recorded_from_the_logits_and_monitored() -> None:
+    from mlpkit.evaluate.metrics import accuracy
+
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((30, 4)), rng.integers(0, 3, 30)
+    net = build_mlp(MLPSpec(4, hidden_features=(6,), out_features=3), rng=rng, dtype=np.float64)
+    top1 = (lambda t, logits: accuracy(t, logits.argmax(axis=1)), "max")
+    trainer = NumpyTrainer(
+        net, loss=SoftmaxCrossEntropyLoss(), optimizer=SGD(net.parameters().values(), lr=0.5), rng=rng,
+        batch_size=8, metrics={"top1": top1}, monitor="val_top1", restore_best=False,
+    )
+    history = trainer.fit(x, y, x, y, epochs=3)
+    for record in history.records:
+        assert record["val_top1"] == record["val_accuracy"]        # the same number, two ways
+    assert history.best_epoch == 1 + int(np.argmax([r["val_top1"] for r in history.records]))

@@ -482,3 +482,45 @@ def test_named_inputs_of_different_lengths_are_refused() -> None:
     x = {"sparse": np.zeros((4, 3), np.int64), "dense": np.zeros((5, 2), np.float32)}
     with pytest.raises(ValueError, match=r"different numbers of rows: \{'sparse': 4, 'dense': 5\}"):
         trainer.fit(x, np.zeros(4, np.float32), epochs=1)
+
+
+def test_validation_metrics_are_recorded_and_can_pick_the_best_epoch() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from mlpkit.evaluate.metrics import log_loss, roc_auc
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    x = {"sparse": rng.integers(0, 6, (64, 3)), "dense": rng.random((64, 2)).astype(np.float32)}
+    y = ((x["sparse"][:, 0] + rng.integers(0, 3, 64)) > 3).astype(np.float32)     # noisy: AUC below 1
+    model = _TinyCTR()
+    seen: list[np.ndarray] = []
+
+    def auc(y_true: np.ndarray, scores: np.ndarray) -> float:
+        seen.append(scores.copy())
+        return roc_auc(y_true, scores)
+
+    trainer = TorchTrainer(
+        model, loss=build_loss("bce_with_logits"), optimizer=build_optimizer("adam", model, lr=0.05),
+        rng=rng, batch_size=16, monitor="val_auc", restore_best=True,
+        metrics={"auc": (auc, "max"), "logloss": (lambda t, s: log_loss(t, logits=s), "min")},
+    )
+    history = trainer.fit(x, y, x, y, epochs=4)
+    for record, scores in zip(history.records, seen, strict=True):
+        assert scores.shape == (64,)
+        assert record["val_auc"] == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+        assert record["val_logloss"] == pytest.approx(record["val_loss"], rel=1e-6)  # the same BCE
+    aucs = [r["val_auc"] for r in history.records]
+    assert history.best_epoch == 1 + int(np.argmax(aucs))
+    # restore-best put the best epoch's weights back: its scores come out again.
+    np.testing.assert_allclose(trainer.predict_logits(x), seen[history.best_epoch - 1], rtol=1e-6)
+
+
+def test_an_unknown_monitor_lists_the_metrics_as_monitors() -> None:
+    model = _TinyCTR()
+    message = r"monitor must be one of \['train_loss', 'val_accuracy', 'val_auc', 'val_loss'\], got 'val_acu'"
+    with pytest.raises(ValueError, match=message):
+        TorchTrainer(
+            model, loss=build_loss("bce_with_logits"), optimizer=build_optimizer("sgd", model, lr=0.1),
+            rng=np.random.default_rng(0), monitor="val_acu", metrics={"auc": (lambda t, s: 0.5, "max")},
+        )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,12 @@ from mlpkit.train.schedules import Schedule
 logger = logging.getLogger(__name__)
 
 MONITORS = {"val_loss": "min", "val_accuracy": "max", "train_loss": "min"}
-"""Scores that can pick the best epoch, and whether lower or higher is better."""
+"""Scores that can pick the best epoch, and whether lower or higher is better; each metric given
+to a trainer adds ``val_<name>`` with its own mode."""
+
+Metric = tuple[Callable[[np.ndarray, np.ndarray], float], str]
+"""``(fn(y_true, scores) -> float, mode)``: a score of the whole validation set, ``"max"`` or ``"min"``
+better (ROC AUC needs every score at once, so it cannot be averaged over batches as the loss is)."""
 
 
 class EpochTrainer:
@@ -49,7 +54,7 @@ class EpochTrainer:
         Minibatch size; the last batch of an epoch may be smaller.
     early_stopping : EarlyStopping or None
         Stops when its monitored score stalls; ``None`` trains every epoch.
-    monitor : {"val_loss", "val_accuracy", "train_loss"}
+    monitor : {"val_loss", "val_accuracy", "train_loss"} or "val_<metric>"
         Which score picks the best epoch and feeds early stopping and the plateau schedule;
         ``"train_loss"`` when there is no validation set.
     restore_best : bool
@@ -62,6 +67,10 @@ class EpochTrainer:
         for terminals).
     on_epoch_end : callable or None
         Called with each finished epoch's record once the trainer's whole state is updated.
+    metrics : mapping of str to (callable, mode), optional
+        Scores of the validation set after every epoch, each recorded as ``val_<name>`` and
+        available as ``monitor``: ``{"auc": (roc_auc, "max")}``. Each is computed from the targets
+        and the model's outputs on the whole validation set (gathered from every rank).
     """
 
     def __init__(
@@ -75,10 +84,15 @@ class EpochTrainer:
         schedule: Schedule | None = None,
         progress: bool = False,
         on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+        metrics: Mapping[str, Metric] | None = None,
     ) -> None:
         self.rng = rng
         self.batch_size = check_positive_int("batch_size", batch_size)
-        self.monitor = check_choice("monitor", monitor, MONITORS)
+        self.metrics = dict(metrics or {})
+        for name, (_, mode) in self.metrics.items():
+            check_choice(f"mode of metric {name!r}", mode, ("min", "max"))
+        self.monitors = {**MONITORS, **{f"val_{name}": mode for name, (_, mode) in self.metrics.items()}}
+        self.monitor = check_choice("monitor", monitor, self.monitors)
         self.early_stopping = early_stopping
         self.restore_best = restore_best
         self.schedule = schedule
@@ -86,7 +100,7 @@ class EpochTrainer:
         self.on_epoch_end = on_epoch_end
         self.history = History()
         self.best_state: Any = None
-        self.best_tracker = EarlyStopping(patience=1, mode=MONITORS[monitor], monitor=monitor)
+        self.best_tracker = EarlyStopping(patience=1, mode=self.monitors[monitor], monitor=monitor)
         self.stopped_early = False
         self._progress = RunProgress(epochs=0, batches=0, enabled=False)  # fit() makes the real one
 
@@ -110,6 +124,10 @@ class EpochTrainer:
 
     def evaluate(self, x: Any, y: Any) -> tuple[float, float | None]:
         """Mean loss and accuracy in evaluation mode."""
+        raise NotImplementedError
+
+    def predict_scores(self, x: Any) -> np.ndarray:
+        """The model's outputs on prepared ``x`` in evaluation mode, every row, on every rank."""
         raise NotImplementedError
 
     def weights(self) -> Any:
@@ -175,10 +193,11 @@ class EpochTrainer:
         x, y = self._prepare(x, y)
         has_val = x_val is not None and y_val is not None
         if has_val:
+            self._val_targets = np.asarray(y_val) if self.metrics else None  # before it moves to a device
             x_val, y_val = self._prepare(x_val, y_val)
         monitor = self.monitor if has_val else "train_loss"
         if monitor != self.best_tracker.monitor:
-            self.best_tracker = EarlyStopping(patience=1, mode=MONITORS[monitor], monitor=monitor)
+            self.best_tracker = EarlyStopping(patience=1, mode=self.monitors[monitor], monitor=monitor)
         self._progress = RunProgress(
             epochs=epochs,
             batches=math.ceil(len(x) / self.batch_size),
@@ -216,10 +235,14 @@ class EpochTrainer:
             "val_loss": val_loss,
             "val_accuracy": val_acc,
             "lr": lr,
-            "seconds": time.perf_counter() - start,
         }
+        if x_val is not None and self.metrics:
+            scores = self.predict_scores(x_val)
+            for name, (fn, _) in self.metrics.items():
+                record[f"val_{name}"] = float(fn(self._val_targets, scores))
+        record["seconds"] = time.perf_counter() - start
         self.history.records.append(record)
-        score = {"val_loss": val_loss, "val_accuracy": val_acc, "train_loss": train_loss}[monitor]
+        score = record[monitor]
         if score is None:
             loss_name = type(getattr(self, "loss", None)).__name__
             raise ValueError(f"monitor {monitor!r} needs a classification loss, got {loss_name}")

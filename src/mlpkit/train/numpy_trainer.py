@@ -194,6 +194,10 @@ class NumpyTrainer(EpochTrainer):
             self._progress.step(running)
         return total_loss / n, (correct / n if counted else None)
 
+    def predict_scores(self, x: np.ndarray) -> np.ndarray:
+        """Logits (N, C) of ``x`` in evaluation mode (what validation metrics are computed from)."""
+        return predict_logits(self.network, x)
+
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float | None]:
         """Mean loss and accuracy (None for regression) in evaluation mode.
 

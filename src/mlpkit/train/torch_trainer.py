@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -43,7 +43,7 @@ from mlpkit.train.distributed import (
     shard_weight,
 )
 from mlpkit.train.early_stopping import EarlyStopping
-from mlpkit.train.loop import EpochTrainer
+from mlpkit.train.loop import EpochTrainer, Metric
 from mlpkit.train.schedules import Schedule
 
 __all__ = [
@@ -216,6 +216,23 @@ def _take(x: Batch, index: Tensor | slice) -> Batch:
     return {name: t[index] for name, t in x.items()} if isinstance(x, dict) else x[index]
 
 
+def _gather_rows(mine: Tensor, n: int, ctx: DistributedContext) -> Tensor:
+    """Every rank's contiguous piece of ``n`` rows (as :func:`shard_batch` cut them), in rank order.
+
+    ``all_gather`` needs equal shapes: the pieces differ by at most one row, so each is padded to
+    the longest and the padding dropped after. A collective: every rank calls it.
+    """
+    import torch.distributed as dist
+
+    longest = -(-n // ctx.world_size)
+    padded = mine.new_zeros((longest, *mine.shape[1:]))
+    padded[: mine.shape[0]] = mine
+    pieces = [torch.empty_like(padded) for _ in range(ctx.world_size)]
+    dist.all_gather(pieces, padded)
+    sizes = [len(shard_batch(torch.arange(n), rank, ctx.world_size)) for rank in range(ctx.world_size)]
+    return torch.cat([piece[:size] for piece, size in zip(pieces, sizes, strict=True)])
+
+
 def _correct_fn(loss: nn.Module) -> Callable[[Tensor, Tensor], Tensor] | None:
     """Correct predictions in a batch, as a device tensor, for classification losses; else None."""
     if isinstance(loss, nn.CrossEntropyLoss):
@@ -249,7 +266,7 @@ class TorchTrainer(EpochTrainer):
         ignored when ``distributed`` is given (its device is used).
     early_stopping : EarlyStopping or None
         Stops when its monitored score stalls; ``None`` trains every epoch.
-    monitor : {"val_loss", "val_accuracy", "train_loss"}
+    monitor : {"val_loss", "val_accuracy", "train_loss"} or "val_<metric>"
         Which score picks the best epoch and feeds early stopping and the plateau schedule;
         ``"train_loss"`` when there is no validation set.
     restore_best : bool
@@ -274,6 +291,9 @@ class TorchTrainer(EpochTrainer):
         ``DistributedDataParallel``.
     eval_batch_size : int
         Batch size for validation and prediction (no gradients kept).
+    metrics : mapping of str to (callable, mode), optional
+        Validation scores recorded as ``val_<name>`` after every epoch and usable as ``monitor``
+        (see :class:`~mlpkit.train.loop.EpochTrainer`), e.g. ``{"auc": (roc_auc, "max")}``.
 
     Examples
     --------
@@ -305,6 +325,7 @@ class TorchTrainer(EpochTrainer):
         on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
         distributed: DistributedContext | None = None,
         eval_batch_size: int = 8192,
+        metrics: Mapping[str, Metric] | None = None,
     ) -> None:
         super().__init__(
             rng=rng,
@@ -315,6 +336,7 @@ class TorchTrainer(EpochTrainer):
             schedule=schedule,
             progress=progress,
             on_epoch_end=on_epoch_end,
+            metrics=metrics,
         )
         self.eval_batch_size = check_positive_int("eval_batch_size", eval_batch_size)
         self.augment = augment
@@ -537,6 +559,22 @@ class TorchTrainer(EpochTrainer):
             self.model.train(was_training)
         totals = all_reduce_sum(torch.stack([loss_sum, correct.to(torch.float64)])).tolist()
         return totals[0] / n, (totals[1] / n if self._correct is not None else None)
+
+    @torch.no_grad()
+    def predict_scores(self, x: Any) -> np.ndarray:
+        """Logits of every row of ``x``, in order, on every rank (for validation metrics such as AUC).
+
+        Under DDP each rank scores one contiguous piece and the pieces are gathered, so every rank
+        computes the same metric from the same numbers and takes the same early-stopping decision.
+        """
+        ctx = self.distributed
+        if ctx is None:
+            return self.predict_logits(x)
+        x_t = self._inputs(x)
+        n = _rows(x_t)
+        rows = shard_batch(torch.arange(n), ctx.rank, ctx.world_size).to(self.device)
+        mine = torch.as_tensor(self.predict_logits(_take(x_t, rows)), device=self.device)
+        return _gather_rows(mine, n, ctx).cpu().numpy()
 
     @torch.no_grad()
     def predict_logits(self, x: Any) -> np.ndarray:
