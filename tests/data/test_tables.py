@@ -172,6 +172,17 @@ def test_multi_valued_cells_are_split_padded_and_truncated(tmp_path: Path) -> No
     np.testing.assert_array_equal(short.splits["valid"].multi["tags"], [[1, 2], [0, 0], [3, 4], [4, 4]])
 
 
+def test_vocabulary_lookup_survives_hash_collisions(tmp_path: Path, rng: np.random.Generator,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    data_dir = make_dir(tmp_path / "d", MIXED_HEADER, mixed_rows(rng, 50))
+    expected = load(data_dir, MIXED_SPEC, cache_dir=tmp_path / "a")
+    # Every string hashes alike: the lookup must still give each category its own id.
+    monkeypatch.setattr(tables, "stable_hash", lambda strings: np.zeros(len(strings), np.uint64))
+    assert_same(expected, load(data_dir, MIXED_SPEC, cache_dir=tmp_path / "b"))
+    one = load(make_dir(tmp_path / "e", ["label", "u"], [[1, "a"]], [[1, "zz"], [0, "a"]]))
+    np.testing.assert_array_equal(one.splits["valid"].sparse[:, 0], [0, 1])     # "zz" hashes like "a"
+
+
 def test_hashed_multi_valued_tokens(tmp_path: Path) -> None:
     data = load(make_dir(tmp_path / "d", ["label", "tags"], [[1, "x;y"], [0, ""]]),
                 {"tags": {"kind": "multi", "delimiter": ";", "hash_buckets": 7}})

@@ -98,8 +98,11 @@ def default_cache_root(data_dir: Path) -> Path:
         return Path(base) / "mlpkit" / "tables"
 
 
-def read_cache(directory: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """``meta.json`` and the arrays of a cache entry, memory-mapped read-only.
+def read_cache(
+    directory: Path, meta: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``meta.json`` (or ``meta``, when the caller just wrote it) and the arrays of a cache entry,
+    memory-mapped read-only.
 
     Raises
     ------
@@ -108,7 +111,8 @@ def read_cache(directory: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """
     meta_path = directory / META
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta is None:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("format") != FORMAT_VERSION:
             raise CorruptCacheError(meta_path, f"format {meta.get('format')!r}, expected {FORMAT_VERSION}")
         entries = meta["arrays"].items()
@@ -151,8 +155,10 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_cache(root: Path, key: str, build: Callable[[Path], dict[str, Any]]) -> Path:
-    """Build the entry ``root/key`` atomically and return its directory.
+def write_cache(
+    root: Path, key: str, build: Callable[[Path], dict[str, Any]]
+) -> tuple[Path, dict[str, Any]]:
+    """Build the entry ``root/key`` atomically; return its directory and metadata.
 
     ``build(directory)`` writes the ``.npy`` files into a fresh temporary directory and returns the
     metadata, which is written last; the directory is then renamed to ``key``. If ``build`` raises,
@@ -177,11 +183,12 @@ def write_cache(root: Path, key: str, build: Callable[[Path], dict[str, Any]]) -
                 raise
             logger.info("another process cached the same encoding in %s first; using it", target)
             shutil.rmtree(tmp, ignore_errors=True)
+            meta = json.loads((target / META).read_text(encoding="utf-8"))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _fsync_dir(root)
-    return target
+    return target, meta
 
 
 def discard_cache(directory: Path) -> None:
