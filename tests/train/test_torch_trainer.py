@@ -524,3 +524,30 @@ def test_an_unknown_monitor_lists_the_metrics_as_monitors() -> None:
             model, loss=build_loss("bce_with_logits"), optimizer=build_optimizer("sgd", model, lr=0.1),
             rng=np.random.default_rng(0), monitor="val_acu", metrics={"auc": (lambda t, s: 0.5, "max")},
         )
+
+
+def test_embedding_tables_get_no_weight_decay() -> None:
+    model = _TinyCTR()
+    optimizer = build_optimizer("adamw", model, lr=1e-3, weight_decay=0.1)
+    decayed = [p for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]]
+    assert [p is model.linear.weight for p in decayed] == [True]     # the Linear weight only
+
+
+def test_the_regularizer_enters_the_gradient_but_not_the_recorded_loss() -> None:
+    torch.manual_seed(0)
+    x = {"sparse": np.array([[0, 1, 2]]), "dense": np.zeros((1, 2), np.float32)}
+    y = np.ones(1, np.float32)
+    model = _TinyCTR()
+    table, bias = model.embedding.weight.detach().clone(), model.linear.bias.detach().clone()
+    trainer = TorchTrainer(
+        model, loss=build_loss("bce_with_logits"), optimizer=build_optimizer("sgd", model, lr=1.0),
+        rng=np.random.default_rng(0), batch_size=1,
+        regularizer=lambda: 0.5 * model.embedding.weight.square().sum(),
+    )
+    history = trainer.fit(x, y, epochs=1)
+    z = table[[0, 1, 2]].sum() + bias[0]                     # the logit; the dense inputs are 0
+    assert history.records[0]["train_loss"] == pytest.approx(nn.functional.softplus(-z).item(), rel=1e-6)
+    # One SGD step of lr 1: w - (dBCE/dw + w), with dBCE/dw = sigmoid(z) - 1 on the rows used.
+    expected = torch.zeros_like(table)
+    expected[[0, 1, 2]] = 1 - torch.sigmoid(z)
+    torch.testing.assert_close(model.embedding.weight.detach(), expected)

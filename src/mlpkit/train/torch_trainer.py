@@ -140,7 +140,11 @@ def build_optimizer(
     """A torch optimizer whose weight decay, like the NumPy engine's, touches weights only.
 
     Parameters with two or more dimensions (Linear weights) form a group with ``weight_decay``;
-    biases and norm scales form a group with none (Goodfellow et al., *Deep Learning*, sec. 7.1).
+    biases, norm scales and embedding tables form a group with none (Goodfellow et al., *Deep
+    Learning*, sec. 7.1). Embedding tables are left out because decay would shrink every row at
+    every step while only the rows of the batch's ids get gradients: rare ids would decay to zero.
+    They are regularized through the loss instead (the trainer's ``regularizer``), on the rows
+    a batch uses, as CTR libraries do.
     ``sgd`` adds ``weight_decay * w`` to the gradient and may use (Nesterov) momentum; ``adam``
     is coupled L2; ``adamw`` decays decoupled (Loshchilov & Hutter, ICLR 2019).
 
@@ -173,8 +177,14 @@ def build_optimizer(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("optimizer got an empty parameter list")
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
+    tables = {
+        id(p)
+        for module in model.modules()
+        if isinstance(module, nn.Embedding | nn.EmbeddingBag)
+        for p in module.parameters(recurse=False)
+    }
+    decay = [p for p in params if p.ndim >= 2 and id(p) not in tables]
+    no_decay = [p for p in params if p.ndim < 2 or id(p) in tables]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
     if name == "sgd":
@@ -294,6 +304,10 @@ class TorchTrainer(EpochTrainer):
     metrics : mapping of str to (callable, mode), optional
         Validation scores recorded as ``val_<name>`` after every epoch and usable as ``monitor``
         (see :class:`~mlpkit.train.loop.EpochTrainer`), e.g. ``{"auc": (roc_auc, "max")}``.
+    regularizer : callable or None
+        Returns a scalar tensor added to each training batch's loss before the backward pass
+        (e.g. an L2 penalty on the embedding rows, as BARS's ``embedding_regularizer``). The
+        recorded losses are the data loss alone, so they compare with the validation loss.
 
     Examples
     --------
@@ -326,6 +340,7 @@ class TorchTrainer(EpochTrainer):
         distributed: DistributedContext | None = None,
         eval_batch_size: int = 8192,
         metrics: Mapping[str, Metric] | None = None,
+        regularizer: Callable[[], Tensor] | None = None,
     ) -> None:
         super().__init__(
             rng=rng,
@@ -339,6 +354,7 @@ class TorchTrainer(EpochTrainer):
             metrics=metrics,
         )
         self.eval_batch_size = check_positive_int("eval_batch_size", eval_batch_size)
+        self.regularizer = regularizer
         self.augment = augment
         # Under DDP: every rank's torch generators after the last epoch, for checkpoints (rank 0
         # writes them all, each rank resumes its own dropout masks).
@@ -500,7 +516,11 @@ class TorchTrainer(EpochTrainer):
             else:  # an empty shard still joins DDP's all-reduce
                 loss = logits.sum() * 0.0
             optimizer.zero_grad(set_to_none=True)
-            (loss * weight if weight != 1.0 else loss).backward()
+            objective = loss * weight if weight != 1.0 else loss
+            if self.regularizer is not None:
+                # Every rank adds it: DDP averages the gradients, so each rank's share is whole.
+                objective = objective + self.regularizer()
+            objective.backward()
             if self.grad_clip_norm is not None:
                 nn.utils.clip_grad_norm_(self._params, self.grad_clip_norm)
             optimizer.step()
