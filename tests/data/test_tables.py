@@ -337,6 +337,11 @@ def test_encode_file_uses_the_fitted_vocabulary_with_or_without_labels(tmp_path:
     labelled = encode_file(tmp_path / "d" / "valid.csv", fitted)
     np.testing.assert_array_equal(labelled.label, [1, 0, 1])
     np.testing.assert_array_equal(labelled.sparse, data.splits["valid"].sparse)
+    bad = write_csv(tmp_path / "bad.csv", ["u", "x"], [["a", 1], ["b", "many"]])
+    with pytest.raises(DataFormatError, match=re.escape(f"{bad}: numeric column 'x' must hold numbers; "
+                                                        "row 2 holds 'many'")):
+        encode_file(bad, fitted, out_dir=tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["new.dense.npy", "new.sparse.npy"]
     lacking = write_csv(tmp_path / "lacking.csv", ["u"], [["a"]])
     with pytest.raises(DataFormatError, match=re.escape(
             f"{lacking} lacks column(s) ['x'] the model reads; its columns: ['u']")):
@@ -480,7 +485,15 @@ def test_error_an_empty_file(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match=re.escape(f"{test}: the file is empty (no header row)")):
         load(data_dir)
     test.write_text("label,u\n")
-    with pytest.raises(DataFormatError, match=re.escape(f"{test}: no data rows (only a header)")):
+    with pytest.raises(DataFormatError, match=re.escape(f"{test}: no data rows")):
+        load(data_dir)
+    test.unlink()
+    (data_dir / "test.parquet").write_bytes(b"")
+    with pytest.raises(DataFormatError, match=re.escape(f"{data_dir / 'test.parquet'}: the file is empty")):
+        load(data_dir)
+    pq.write_table(pa.table({"label": pa.array([], pa.int64()), "u": pa.array([], pa.string())}),
+                   data_dir / "test.parquet")
+    with pytest.raises(DataFormatError, match=re.escape(f"{data_dir / 'test.parquet'}: no data rows")):
         load(data_dir)
     assert list((tmp_path / "cache").iterdir()) == []
 

@@ -12,9 +12,13 @@ model that keeps one embedding table for all fields adds the field offsets
 
 - categorical: ``0`` is out-of-vocabulary (categories not seen in training, or seen fewer than
   ``min_count`` times), ``1`` is "missing" *if* the training split had missing cells in that field
-  (otherwise a missing cell maps to ``0`` too), then the categories, most frequent first;
+  (otherwise a missing cell maps to ``0`` too), then the categories, most frequent first (ties by
+  value, in the byte order of their UTF-8 text);
 - multi-valued: ``0`` is padding (never a token), ``1`` OOV, then the tokens as above;
-- hashed fields: ``0`` missing, then ``1 + hash(value) % buckets``.
+- hashed fields: ``0`` missing (padding for multi-valued ones), then ``1 + hash(value) % buckets``
+  with a hash that is the same in every process (:func:`mlpkit.data.table_io.stable_hash`);
+- numeric fields cut into quantile bins are categorical to the model, with ``bins + 2`` ids:
+  ``0`` unused, ``1`` missing (always reserved), then the bins, lowest values first.
 
 This module imports nothing but the standard library, so data, models and runs share it.
 """

@@ -334,7 +334,7 @@ def fit_table(path: Path, columns: Mapping[str, ColumnConfig], label: str) -> Fi
             fitter.add(chunk.column(fitter.name), rows)
         rows += chunk.num_rows
     if rows == 0:
-        raise DataFormatError(f"{path}: no data rows (only a header)")
+        raise DataFormatError(f"{path}: no data rows")
     return FittedTable(label, tuple(f.result() for f in fitters), rows)
 
 

@@ -241,7 +241,7 @@ def _encode_chunks(path: Path, encoder: _Encoder, *, with_label: bool) -> Iterat
         yield encoder.encode(chunk, path=path, first_row=rows, with_label=with_label)
         rows += chunk.num_rows
     if rows == 0:
-        raise DataFormatError(f"{path}: no data rows (only a header)")
+        raise DataFormatError(f"{path}: no data rows")
 
 
 def _encode_to_files(path: Path, encoder: _Encoder, directory: Path, prefix: str,
@@ -260,6 +260,7 @@ def _encode_to_files(path: Path, encoder: _Encoder, directory: Path, prefix: str
     except BaseException:
         for writer in writers.values():
             writer.abort()
+            writer.path.unlink(missing_ok=True)                 # nothing half-written stays behind
         raise
     return {name: {"file": names[name], "shape": list(shapes[name]), "dtype": str(layout[name][0])}
             for name in layout}
