@@ -357,10 +357,9 @@ def test_torchrun_resume_gives_every_rank_back_its_own_dropout_masks(data_dir: P
 
 
 # What a failing multi-process run prints and leaves behind is checked with the ranks started
-# directly (launch_ranks): under torchrun the agent SIGTERMs the other ranks 0.1 s after the first
-# one exits with an error, so whether a slower rank still prints its line, or rank 0 still removes
-# the directory it made, depends on scheduling. Under torchrun only what every schedule gives is
-# asserted: the job ends, fails, and the first rank to exit has said why.
+# directly too (launch_ranks), each rank's output apart. Under torchrun the agent SIGTERMs the other
+# ranks 0.1 s after the first one exits with an error; mlpkit's CLI therefore waits, after printing,
+# until every rank is done (wait_for_every_rank), so each rank's line reaches the user.
 
 
 def test_torchrun_stops_when_rank_0_refuses_the_run_directory(data_dir: Path, tmp_path: Path) -> None:
@@ -369,8 +368,18 @@ def test_torchrun_stops_when_rank_0_refuses_the_run_directory(data_dir: Path, tm
     (taken / "notes.txt").write_text("mine")
     result = torchrun(*train_args(data_dir, taken), cwd=tmp_path, timeout=60)
     assert result.returncode != 0
-    assert "mlpkit: error: " in result.stderr
+    assert f"mlpkit: error: run directory {taken} already exists and is not empty" in result.stderr
+    assert "mlpkit: error: rank 1 stops: rank 0 could not prepare the run directory" in result.stderr
     assert snapshot(taken) == {"notes.txt": b"mine"}
+
+
+def test_torchrun_refuses_the_numpy_engine_on_every_rank(data_dir: Path, tmp_path: Path) -> None:
+    args = [a for a in train_args(data_dir, tmp_path / "run") if a not in ("--engine", "torch")]
+    result = torchrun(*args, cwd=tmp_path, timeout=60)
+    assert result.returncode != 0
+    refusal = "mlpkit: error: the NumPy engine trains in one process, but torchrun started 2 (WORLD_SIZE=2)"
+    assert result.stderr.count(refusal) == 2, result.stderr              # both ranks said why
+    assert not (tmp_path / "run").exists()
 
 
 def test_every_rank_stops_when_rank_0_refuses_the_run_directory(data_dir: Path, tmp_path: Path) -> None:

@@ -563,6 +563,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     other_rank = os.environ.get("RANK", "0") != "0"
     package_logger.setLevel(logging.WARNING if args.quiet or other_rank else logging.INFO)
     try:
+        code = _handle(args)
+    finally:
+        package_logger.removeHandler(handler)
+        package_logger.setLevel(previous_level)
+    if code != EXIT_OK and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        # A torchrun worker: the agent kills every rank as soon as one exits with an error, which
+        # could cut off another rank's error line or its clean-up. Leave only when all are done.
+        from mlpkit.train.distributed import wait_for_every_rank  # here: mlpkit.cli stays torch-free
+
+        wait_for_every_rank()
+    return code
+
+
+def _handle(args: argparse.Namespace) -> int:
+    """Run the subcommand; turn every error mlpkit raises on purpose into one line and a status."""
+    try:
         return int(args.handler(args))
     except TrainingDivergedError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -581,6 +597,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    finally:
-        package_logger.removeHandler(handler)
-        package_logger.setLevel(previous_level)
