@@ -409,7 +409,8 @@ default="xavier_uniform"
         lists) trains in float64. A name forces that precision. Inputs are converted once; the
         precision chosen is ``dtype_``.
     progress : bool, default=False
-        Show a progress bar over each epoch's batches.
+        Show one progress bar over every batch of a ``fit`` (its ETA is the fit's), with the
+        running loss.
 """
 
 _COMMON_ATTRIBUTES_DOC = """
