@@ -6,14 +6,23 @@ Models built from these return logits; they never hold an optimizer, a device or
 from __future__ import annotations
 
 from mlpkit.blocks.activations import ACT_LAYERS, get_act_layer, make_activation
+from mlpkit.blocks.embedding import FieldEmbedding, LinearEmbedding
 from mlpkit.blocks.init import calculate_gain, init_linear_, init_weight_
+from mlpkit.blocks.interaction import BiInteraction, CrossNetV1, FFMInteraction, FMInteraction, InnerProduct
 from mlpkit.blocks.mlp import MLP, GatedMLP, GatedUnit
 
 __all__ = [
     "ACT_LAYERS",
     "MLP",
+    "BiInteraction",
+    "CrossNetV1",
+    "FFMInteraction",
+    "FMInteraction",
+    "FieldEmbedding",
     "GatedMLP",
     "GatedUnit",
+    "InnerProduct",
+    "LinearEmbedding",
     "calculate_gain",
     "get_act_layer",
     "init_linear_",
