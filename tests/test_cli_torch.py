@@ -406,12 +406,12 @@ def test_every_rank_stops_when_one_rank_cannot_load_the_data(data_dir: Path, tmp
         "import mlpkit.run\n"
         "from mlpkit.cli import main\n"
         "from mlpkit.errors import DataNotFoundError\n"
-        "load = mlpkit.run._prepare_data\n"
+        "load = mlpkit.run.load_splits\n"
         "def prepare(config, rng):\n"
         "    if os.environ['RANK'] == '1':\n"
         "        raise DataNotFoundError('rank 1 cannot read the data')\n"
         "    return load(config, rng)\n"
-        "mlpkit.run._prepare_data = prepare\n"
+        "mlpkit.run.load_splits = prepare\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
     argv = [str(script), *map(str, train_args(data_dir, tmp_path / "run"))]

@@ -35,12 +35,11 @@ from mlpkit.run import (
     Predictions,
     evaluate_run,
     load_run,
-    pixels_to_features,
     predict_run,
     resume_run,
-    split_validation,
     train_run,
 )
+from mlpkit.tasks.fashion_mnist import pixels_to_features, split_validation
 from mlpkit.train import NumpyTrainer
 
 N_VAL = 60

@@ -54,8 +54,7 @@ from mlpkit import __version__
 from mlpkit._io import atomic_write_json, atomic_write_text
 from mlpkit._optional import require
 from mlpkit.config import RunConfig, load_config
-from mlpkit.data.augment import ShiftFlip
-from mlpkit.data.fashion_mnist import FASHION_MNIST, FashionMNIST, load_fashion_mnist
+from mlpkit.data.fashion_mnist import FASHION_MNIST
 from mlpkit.data.images import read_images
 from mlpkit.engine import SoftmaxCrossEntropyLoss, build_mlp, load_weights, make_optimizer
 from mlpkit.engine.losses import log_softmax
@@ -89,6 +88,14 @@ from mlpkit.rundir import (
     write_config,
 )
 from mlpkit.spec import MLPSpec
+from mlpkit.tasks.fashion_mnist import (
+    PREVIEW_IMAGES,
+    ImageSplits,
+    load_dataset,
+    load_splits,
+    make_augment,
+    pixels_to_features,
+)
 from mlpkit.train import EarlyStopping, History, NumpyTrainer, predict_logits
 from mlpkit.train.checkpoint_files import has_checkpoint
 from mlpkit.train.numpy_trainer import MONITORS as MONITOR_MODES
@@ -101,7 +108,6 @@ __all__ = [
     "RunResult",
     "evaluate_run",
     "load_run",
-    "pixels_to_features",
     "predict_run",
     "resume_run",
     "train_run",
@@ -111,66 +117,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-PREVIEW_IMAGES = 25
-"""Test images shown in ``predictions.png`` (the first ones, so every run of a data set shows the same)."""
-
-MAX_PIXEL = 255
-"""Grey levels are 0..255 in the IDX files; features are pixel / 255, in [0, 1]."""
-
-
 # -- data --------------------------------------------------------------------------------------
-
-
-def pixels_to_features(images: np.ndarray, dtype: np.dtype | type = np.float32) -> np.ndarray:
-    """Grey levels to network inputs: flatten each image and scale 0..255 to [0, 1].
-
-    The one place this scaling lives: training, evaluation and prediction all call it.
-
-    Parameters
-    ----------
-    images : ndarray of shape (N, 28, 28) or (N, 784)
-        Grey levels 0..255 (uint8, or any real dtype).
-    dtype : float32 or float64
-
-    Returns
-    -------
-    ndarray of shape (N, 784)
-        A new array of ``dtype`` with values in [0, 1].
-
-    Examples
-    --------
-    >>> pixels_to_features(np.array([[[0, 255], [51, 102]]], dtype=np.uint8))
-    array([[0. , 1. , 0.2, 0.4]], dtype=float32)
-    """
-    x = np.asarray(images).reshape(len(images), -1).astype(dtype)  # (N, H*W), a copy
-    x /= MAX_PIXEL
-    return x
-
-
-def split_validation(n: int, val_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of a random train/validation split of ``n`` samples.
-
-    Returns
-    -------
-    train_idx : ndarray of shape (n - val_size,)
-    val_idx : ndarray of shape (val_size,)
-
-    Raises
-    ------
-    ConfigError
-        If ``val_size`` leaves no training sample.
-    """
-    if val_size >= n:
-        raise ConfigError(
-            f"[data] val_size must be smaller than the training set ({n} images), got {val_size}"
-        )
-    order = rng.permutation(n)
-    return order[val_size:], order[:val_size]
-
-
-def _load_dataset(config: RunConfig) -> FashionMNIST:
-    data = config.data
-    return load_fashion_mnist(data.data_dir, download=data.download, verify=data.verify)
 
 
 def _with_data_dir(config: RunConfig, data_dir: str | os.PathLike[str] | None) -> RunConfig:
@@ -257,48 +204,6 @@ def _seeds(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.rand
     return split_rng, init_rng, train_rng, int(children[3].generate_state(1)[0])
 
 
-@dataclass(frozen=True, eq=False)
-class _Splits:
-    """The data of one run: features scaled to [0, 1] in the run's dtype, labels as int64."""
-
-    x_train: np.ndarray                  # (N_train, 784)
-    y_train: np.ndarray                  # (N_train,)
-    x_val: np.ndarray | None             # (N_val, 784), None when val_size = 0
-    y_val: np.ndarray | None             # (N_val,)
-    x_test: np.ndarray                   # (N_test, 784)
-    y_test: np.ndarray                   # (N_test,)
-    test_images: np.ndarray              # (N_test, 784) uint8, for the prediction grid
-    classes: tuple[str, ...]
-    data_dir: Path
-
-
-def _prepare_data(config: RunConfig, rng: np.random.Generator) -> _Splits:
-    """Load Fashion-MNIST, carve the validation set out of the training set, scale each split once."""
-    dtype = np.dtype(config.run.dtype)
-    dataset = _load_dataset(config)
-    train_idx, val_idx = split_validation(len(dataset.x_train), config.data.val_size, rng)
-    # Select on the uint8 images, then scale: no float copy of all 60000 images.
-    x_val, y_val = None, None
-    if len(val_idx):
-        x_val, y_val = pixels_to_features(dataset.x_train[val_idx], dtype), dataset.y_train[val_idx]
-    splits = _Splits(
-        x_train=pixels_to_features(dataset.x_train[train_idx], dtype),
-        y_train=dataset.y_train[train_idx],
-        x_val=x_val,
-        y_val=y_val,
-        x_test=pixels_to_features(dataset.x_test, dtype),
-        y_test=dataset.y_test,
-        test_images=dataset.x_test,
-        classes=tuple(dataset.classes),
-        data_dir=Path(dataset.data_dir),
-    )
-    logger.info(
-        "data: %d train, %d validation, %d test images from %s",
-        len(train_idx), len(val_idx), len(splits.y_test), splits.data_dir,
-    )
-    return splits
-
-
 # -- what both engines share ---------------------------------------------------------------------
 
 
@@ -321,14 +226,6 @@ def _schedule(config: RunConfig, monitor: str) -> Schedule | None:
     if optim.schedule == "constant":
         return None
     return make_schedule(optim.schedule, optim.lr, **optim.schedule_kwargs(MONITOR_MODES[monitor]))
-
-
-def _augment(config: RunConfig) -> ShiftFlip | None:
-    data = config.data
-    if data.augment == "none":
-        return None
-    height, width = FASHION_MNIST.image_shape
-    return ShiftFlip(height, width, max_shift=data.max_shift, flip_p=data.flip_p)
 
 
 def _build_trainer(
@@ -355,7 +252,7 @@ def _build_trainer(
         monitor=monitor,
         restore_best=False,  # the run scores both the last and the best weights
         schedule=_schedule(config, monitor),
-        augment=_augment(config),
+        augment=make_augment(config),
         progress=progress,
     )
 
@@ -535,7 +432,7 @@ class _EpochWriter:
 
 
 def _write_diverged_summary(
-    run_dir: Path, exc: TrainingDivergedError, writer: _EpochWriter, *, data: _Splits
+    run_dir: Path, exc: TrainingDivergedError, writer: _EpochWriter, *, data: ImageSplits
 ) -> TrainingDivergedError:
     """Record a diverged run in ``summary.json``; return the error to raise, saying what was kept."""
     writer.metrics.rewrite()
@@ -630,7 +527,7 @@ def _numpy_run(
     logger.info("%s: %s", "run directory" if resume_dir is None else "resuming the run in", run_dir)
     split_rng, init_rng, train_rng, _ = _seeds(config.run.seed)
     try:
-        data = _prepare_data(config, split_rng)
+        data = load_splits(config, split_rng)
         spec = config.model.to_spec(in_features=data.x_train.shape[1], out_features=len(data.classes))
         _log_model(spec, config, len(data.y_train))
         _check_memory(spec, config, len(data.y_train))
@@ -729,7 +626,7 @@ def _finish_run(
     best_state: dict[str, np.ndarray],
     history: History,
     monitor: str,
-    data: _Splits,
+    data: ImageSplits,
     session: Session,
     restore_best: bool,
     engine: dict[str, Any],
@@ -1073,8 +970,8 @@ def _torch_run_in_group(
     torch.manual_seed(torch_seed + rank)  # dropout masks; the ranks draw different ones
     restore_best = config.early_stopping.restore_best
     recorded = _recorded(config)
-    def load_and_check() -> tuple[_Splits, MLPSpec]:
-        data = _prepare_data(config, split_rng)
+    def load_and_check() -> tuple[ImageSplits, MLPSpec]:
+        data = load_splits(config, split_rng)
         spec = config.model.to_spec(in_features=data.x_train.shape[1], out_features=len(data.classes))
         if rank_zero:
             _log_model(spec, config, len(data.y_train))
@@ -1098,7 +995,7 @@ def _torch_run_in_group(
             restore_best=False,  # the run scores both the last and the best weights
             schedule=_schedule(config, monitor),
             grad_clip_norm=config.optim.grad_clip_norm,
-            augment=_augment(config),
+            augment=make_augment(config),
             progress=progress and rank_zero,
             distributed=ctx,
         )
@@ -1302,7 +1199,7 @@ def evaluate_run(
         If the test data cannot be loaded.
     """
     loaded = load_run(run_dir)
-    dataset = _load_dataset(_with_data_dir(loaded.config, data_dir))
+    dataset = load_dataset(_with_data_dir(loaded.config, data_dir))
     if tuple(dataset.classes) != loaded.classes:
         raise CheckpointError(
             f"{run_dir}: the model's classes {loaded.classes} differ from the data's {dataset.classes}"
