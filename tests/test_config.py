@@ -236,7 +236,7 @@ def test_config_names_the_schedules_the_trainers_have() -> None:
 
 def test_config_names_the_devices_the_torch_engine_resolves() -> None:
     pytest.importorskip("torch")
-    from mlpkit.train.torch_trainer import DEVICE_NAMES
+    from mlpkit.train.device import DEVICE_NAMES
 
     assert set(DEVICES) == set(DEVICE_NAMES)
 

@@ -939,8 +939,9 @@ def _torch_run_in_group(
 
     from mlpkit.torch_engine import build_torch_mlp
     from mlpkit.train.checkpoint import load_checkpoint
+    from mlpkit.train.device import resolve_device
     from mlpkit.train.distributed import local_batch_size
-    from mlpkit.train.torch_trainer import TorchTrainer, build_loss, build_optimizer, resolve_device
+    from mlpkit.train.torch_trainer import TorchTrainer, build_loss, build_optimizer
 
     rank = 0 if ctx is None else ctx.rank
     rank_zero = rank == 0

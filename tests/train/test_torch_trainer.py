@@ -14,6 +14,7 @@ from mlpkit.errors import ConfigError, TrainingDivergedError
 from mlpkit.spec import MLPSpec
 from mlpkit.torch_engine import build_torch_mlp
 from mlpkit.train import EarlyStopping
+from mlpkit.train.device import resolve_device
 from mlpkit.train.schedules import (
     SCHEDULES,
     CosineLR,
@@ -22,7 +23,7 @@ from mlpkit.train.schedules import (
     StepLR,
     make_schedule,
 )
-from mlpkit.train.torch_trainer import TorchTrainer, build_loss, build_optimizer, resolve_device
+from mlpkit.train.torch_trainer import TorchTrainer, build_loss, build_optimizer
 
 pytestmark = pytest.mark.torch  # needs torch (the `torch` extra)
 

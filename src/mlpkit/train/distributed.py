@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 
 from mlpkit.errors import ConfigError
+from mlpkit.train.device import resolve_device
 
 __all__ = [
     "DistributedContext",
@@ -116,8 +117,6 @@ def init_distributed(
         If a torchrun variable is missing or malformed, or ``device``/``backend`` is unknown or
         unavailable.
     """
-    from mlpkit.train.torch_trainer import resolve_device
-
     env = os.environ if env is None else env
     if "WORLD_SIZE" not in env:
         return None

@@ -34,6 +34,7 @@ from mlpkit._checks import (
 )
 from mlpkit.data.augment import ShiftFlip
 from mlpkit.errors import ConfigError, TrainingDivergedError
+from mlpkit.train.device import resolve_device
 from mlpkit.train.distributed import (
     DistributedContext,
     all_reduce_sum,
@@ -47,60 +48,17 @@ from mlpkit.train.loop import EpochTrainer, Metric
 from mlpkit.train.schedules import Schedule
 
 __all__ = [
-    "DEVICE_NAMES",
     "LOSS_NAMES",
     "OPTIMIZER_NAMES",
     "TorchTrainer",
     "build_loss",
     "build_optimizer",
-    "resolve_device",
 ]
 
 logger = logging.getLogger(__name__)
 
-DEVICE_NAMES = ("auto", "cpu", "cuda")
 OPTIMIZER_NAMES = ("sgd", "adam", "adamw")
 LOSS_NAMES = ("cross_entropy", "bce_with_logits", "mse")
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """Turn ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` into a :class:`torch.device`.
-
-    ``"auto"`` picks the first GPU when CUDA is available, else the CPU.
-
-    Raises
-    ------
-    ConfigError
-        For an unknown name (listing the valid ones), or ``"cuda"`` when this torch build or
-        machine has no CUDA device, or a GPU index that does not exist.
-
-    Examples
-    --------
-    >>> resolve_device("cpu")
-    device(type='cpu')
-    """
-    name = str(device)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        index_text = name.partition(":")[2]
-        if index_text and not index_text.isdigit():
-            raise ConfigError(f"device must be one of {list(DEVICE_NAMES)} or 'cuda:N', got {name!r}")
-        if not torch.cuda.is_available():
-            build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", a build without CUDA")
-            raise ConfigError(
-                f"device {name!r} was requested but CUDA is not available ({build}); "
-                "use device 'cpu', or 'auto' to take a GPU only when there is one"
-            )
-        index = int(index_text) if index_text else 0
-        if index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)"
-            )
-        return torch.device("cuda", index)
-    raise ConfigError(f"device must be one of {list(DEVICE_NAMES)} or 'cuda:N', got {name!r}")
 
 
 def build_loss(name: str) -> nn.Module:
