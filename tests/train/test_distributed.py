@@ -64,6 +64,8 @@ def make_trainer(ctx: DistributedContext | None) -> TorchTrainer:
         # Rows of 6 as 2x3 images: every rank draws the crops of the whole global batch and keeps
         # its share, so the augmented ranks still add up to the one augmented process.
         augment=ShiftFlip(2, 3, max_shift=1, flip_p=0.5),
+        # A whole-set metric: its scores are gathered from both ranks' uneven pieces (8 + 7 rows).
+        metrics={"top1": (lambda y, logits: float(np.mean(logits.argmax(axis=1) == y)), "max")},
     )
 
 
@@ -124,7 +126,7 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
     for name, value in expected.items():
         np.testing.assert_array_equal(weights[0][name], weights[1][name], err_msg=f"ranks disagree on {name}")
         np.testing.assert_allclose(weights[0][name], value, rtol=1e-9, atol=1e-12, err_msg=name)
-    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):  # reduced over both ranks
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_top1"):  # over both ranks
         for rank in range(2):
             np.testing.assert_allclose(
                 [r[key] for r in results[rank]["records"]],
@@ -132,6 +134,7 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
                 rtol=1e-9,
                 err_msg=f"rank {rank}: {key}",
             )
+    assert single.history.column("val_top1") == single.history.column("val_accuracy")
     assert [r["backend"] for r in results] == ["gloo", "gloo"] and results[0]["world_size"] == 2
     assert [r["rank_zero"] for r in results] == [True, False]
     assert results[0]["calls"] == [1, 2, 3] and results[1]["calls"] == []  # only rank 0 writes

@@ -38,6 +38,7 @@ __all__ = [
     "all_reduce_sum",
     "cleanup_distributed",
     "gather_generator_states",
+    "gather_rows",
     "init_distributed",
     "is_distributed",
     "is_rank_zero",
@@ -327,3 +328,18 @@ def shard_weight(global_size: int, rank: int, world_size: int) -> float:
     """
     start, stop = _bounds(global_size, rank, world_size)
     return world_size * (stop - start) / global_size
+
+
+def gather_rows(mine: torch.Tensor, n: int, ctx: DistributedContext) -> torch.Tensor:
+    """Every rank's contiguous piece of ``n`` rows (as :func:`shard_batch` cut them), in rank order.
+
+    ``all_gather`` needs equal shapes: the pieces differ by at most one row, so each is padded to
+    the longest and the padding dropped after. A collective: every rank calls it.
+    """
+    longest = -(-n // ctx.world_size)
+    padded = mine.new_zeros((longest, *mine.shape[1:]))
+    padded[: mine.shape[0]] = mine
+    pieces = [torch.empty_like(padded) for _ in range(ctx.world_size)]
+    dist.all_gather(pieces, padded)
+    sizes = [len(shard_batch(torch.arange(n), rank, ctx.world_size)) for rank in range(ctx.world_size)]
+    return torch.cat([piece[:size] for piece, size in zip(pieces, sizes, strict=True)])

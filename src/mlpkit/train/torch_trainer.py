@@ -39,6 +39,7 @@ from mlpkit.train.distributed import (
     DistributedContext,
     all_reduce_sum,
     gather_generator_states,
+    gather_rows,
     local_batch_size,
     shard_batch,
     shard_weight,
@@ -182,23 +183,6 @@ def _rows(x: Batch) -> int:
 def _take(x: Batch, index: Tensor | slice) -> Batch:
     """The rows ``index`` of a batch (an index tensor or a slice), for every named tensor alike."""
     return {name: t[index] for name, t in x.items()} if isinstance(x, dict) else x[index]
-
-
-def _gather_rows(mine: Tensor, n: int, ctx: DistributedContext) -> Tensor:
-    """Every rank's contiguous piece of ``n`` rows (as :func:`shard_batch` cut them), in rank order.
-
-    ``all_gather`` needs equal shapes: the pieces differ by at most one row, so each is padded to
-    the longest and the padding dropped after. A collective: every rank calls it.
-    """
-    import torch.distributed as dist
-
-    longest = -(-n // ctx.world_size)
-    padded = mine.new_zeros((longest, *mine.shape[1:]))
-    padded[: mine.shape[0]] = mine
-    pieces = [torch.empty_like(padded) for _ in range(ctx.world_size)]
-    dist.all_gather(pieces, padded)
-    sizes = [len(shard_batch(torch.arange(n), rank, ctx.world_size)) for rank in range(ctx.world_size)]
-    return torch.cat([piece[:size] for piece, size in zip(pieces, sizes, strict=True)])
 
 
 def _correct_fn(loss: nn.Module) -> Callable[[Tensor, Tensor], Tensor] | None:
@@ -552,7 +536,7 @@ class TorchTrainer(EpochTrainer):
         n = _rows(x_t)
         rows = shard_batch(torch.arange(n), ctx.rank, ctx.world_size).to(self.device)
         mine = torch.as_tensor(self.predict_logits(_take(x_t, rows)), device=self.device)
-        return _gather_rows(mine, n, ctx).cpu().numpy()
+        return gather_rows(mine, n, ctx).cpu().numpy()
 
     @torch.no_grad()
     def predict_logits(self, x: Any) -> np.ndarray:
