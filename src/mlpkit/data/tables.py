@@ -11,9 +11,9 @@ It works in bounded memory whatever the file size:
    numeric mean and standard deviation (merged chunk by chunk, Chan et al. 1979) and, for
    quantile bins, a uniform sample of at most 1e6 values (reservoir sampling, Vitter 1985, seeded
    so the same file gives the same bins);
-2. **encode**, every split chunk by chunk with vectorised Arrow and NumPy operations (an Arrow
-   hash lookup against the vocabulary, never a loop over rows), each array appended to a
-   ``.npy`` file;
+2. **encode**, every split chunk by chunk with vectorised Arrow and NumPy operations (a binary
+   search in the sorted stable hashes of the vocabulary, built once per field, never a loop over
+   rows), each array appended to a ``.npy`` file;
 3. **cache** the arrays and the fitted encoding (:mod:`mlpkit.data.table_cache`): a second call on
    unchanged files and spec maps the arrays without reading the data; a corrupted entry is
    rebuilt, with a warning naming the bad file.
