@@ -102,7 +102,8 @@ SPEED_MODEL = "deepfm"
 
 # Test AUC of BARS's seed-2021 run per model: the first row of the results table in
 # reczoo/BARS ranking/ctr/<Model>/<Model>_frappe_x1/README.md where BARS reports several runs
-# (DNN 0.983323, DeepFM 0.984243: seed 2021 in its results.csv), else its one reported figure.
+# (DNN 0.983323, seed 2021 in its results.csv; DeepFM 0.984243; DCN 0.983907), else its one
+# reported figure (NFM's log: seed 2021, 0.980409).
 BARS_SEED_2021 = {
     "lr": 0.9356,
     "fm": 0.9671,
