@@ -102,8 +102,8 @@ def build_optimizer(
     biases, norm scales and embedding tables form a group with none (Goodfellow et al., *Deep
     Learning*, sec. 7.1). Embedding tables are left out because decay would shrink every row at
     every step while only the rows of the batch's ids get gradients: rare ids would decay to zero.
-    They are regularized through the loss instead (the trainer's ``regularizer``), on the rows
-    a batch uses, as CTR libraries do.
+    They are regularized through the loss instead (the trainer's ``regularizer``), on the whole
+    tables, as FuxiCTR does.
     ``sgd`` adds ``weight_decay * w`` to the gradient and may use (Nesterov) momentum; ``adam``
     is coupled L2; ``adamw`` decays decoupled (Loshchilov & Hutter, ICLR 2019).
 
@@ -380,7 +380,11 @@ class TorchTrainer(EpochTrainer):
         return t.to(device=self.device, dtype=self.dtype)
 
     def _tensor(self, name: str, value: Any) -> Tensor:
-        t = torch.as_tensor(np.asarray(value) if not isinstance(value, Tensor) else value)
+        if not isinstance(value, Tensor):
+            value = np.asarray(value)
+            if not value.flags.writeable:  # a read-only memory map: torch would warn, then share it
+                value = value.copy()
+        t = torch.as_tensor(value)
         if t.ndim == 0:
             raise ValueError(f"input {name!r} must have a batch axis, got a scalar")
         if t.is_floating_point():
