@@ -25,7 +25,7 @@ import torch
 from safetensors.numpy import load_file
 
 import mlpkit.run as run_module
-from fakedata import N_TEST, run_cli, write_fake_fashion_mnist
+from fakedata import N_TEST, run_cli, snapshot, write_fake_fashion_mnist
 from launch import launch_ranks
 
 pytestmark = pytest.mark.torch  # needs torch (the `torch` extra)
@@ -65,10 +65,6 @@ def without_seconds(run_dir: Path) -> list[dict[str, Any]]:
 
 def weights(run_dir: Path) -> dict[str, np.ndarray]:
     return load_file(str(run_dir / "model.safetensors"))
-
-
-def snapshot(directory: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
-from fakedata import interrupt_after, write_fake_fashion_mnist
+from fakedata import interrupt_after, snapshot, write_fake_fashion_mnist
 from mlpkit.config import DataConfig, EarlyStoppingConfig, ModelConfig, OptimConfig, RunConfig, RunSettings
 from mlpkit.errors import CheckpointError, ConfigError
 from mlpkit.run import RUN_FILES, evaluate_run, load_run, resume_run, train_run
@@ -68,10 +68,6 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 def without_seconds(run_dir: Path) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(run_dir)]
-
-
-def snapshot(directory: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
 
 
 def assert_same_weights(first: Path, second: Path) -> None:

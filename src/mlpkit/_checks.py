@@ -6,9 +6,10 @@ Each check raises ``ValueError`` naming the parameter, the rule and the offendin
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -131,3 +132,25 @@ def check_labels(name: str, y: object, num_classes: int, n_samples: int | None =
             f"outside the class range [0, {num_classes})"
         )
     return labels.astype(np.int64, copy=False)
+
+
+@contextlib.contextmanager
+def config_section(name: str) -> Iterator[None]:
+    """Turn the ``ValueError`` of an argument check into a ``ConfigError`` naming ``[name]``.
+
+    Shared by every configuration file's sections: the run config's ``[optim]`` and a table
+    spec's ``[column]`` report their errors the same way.
+    """
+    from mlpkit.errors import ConfigError
+
+    try:
+        yield
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"[{name}] {exc}") from exc
+
+
+def set_frozen(obj: object, name: str, value: object) -> None:
+    """Store a normalised value on a frozen dataclass (a TOML list as a tuple, 1 as 1.0, a default)."""
+    object.__setattr__(obj, name, value)

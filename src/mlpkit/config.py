@@ -38,11 +38,10 @@ True
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import tomllib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,8 @@ from mlpkit._checks import (
     check_positive_float,
     check_positive_int,
     check_probability,
+    config_section,
+    set_frozen,
 )
 from mlpkit.errors import ConfigError
 from mlpkit.spec import MLPSpec
@@ -90,15 +91,6 @@ MONITORS = ("val_loss", "val_accuracy")
 """Scores that can pick the best epoch; the test set is never one of them."""
 
 
-@contextlib.contextmanager
-def _section(name: str) -> Iterator[None]:
-    """Turn the ``ValueError`` of an argument check into a ``ConfigError`` naming the section."""
-    try:
-        yield
-    except ConfigError:
-        raise
-    except ValueError as exc:
-        raise ConfigError(f"[{name}] {exc}") from exc
 
 
 def _check_bool(name: str, value: object) -> bool:
@@ -112,11 +104,6 @@ def _check_optional_str(name: str, value: object) -> str | None:
     if value is not None and (not isinstance(value, str) or not value):
         raise ValueError(f"{name} must be a non-empty string or absent, got {value!r}")
     return value
-
-
-def _set(obj: object, name: str, value: object) -> None:
-    """Store a normalised value on a frozen dataclass (e.g. a TOML list as a tuple, 1 as 1.0)."""
-    object.__setattr__(obj, name, value)
 
 
 @dataclass(frozen=True)
@@ -144,17 +131,17 @@ class ModelConfig:
     init_std: float = 0.01
 
     def __post_init__(self) -> None:
-        with _section("model"):
+        with config_section("model"):
             if isinstance(self.hidden_features, str) or not isinstance(self.hidden_features, Sequence):
                 raise ValueError(
                     f"hidden_features must be a list of positive ints, got {self.hidden_features!r}"
                 )
             # MLPSpec owns the rules (names, per-layer lengths, ranges); sizes 1 are placeholders.
             spec = self.to_spec(in_features=1, out_features=1)
-        _set(self, "hidden_features", spec.hidden_features)
-        _set(self, "activation", spec.activation)
-        _set(self, "dropout", spec.dropout if isinstance(spec.dropout, tuple) else float(spec.dropout))
-        _set(self, "init_std", float(spec.init_std))
+        set_frozen(self, "hidden_features", spec.hidden_features)
+        set_frozen(self, "activation", spec.activation)
+        set_frozen(self, "dropout", spec.dropout if isinstance(spec.dropout, tuple) else float(spec.dropout))
+        set_frozen(self, "init_std", float(spec.init_std))
 
     def to_spec(self, in_features: int, out_features: int) -> MLPSpec:
         """The :class:`~mlpkit.spec.MLPSpec` for inputs of width D and C classes."""
@@ -244,12 +231,12 @@ class OptimConfig:
     grad_clip_norm: float | None = None
 
     def __post_init__(self) -> None:
-        with _section("optim"):
+        with config_section("optim"):
             check_choice("optimizer", self.optimizer, OPTIMIZERS)
-            _set(self, "lr", check_positive_float("lr", self.lr))
-            _set(self, "momentum", check_probability("momentum", self.momentum))
+            set_frozen(self, "lr", check_positive_float("lr", self.lr))
+            set_frozen(self, "momentum", check_probability("momentum", self.momentum))
             _check_bool("nesterov", self.nesterov)
-            _set(self, "weight_decay", check_nonnegative_float("weight_decay", self.weight_decay))
+            set_frozen(self, "weight_decay", check_nonnegative_float("weight_decay", self.weight_decay))
             check_positive_int("batch_size", self.batch_size)
             check_positive_int("epochs", self.epochs)
             if self.optimizer != "sgd" and (self.momentum or self.nesterov):
@@ -261,18 +248,19 @@ class OptimConfig:
                 raise ValueError("nesterov needs momentum > 0, got momentum=0")
             self._check_schedule()
             if self.grad_clip_norm is not None:
-                _set(self, "grad_clip_norm", check_positive_float("grad_clip_norm", self.grad_clip_norm))
+                clip = check_positive_float("grad_clip_norm", self.grad_clip_norm)
+                set_frozen(self, "grad_clip_norm", clip)
 
     def _check_schedule(self) -> None:
         check_choice("schedule", self.schedule, SCHEDULES)
-        _set(self, "min_lr", check_nonnegative_float("min_lr", self.min_lr))
+        set_frozen(self, "min_lr", check_nonnegative_float("min_lr", self.min_lr))
         if self.gamma is not None:
-            _set(self, "gamma", check_positive_float("gamma", self.gamma))
+            set_frozen(self, "gamma", check_positive_float("gamma", self.gamma))
         check_positive_int("step_size", self.step_size)
         factor = check_positive_float("factor", self.factor)
         if factor >= 1:
             raise ValueError(f"factor must be a float in (0, 1), got {self.factor!r}")
-        _set(self, "factor", factor)
+        set_frozen(self, "factor", factor)
         check_nonnegative_int("schedule_patience", self.schedule_patience)
         defaults = {f.name: f.default for f in fields(self)}
         for key, users in _SCHEDULE_KEYS.items():
@@ -340,12 +328,12 @@ class EarlyStoppingConfig:
     restore_best: bool = True
 
     def __post_init__(self) -> None:
-        with _section("early_stopping"):
+        with config_section("early_stopping"):
             if self.patience is not None:
                 check_nonnegative_int("patience", self.patience)
                 if self.patience == 0:
-                    _set(self, "patience", None)
-            _set(self, "min_delta", check_nonnegative_float("min_delta", self.min_delta))
+                    set_frozen(self, "patience", None)
+            set_frozen(self, "min_delta", check_nonnegative_float("min_delta", self.min_delta))
             check_choice("monitor", self.monitor, MONITORS)
             _check_bool("restore_best", self.restore_best)
 
@@ -386,14 +374,14 @@ class DataConfig:
     flip_p: float = 0.5
 
     def __post_init__(self) -> None:
-        with _section("data"):
+        with config_section("data"):
             _check_optional_str("data_dir", self.data_dir)
             check_nonnegative_int("val_size", self.val_size)
             _check_bool("download", self.download)
             _check_bool("verify", self.verify)
             check_choice("augment", self.augment, AUGMENTS)
             check_nonnegative_int("max_shift", self.max_shift)
-            _set(self, "flip_p", check_probability("flip_p", self.flip_p, inclusive_high=True))
+            set_frozen(self, "flip_p", check_probability("flip_p", self.flip_p, inclusive_high=True))
             defaults = {f.name: f.default for f in fields(self)}
             for key in ("max_shift", "flip_p"):
                 _only_with(key, getattr(self, key), defaults[key], "augment", self.augment, ("shift_flip",))
@@ -433,7 +421,7 @@ class RunSettings:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        with _section("run"):
+        with config_section("run"):
             _check_optional_str("name", self.name)
             check_nonnegative_int("seed", self.seed)
             _check_optional_str("out", self.out)

@@ -31,14 +31,13 @@ True
 
 from __future__ import annotations
 
-import contextlib
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from mlpkit._checks import check_choice, check_positive_int
+from mlpkit._checks import check_choice, check_positive_int, config_section, set_frozen
 from mlpkit.data.fields import FIELD_KINDS, POOLINGS
 from mlpkit.errors import ConfigError
 
@@ -48,20 +47,6 @@ TRANSFORMS = ("none", "standardize", "log", "quantile")
 """Numeric transforms: as read, ``(x - mean) / std``, ``log1p(max(x, 0))``, or ``bins`` quantile bins."""
 
 
-def _set(obj: object, name: str, value: object) -> None:
-    """Store a normalised value on a frozen dataclass (a default that depends on the kind)."""
-    object.__setattr__(obj, name, value)
-
-
-@contextlib.contextmanager
-def _column(name: str) -> Iterator[None]:
-    """Turn the ``ValueError`` of an argument check into a ``ConfigError`` naming the column."""
-    try:
-        yield
-    except ConfigError:
-        raise
-    except ValueError as exc:
-        raise ConfigError(f"[{name}] {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -120,16 +105,16 @@ class ColumnConfig:
             delimiter = "|" if self.delimiter is None else self.delimiter
             if not isinstance(delimiter, str) or not delimiter:
                 raise ValueError(f"delimiter must be a non-empty string, got {delimiter!r}")
-            _set(self, "delimiter", delimiter)
+            set_frozen(self, "delimiter", delimiter)
             pooling = "mean" if self.pooling is None else self.pooling
-            _set(self, "pooling", check_choice("pooling", pooling, POOLINGS))
+            set_frozen(self, "pooling", check_choice("pooling", pooling, POOLINGS))
             if self.max_len is not None:
                 check_positive_int("max_len", self.max_len)
         if self.kind == "numeric":
             transform = check_choice(
                 "transform", "none" if self.transform is None else self.transform, TRANSFORMS
             )
-            _set(self, "transform", transform)
+            set_frozen(self, "transform", transform)
             if transform == "quantile":
                 if self.bins is None:
                     raise ValueError("transform 'quantile' needs bins, the number of bins (e.g. bins = 10)")
@@ -145,7 +130,7 @@ class ColumnConfig:
         valid = sorted(f.name for f in fields(cls))
         if unknown := sorted(set(raw) - set(valid)):
             raise ConfigError(f"[{column}] unknown key(s) {unknown}; valid keys: {valid}")
-        with _column(column):
+        with config_section(column):
             return cls(**raw)
 
     def to_dict(self) -> dict[str, Any]:
@@ -173,7 +158,7 @@ class TableSpec:
                 raise ConfigError(f"column names must be non-empty strings, got {name!r}")
             if not isinstance(config, ColumnConfig):
                 raise ConfigError(f"[{name}] must be a ColumnConfig, got {config!r}")
-        _set(self, "columns", dict(self.columns))
+        set_frozen(self, "columns", dict(self.columns))
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> TableSpec:
