@@ -47,7 +47,7 @@ def data():
     return x[:61], y[:61], x[61:], y[61:]
 
 
-def make_trainer(ctx: DistributedContext | None) -> TorchTrainer:
+def make_trainer(ctx: DistributedContext | None, *, with_metric: bool = True) -> TorchTrainer:
     model = build_torch_mlp(
         MLPSpec(6, (10,), 3, activation="tanh", init="xavier_uniform"),
         rng=np.random.default_rng(1),
@@ -64,8 +64,11 @@ def make_trainer(ctx: DistributedContext | None) -> TorchTrainer:
         # Rows of 6 as 2x3 images: every rank draws the crops of the whole global batch and keeps
         # its share, so the augmented ranks still add up to the one augmented process.
         augment=ShiftFlip(2, 3, max_shift=1, flip_p=0.5),
-        # A whole-set metric: its scores are gathered from both ranks' uneven pieces (8 + 7 rows).
-        metrics={"top1": (lambda y, logits: float(np.mean(logits.argmax(axis=1) == y)), "max")},
+        # A whole-set metric: its scores are gathered from both ranks' uneven pieces (8 + 7 rows), from
+        # the same forward pass that sums the validation loss and accuracy.
+        metrics={"top1": (lambda y, logits: float(np.mean(logits.argmax(axis=1) == y)), "max")}
+        if with_metric
+        else None,
     )
 
 
@@ -79,6 +82,13 @@ def _worker(out: Path) -> None:
     try:
         trainer = make_trainer(ctx)
         calls: list[int] = []
+        eval_forwards: list[int] = []  # forward calls in evaluation mode: the validation passes
+
+        def count_eval(module, args):
+            if not module.training:
+                eval_forwards.append(1)
+
+        trainer.model.register_forward_pre_hook(count_eval)
 
         def on_epoch_end(record):
             calls.append(record["epoch"])
@@ -94,6 +104,7 @@ def _worker(out: Path) -> None:
                 {
                     "records": history.records,
                     "calls": calls,
+                    "eval_forwards": len(eval_forwards),
                     "rank_zero": is_rank_zero(),
                     "direct": direct is not None,
                     "backend": ctx.backend,
@@ -135,6 +146,22 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
                 err_msg=f"rank {rank}: {key}",
             )
     assert single.history.column("val_top1") == single.history.column("val_accuracy")
+    # Without metrics the validation pass keeps no logits and gathers nothing, only two sums: the
+    # one pass with metrics records the same loss and accuracy.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        plain = make_trainer(None, with_metric=False)
+        plain.fit(*data(), epochs=EPOCHS)
+    finally:
+        torch.set_num_threads(threads)
+    for rank in range(2):
+        records = results[rank]["records"]
+        losses = [r["val_loss"] for r in records]
+        np.testing.assert_allclose(losses, plain.history.column("val_loss"), rtol=1e-9, err_msg=str(rank))
+        assert [r["val_accuracy"] for r in records] == plain.history.column("val_accuracy")
+        # Each rank's 8 or 7 validation rows fit one evaluation batch: one forward per epoch, not two.
+        assert results[rank]["eval_forwards"] == EPOCHS, f"rank {rank}"
     assert [r["backend"] for r in results] == ["gloo", "gloo"] and results[0]["world_size"] == 2
     assert [r["rank_zero"] for r in results] == [True, False]
     assert results[0]["calls"] == [1, 2, 3] and results[1]["calls"] == []  # only rank 0 writes

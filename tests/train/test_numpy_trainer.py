@@ -199,3 +199,37 @@ def test_a_validation_metric_is_recorded_from_the_logits_and_monitored() -> None
     for record in history.records:
         assert record["val_top1"] == record["val_accuracy"]        # the same number, two ways
     assert history.best_epoch == 1 + int(np.argmax([r["val_top1"] for r in history.records]))
+
+
+def test_with_metrics_the_validation_set_goes_through_the_network_once_per_epoch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((30, 4)), rng.integers(0, 3, 30)
+    net = build_mlp(MLPSpec(4, hidden_features=(6,), out_features=3), rng=rng, dtype=np.float64)
+    forward, eval_rows = net.forward, []
+
+    def counting(xb: np.ndarray) -> np.ndarray:
+        if not net.training:
+            eval_rows.append(len(xb))
+        return forward(xb)
+
+    monkeypatch.setattr(net, "forward", counting)
+    seen: list[np.ndarray] = []
+
+    def keep(y_true: np.ndarray, logits: np.ndarray) -> float:  # a metric that keeps what it is given
+        seen.append(logits.copy())
+        return 0.0
+
+    trainer = NumpyTrainer(
+        net, loss=SoftmaxCrossEntropyLoss(), optimizer=SGD(net.parameters().values(), lr=0.5), rng=rng,
+        batch_size=8, metrics={"seen": (keep, "max")}, restore_best=False,
+    )
+    history = trainer.fit(x, y, x, y, epochs=3)
+    assert eval_rows == [30, 30, 30]  # one pass over the 30 validation rows per epoch, not two
+    for record, logits in zip(history.records, seen, strict=True):
+        # Reference by hand from the logits the metric saw: mean of logsumexp(z) - z_y, and argmax hits.
+        shifted = logits - logits.max(axis=1, keepdims=True)  # (N, C)
+        nll = np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(30), y]
+        assert record["val_loss"] == pytest.approx(nll.mean(), rel=1e-12)
+        assert record["val_accuracy"] == np.mean(logits.argmax(axis=1) == y)

@@ -552,3 +552,90 @@ def test_the_regularizer_enters_the_gradient_but_not_the_recorded_loss() -> None
     expected = torch.zeros_like(table)
     expected[[0, 1, 2]] = 1 - torch.sigmoid(z)
     torch.testing.assert_close(model.embedding.weight.detach(), expected)
+
+
+class _CountingForward(nn.Module):
+    """Wraps a model and counts its forward calls in evaluation mode (the validation passes)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.eval_calls = 0
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if not self.training:
+            self.eval_calls += 1
+        return self.inner(batch)
+
+
+def _pairwise_auc(y: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC by its definition: P(score of a positive > score of a negative), ties counting 1/2."""
+    pos, neg = scores[y == 1], scores[y == 0]
+    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(wins / (len(pos) * len(neg)))
+
+
+def test_with_metrics_the_validation_set_goes_through_the_model_once_per_epoch() -> None:
+    from mlpkit.evaluate.metrics import roc_auc
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(4)
+    n_train, n_val = 48, 50
+    x = {"sparse": rng.integers(0, 6, (n_train + n_val, 3)), "dense": rng.random((n_train + n_val, 2))}
+    y = ((x["sparse"][:, 0] + rng.integers(0, 3, n_train + n_val)) > 3).astype(np.float32)  # AUC below 1
+    train = {k: v[:n_train] for k, v in x.items()}
+    val = {k: v[n_train:] for k, v in x.items()}
+    y_train, y_val = y[:n_train], y[n_train:]
+    inner = _TinyCTR()
+    model = _CountingForward(inner)
+    seen: list[np.ndarray] = []
+
+    def auc(y_true: np.ndarray, scores: np.ndarray) -> float:
+        seen.append(scores.copy())
+        return roc_auc(y_true, scores)
+
+    calls_per_epoch: list[int] = []
+    two_pass: list[tuple[float, float | None]] = []
+    references: list[tuple[float, float, float]] = []
+
+    def on_epoch_end(record: dict[str, object]) -> None:
+        calls_per_epoch.append(model.eval_calls)
+        # The reference, by hand from the model's outputs at the end of this epoch (its weights).
+        with torch.no_grad():
+            z = inner({"sparse": torch.as_tensor(val["sparse"]),
+                       "dense": torch.as_tensor(val["dense"], dtype=torch.float32)}).double().numpy()  # (N,)
+        bce = np.where(y_val == 1, np.log1p(np.exp(-z)), np.log1p(np.exp(z))).mean()  # -log σ(±z)
+        references.append((float(bce), float(np.mean((z > 0) == (y_val == 1))), _pairwise_auc(y_val, z)))
+        two_pass.append(trainer.evaluate(val, y_val))  # the path without metrics, for comparison
+        model.eval_calls = 0
+
+    trainer = TorchTrainer(
+        model, loss=build_loss("bce_with_logits"), optimizer=build_optimizer("adam", model, lr=0.05),
+        rng=rng, batch_size=16, eval_batch_size=16, restore_best=False, on_epoch_end=on_epoch_end,
+        metrics={"auc": (auc, "max")}, monitor="val_auc",
+    )
+    history = trainer.fit(train, y_train, val, y_val, epochs=3)
+    # 50 rows in evaluation batches of 16: 4 forward calls (16 + 16 + 16 + 2) per epoch, not 8.
+    assert calls_per_epoch == [4, 4, 4]
+    for record, scores, (bce, acc, pairwise), (loss, accuracy) in zip(
+        history.records, seen, references, two_pass, strict=True
+    ):
+        assert scores.shape == (n_val,)
+        assert record["val_loss"] == pytest.approx(bce, rel=1e-6)
+        assert record["val_accuracy"] == acc                  # a count over 50 rows: exact
+        assert record["val_auc"] == pytest.approx(pairwise, abs=1e-12)
+        # The same sums as evaluate() alone, which keeps no logits: bit for bit.
+        assert (record["val_loss"], record["val_accuracy"]) == (loss, accuracy)
+    assert len({r["val_auc"] for r in history.records}) > 1  # the weights moved between the epochs
+
+
+def test_without_metrics_the_validation_pass_keeps_no_logits(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, y = blobs(0, 20)
+    trainer = make_trainer()
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("evaluate_with_scores called without metrics")
+
+    monkeypatch.setattr(trainer, "evaluate_with_scores", refuse)
+    history = trainer.fit(x, y, x, y, epochs=2)
+    assert all(r["val_loss"] is not None for r in history.records)

@@ -7,7 +7,8 @@ those steps, and the order in which an epoch's bookkeeping happens, is written o
 1. the schedule's learning rate is set before the epoch;
 2. the epoch runs; if it diverges, the trainer rolls back to the end of the last good epoch and
    re-raises, so neither the restored weights nor any checkpoint ever hold NaN;
-3. the validation set is scored and the record appended to the history;
+3. the validation set is scored and the record appended to the history (with ``metrics``, its
+   loss, accuracy and metrics all come from one forward pass over it);
 4. the best epoch (by ``monitor``) is tracked and its weights kept;
 5. the schedule steps with the monitored score; early stopping sees it;
 6. ``on_epoch_end(record)`` runs last, when the whole state is final, so a checkpoint written
@@ -126,6 +127,15 @@ class EpochTrainer:
         """Mean loss and accuracy in evaluation mode."""
         raise NotImplementedError
 
+    def evaluate_with_scores(self, x: Any, y: Any) -> tuple[float, float | None, np.ndarray]:
+        """:meth:`evaluate`'s mean loss and accuracy, and the outputs of every row, from one forward pass.
+
+        What the loop calls when ``metrics`` are configured: the outputs (every row, in order, on
+        every rank, as :meth:`predict_scores` returns them) feed the metrics, and the loss and
+        accuracy equal :meth:`evaluate`'s, so scoring the validation set costs one pass, not two.
+        """
+        raise NotImplementedError
+
     def predict_scores(self, x: Any) -> np.ndarray:
         """The model's outputs on prepared ``x`` in evaluation mode, every row, on every rank."""
         raise NotImplementedError
@@ -227,7 +237,13 @@ class EpochTrainer:
         except TrainingDivergedError:
             self.restore_snapshot(last_good)
             raise
-        val_loss, val_acc = self.evaluate(x_val, y_val) if x_val is not None else (None, None)
+        val_loss: float | None = None
+        val_acc: float | None = None
+        scores = None
+        if x_val is not None and self.metrics:  # one pass: the metrics need every row's output
+            val_loss, val_acc, scores = self.evaluate_with_scores(x_val, y_val)
+        elif x_val is not None:  # the loss and accuracy alone are sums: no outputs are kept or gathered
+            val_loss, val_acc = self.evaluate(x_val, y_val)
         record = {
             "epoch": self.epochs_done + 1,
             "train_loss": train_loss,
@@ -236,8 +252,7 @@ class EpochTrainer:
             "val_accuracy": val_acc,
             "lr": lr,
         }
-        if x_val is not None and self.metrics:
-            scores = self.predict_scores(x_val)
+        if scores is not None:
             for name, (fn, _) in self.metrics.items():
                 record[f"val_{name}"] = float(fn(self._val_targets, scores))
         record["seconds"] = time.perf_counter() - start

@@ -206,8 +206,25 @@ class NumpyTrainer(EpochTrainer):
         x : ndarray of shape (N, D)
         y : ndarray of shape (N,) or (N, C)
         """
+        value, accuracy, _ = self.evaluate_with_scores(x, y)
+        return value, accuracy
+
+    def evaluate_with_scores(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float | None, np.ndarray]:
+        """:meth:`evaluate` and the logits it was computed from, from one forward pass.
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, D)
+        y : ndarray of shape (N,) or (N, C)
+
+        Returns
+        -------
+        loss : float
+        accuracy : float or None
+        logits : ndarray of shape (N, C)
+        """
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # as in train_epoch
-            logits = predict_logits(self.network, x)
+            logits = predict_logits(self.network, x)  # (N, C)
             value = self.loss.forward(logits, np.asarray(y))
         hits = count_correct(self.loss, logits, y)
-        return value, (hits / len(x) if hits is not None else None)
+        return value, (hits / len(x) if hits is not None else None), logits

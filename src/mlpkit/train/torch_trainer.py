@@ -21,7 +21,7 @@ import copy
 import logging
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -491,14 +491,44 @@ class TorchTrainer(EpochTrainer):
             )
         return total_loss / n, (total_correct / n if self._correct is not None else None)
 
-    @torch.no_grad()
     def evaluate(self, x: Any, y: Any) -> tuple[float, float | None]:
         """Mean loss and accuracy (None for regression) in evaluation mode, summed over ranks.
 
         Parameters
         ----------
-        x : array or Tensor of shape (N, D)
+        x : array or Tensor of shape (N, D), or a dict of named arrays with N rows each
         y : array or Tensor of shape (N,) or (N, C)
+        """
+        loss, accuracy, _ = self._score(x, y, keep_logits=False)
+        return loss, accuracy
+
+    def evaluate_with_scores(self, x: Any, y: Any) -> tuple[float, float | None, np.ndarray]:
+        """:meth:`evaluate` and :meth:`predict_scores` from one forward pass over ``x``.
+
+        The loss and accuracy are summed batch by batch exactly as :meth:`evaluate` sums them (the
+        same numbers, bit for bit); the logits of the batches are kept and, under DDP, gathered in
+        rank order, so every rank computes the same metrics.
+
+        Parameters
+        ----------
+        x : array or Tensor of shape (N, D), or a dict of named arrays with N rows each
+        y : array or Tensor of shape (N,) or (N, C)
+
+        Returns
+        -------
+        loss : float
+        accuracy : float or None
+        logits : ndarray of shape (N, C), or (N,) for a model with one logit per row
+        """
+        loss, accuracy, logits = self._score(x, y, keep_logits=True)
+        return loss, accuracy, cast(np.ndarray, logits)  # always an array with keep_logits=True
+
+    @torch.no_grad()
+    def _score(self, x: Any, y: Any, *, keep_logits: bool) -> tuple[float, float | None, np.ndarray | None]:
+        """One evaluation-mode pass: mean loss, accuracy, and every row's logits when ``keep_logits``.
+
+        Without ``keep_logits`` only two sums cross the ranks; with it the logits of every row do too
+        (the metrics need them all), so :meth:`evaluate` does not pay for a gather it has no use for.
         """
         x_t = self._inputs(x)
         n = _rows(x_t)
@@ -513,6 +543,7 @@ class TorchTrainer(EpochTrainer):
         self.model.eval()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        parts: list[Tensor] = []
         try:
             for start in range(0, _rows(x_t), self.eval_batch_size):
                 piece = slice(start, start + self.eval_batch_size)
@@ -521,14 +552,22 @@ class TorchTrainer(EpochTrainer):
                 loss_sum += self.loss(logits, yb) * len(yb)
                 if self._correct is not None:
                     correct += self._correct(logits, yb)
+                if keep_logits:
+                    parts.append(logits)
+            if keep_logits and not parts:  # a rank with no rows (N < world size): a (0, ...) piece
+                parts.append(self.model(_take(x_t, slice(0, 0))))
         finally:
             self.model.train(was_training)
         totals = all_reduce_sum(torch.stack([loss_sum, correct.to(torch.float64)])).tolist()
-        return totals[0] / n, (totals[1] / n if self._correct is not None else None)
+        logits_all = None
+        if keep_logits:
+            mine = torch.cat(parts)  # (N / W, C) or (N / W,)
+            logits_all = (gather_rows(mine, n, ctx) if ctx is not None else mine).cpu().numpy()  # (N, ...)
+        return totals[0] / n, (totals[1] / n if self._correct is not None else None), logits_all
 
     @torch.no_grad()
     def predict_scores(self, x: Any) -> np.ndarray:
-        """Logits of every row of ``x``, in order, on every rank (for validation metrics such as AUC).
+        """Logits of every row of ``x``, in order, on every rank (what whole-set metrics such as AUC read).
 
         Under DDP each rank scores one contiguous piece and the pieces are gathered, so every rank
         computes the same metric from the same numbers and takes the same early-stopping decision.
