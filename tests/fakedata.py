@@ -51,21 +51,15 @@ def run_cli(*argv: str | Path) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def interrupt_after(monkeypatch: Any, epoch: int) -> None:
-    """Stand in for Ctrl-C right after epoch ``epoch`` was written (metrics, model, checkpoint).
+def interrupt_after(epoch: int) -> Any:
+    """An ``on_epoch_end`` hook that stands in for Ctrl-C right after epoch ``epoch`` was written
+    (metrics, model, checkpoint): pass it to ``train_run(..., on_epoch_end=...)``."""
 
-    Patches the run writer both engines share, through ``monkeypatch`` (a pytest MonkeyPatch).
-    """
-    import mlpkit.run as run_module
-
-    original = run_module._EpochWriter.__call__
-
-    def call(self: Any, record: dict[str, Any]) -> None:
-        original(self, record)
+    def hook(run_dir: Path, record: Any) -> None:
         if record["epoch"] == epoch:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_module._EpochWriter, "__call__", call)
+    return hook
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:

@@ -89,7 +89,7 @@ def test_interrupted_before_the_first_checkpoint_does_not_suggest_resume(
 
     cut = tmp_path / "cut"
     with monkeypatch.context() as patch:
-        patch.setattr(run_module._TorchEpochWriter, "__call__", ctrl_c_before_the_checkpoint)
+        patch.setattr(run_module.TorchEpochWriter, "__call__", ctrl_c_before_the_checkpoint)
         code, _, err = run_cli(*train_args(data_dir, cut))
     assert code == 130 and "mlpkit: interrupted" in err
     assert "--resume" not in err
@@ -122,7 +122,7 @@ def test_train_with_the_torch_engine_writes_a_run_the_numpy_engine_evaluates(
 def test_interrupted_after_epoch_2_then_resumed_equals_4_uninterrupted_epochs(
     run: tuple[Path, int, str, str], data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = run_module._TorchEpochWriter.__call__
+    original = run_module.TorchEpochWriter.__call__
 
     def ctrl_c_after_epoch_2(self: Any, record: dict[str, Any]) -> None:
         original(self, record)  # metrics line, model and checkpoint of this epoch are on disk
@@ -131,7 +131,7 @@ def test_interrupted_after_epoch_2_then_resumed_equals_4_uninterrupted_epochs(
 
     cut = tmp_path / "cut"
     with monkeypatch.context() as patch:
-        patch.setattr(run_module._TorchEpochWriter, "__call__", ctrl_c_after_epoch_2)
+        patch.setattr(run_module.TorchEpochWriter, "__call__", ctrl_c_after_epoch_2)
         code, _, err = run_cli(*train_args(data_dir, cut))
     assert code == 130 and "mlpkit: interrupted" in err
     assert f"interrupted; the checkpoint holds epoch 2; continue with: mlpkit train --resume {cut}" in err
@@ -399,15 +399,15 @@ def test_every_rank_stops_when_one_rank_cannot_load_the_data(data_dir: Path, tmp
     script = tmp_path / "rank1_fails.py"
     script.write_text(
         "import os, sys\n"
-        "import mlpkit.run\n"
+        "import mlpkit.tasks.fashion_mnist as task\n"
         "from mlpkit.cli import main\n"
         "from mlpkit.errors import DataNotFoundError\n"
-        "load = mlpkit.run.load_splits\n"
+        "load = task.load_splits\n"
         "def prepare(config, rng):\n"
         "    if os.environ['RANK'] == '1':\n"
         "        raise DataNotFoundError('rank 1 cannot read the data')\n"
         "    return load(config, rng)\n"
-        "mlpkit.run.load_splits = prepare\n"
+        "task.load_splits = prepare\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
     argv = [str(script), *map(str, train_args(data_dir, tmp_path / "run"))]

@@ -44,7 +44,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from mlpkit._checks import (
     check_choice,
@@ -61,12 +61,21 @@ from mlpkit.spec import MLPSpec
 
 __all__ = [
     "AUGMENTS",
+    "CONFIGS",
+    "CTR_MODEL_NAMES",
+    "CTR_MONITORS",
+    "CTR_OPTIM_DEFAULTS",
     "DEVICES",
     "DTYPES",
     "ENGINES",
     "MONITORS",
     "OPTIMIZERS",
     "SCHEDULES",
+    "TASKS",
+    "CTRConfig",
+    "CTRDataConfig",
+    "CTREarlyStoppingConfig",
+    "CTRModelConfig",
     "DataConfig",
     "EarlyStoppingConfig",
     "ModelConfig",
@@ -89,8 +98,15 @@ AUGMENTS = ("none", "shift_flip")
 DTYPES = ("float32", "float64")
 MONITORS = ("val_loss", "val_accuracy")
 """Scores that can pick the best epoch; the test set is never one of them."""
-
-
+CTR_MONITORS = ("val_auc", "val_logloss", "val_loss")
+"""Scores that can pick the best epoch of a CTR run (``val_logloss`` is ``val_loss`` without the penalty)."""
+CTR_MODEL_NAMES = (
+    "lr", "fm", "ffm", "dnn", "ipnn", "nfm", "deepfm", "dcn", "transformer-deep",
+)
+"""The keys of :data:`mlpkit.models.ctr.CTR_MODELS`, known here without importing torch (a test keeps
+the two equal)."""
+TASKS = ("fashion_mnist", "ctr")
+"""What a run trains on: each task has its config class and its plug-in in :mod:`mlpkit.tasks`."""
 
 
 def _check_bool(name: str, value: object) -> bool:
@@ -327,6 +343,8 @@ class EarlyStoppingConfig:
     monitor: str = "val_loss"
     restore_best: bool = True
 
+    monitors: ClassVar[tuple[str, ...]] = MONITORS
+
     def __post_init__(self) -> None:
         with config_section("early_stopping"):
             if self.patience is not None:
@@ -334,7 +352,7 @@ class EarlyStoppingConfig:
                 if self.patience == 0:
                     set_frozen(self, "patience", None)
             set_frozen(self, "min_delta", check_nonnegative_float("min_delta", self.min_delta))
-            check_choice("monitor", self.monitor, MONITORS)
+            check_choice("monitor", self.monitor, self.monitors)
             _check_bool("restore_best", self.restore_best)
 
 
@@ -447,9 +465,27 @@ _SECTIONS: dict[str, type[Any]] = {
 }
 
 
+def _to_dict(config: Any, sections: Mapping[str, type[Any]]) -> dict[str, Any]:
+    """``{"task": ..., section: {key: value}}``, JSON-ready (tuples become lists)."""
+    out: dict[str, Any] = {"task": config.task}
+    for name in sections:
+        values = asdict(getattr(config, name))
+        out[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+    return out
+
+
+def _merged(base: Mapping[str, Any], overrides: Mapping[str, Any], source: str) -> dict[str, Any]:
+    merged = {k: dict(v) if isinstance(v, Mapping) else v for k, v in base.items()}
+    for section, values in overrides.items():
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{source}: [{section}] must be a table of keys, got {values!r}")
+        merged.setdefault(section, {}).update(values)
+    return merged
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a training run depends on; ``config.json`` of a run holds :meth:`to_dict`.
+    """Everything a Fashion-MNIST training run depends on; ``config.json`` of a run holds :meth:`to_dict`.
 
     Parameters
     ----------
@@ -465,6 +501,9 @@ class RunConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     data: DataConfig = field(default_factory=DataConfig)
     run: RunSettings = field(default_factory=RunSettings)
+
+    task: ClassVar[str] = "fashion_mnist"
+    sections: ClassVar[Mapping[str, type[Any]]] = _SECTIONS
 
     def __post_init__(self) -> None:
         # Rules across sections: what an engine can do.
@@ -483,12 +522,9 @@ class RunConfig:
         hidden = "-".join(str(width) for width in self.model.hidden_features) or "linear"
         return f"mlp{hidden}-{self.optim.optimizer}"
 
-    def to_dict(self) -> dict[str, dict[str, Any]]:
-        """JSON-ready nested dict, one entry per section (tuples become lists)."""
-        return {
-            name: {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(getattr(self, name)).items()}
-            for name in _SECTIONS
-        }
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready nested dict: ``"task"``, then one entry per section (tuples become lists)."""
+        return _to_dict(self, self.sections)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], *, source: str = "config") -> RunConfig:
@@ -497,17 +533,19 @@ class RunConfig:
         Parameters
         ----------
         raw : mapping of section -> mapping of key -> value
-            E.g. a parsed TOML file or ``config.json``.
+            E.g. a parsed TOML file or ``config.json``; an optional top-level ``task`` must name
+            this config's task.
         source : str
             What ``raw`` came from (a path, or "command-line options"); every error starts with it.
 
         Raises
         ------
         ConfigError
-            For an unknown section or key (listing the valid ones) or an invalid value.
+            For an unknown section or key (listing the valid ones), another task, or an invalid value.
         """
         try:
-            return cls(**{name: _build_section(name, raw.get(name, {})) for name in _check_sections(raw)})
+            sections = _check_sections(raw, cls.sections, cls.task)
+            return cls(**{name: _build_section(name, raw.get(name, {}), cls.sections) for name in sections})
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from exc
 
@@ -515,33 +553,234 @@ class RunConfig:
         self, overrides: Mapping[str, Mapping[str, Any]], *, source: str = "command-line options"
     ) -> RunConfig:
         """A copy with some keys replaced, checked like a file: ``{"optim": {"lr": 0.05}}``."""
-        merged = self.to_dict()
-        for section, values in overrides.items():
-            if not isinstance(values, Mapping):
-                raise ConfigError(f"{source}: [{section}] must be a table of keys, got {values!r}")
-            merged.setdefault(section, {}).update(values)
-        return RunConfig.from_dict(merged, source=source)
+        return type(self).from_dict(_merged(self.to_dict(), overrides, source), source=source)
 
 
-def _check_sections(raw: Mapping[str, Any]) -> list[str]:
+# -- CTR runs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CTRModelConfig:
+    """A model of the CTR zoo (:mod:`mlpkit.models.ctr`) and its settings.
+
+    ``None`` leaves a setting to the model's own default, which is BARS's Frappe_x1 run for that
+    model; a setting the model does not have (``hidden_features`` for FM, say) is refused when the
+    model is built, naming the model and what it takes.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`mlpkit.models.ctr.CTR_MODELS` (``lr``, ``fm``, ``deepfm``, ...).
+    embedding_dim : int
+        E, the width of every field embedding.
+    hidden_features : tuple of int or None
+        The DNN tower's widths.
+    dropout : float or None
+        Dropout after each tower layer.
+    batch_norm : bool or None
+        BatchNorm after each tower Linear.
+    embedding_regularizer : float or None
+        λ of the penalty ``(λ / 2) Σ w²`` over every embedding parameter added to the training
+        loss (FuxiCTR's ``embedding_regularizer``); None: the model's BARS value.
+    net_regularizer : float or None
+        The same over every other weight; None: the model's BARS value (0 for most).
+    """
+
+    name: str = "deepfm"
+    embedding_dim: int = 10
+    hidden_features: tuple[int, ...] | None = None
+    dropout: float | None = None
+    batch_norm: bool | None = None
+    embedding_regularizer: float | None = None
+    net_regularizer: float | None = None
+
+    def __post_init__(self) -> None:
+        with config_section("model"):
+            check_choice("name", self.name, CTR_MODEL_NAMES)
+            check_positive_int("embedding_dim", self.embedding_dim)
+            if self.hidden_features is not None:
+                widths = self.hidden_features
+                if isinstance(widths, str) or not isinstance(widths, Sequence) or not widths:
+                    raise ValueError(
+                        f"hidden_features must be a non-empty list of positive ints, got {widths!r}"
+                    )
+                widths = tuple(check_positive_int("hidden_features", w) for w in widths)
+                set_frozen(self, "hidden_features", widths)
+            if self.dropout is not None:
+                set_frozen(self, "dropout", check_probability("dropout", self.dropout))
+            if self.batch_norm is not None:
+                _check_bool("batch_norm", self.batch_norm)
+            for key in ("embedding_regularizer", "net_regularizer"):
+                if (value := getattr(self, key)) is not None:
+                    set_frozen(self, key, check_nonnegative_float(key, value))
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``build_ctr_model(name, fields, **kw)``: what is not left to the model."""
+        kwargs: dict[str, Any] = {"embedding_dim": self.embedding_dim}
+        for key in ("hidden_features", "dropout", "batch_norm"):
+            if (value := getattr(self, key)) is not None:
+                kwargs[key] = value
+        return kwargs
+
+
+@dataclass(frozen=True)
+class CTRDataConfig:
+    """Where a CTR data set is and how its columns are read (:func:`mlpkit.data.load_table_dataset`).
+
+    Parameters
+    ----------
+    data_dir : str or None
+        The directory holding ``train``, ``valid`` and ``test`` (``.csv``, ``.csv.gz`` or ``.parquet``);
+        required to train.
+    label : str
+        The 0/1 label column.
+    spec : str or None
+        A TOML file of column settings (:mod:`mlpkit.data.table_spec`); None: every column but the
+        label is categorical.
+    cache_dir : str or None
+        Where the encoded arrays are cached; None: ``<data_dir>/.mlpkit-cache`` if writable, else the
+        user cache.
+    """
+
+    data_dir: str | None = None
+    label: str = "label"
+    spec: str | None = None
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        with config_section("data"):
+            for key in ("data_dir", "spec", "cache_dir"):
+                _check_optional_str(key, getattr(self, key))
+            if not isinstance(self.label, str) or not self.label:
+                raise ValueError(f"label must be a non-empty column name, got {self.label!r}")
+
+
+@dataclass(frozen=True)
+class CTREarlyStoppingConfig(EarlyStoppingConfig):
+    """:class:`EarlyStoppingConfig` with BARS's defaults: validation AUC, patience 2, ``min_delta`` 1e-6."""
+
+    patience: int | None = 2
+    min_delta: float = 1e-6
+    monitor: str = "val_auc"
+
+    monitors: ClassVar[tuple[str, ...]] = CTR_MONITORS
+
+
+CTR_OPTIM_DEFAULTS: dict[str, Any] = {
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "batch_size": 4096,
+    "epochs": 100,
+    "schedule": "plateau",
+    "factor": 0.1,
+    "schedule_patience": 0,
+    "min_lr": 1e-6,
+    "grad_clip_norm": 10.0,
+}
+"""BARS's protocol (FuxiCTR v1.1): Adam 1e-3, batch 4096, lr x0.1 after each epoch without a better
+validation AUC, floored at 1e-6, gradient norm clipped at 10, at most 100 epochs."""
+
+_CTR_SECTIONS: dict[str, type[Any]] = {
+    "model": CTRModelConfig,
+    "optim": OptimConfig,
+    "early_stopping": CTREarlyStoppingConfig,
+    "data": CTRDataConfig,
+    "run": RunSettings,
+}
+
+
+@dataclass(frozen=True)
+class CTRConfig:
+    """Everything a CTR training run depends on (``mlpkit ctr train``); the same five sections as
+    :class:`RunConfig`, with BARS's defaults (:data:`CTR_OPTIM_DEFAULTS`, validation AUC) and the
+    torch engine.
+
+    Examples
+    --------
+    >>> config = CTRConfig.from_dict({"model": {"name": "fm"}, "data": {"data_dir": "frappe"}})
+    >>> config.optim.optimizer, config.optim.batch_size, config.early_stopping.monitor, config.name
+    ('adam', 4096, 'val_auc', 'ctr-fm')
+    """
+
+    model: CTRModelConfig = field(default_factory=CTRModelConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(**CTR_OPTIM_DEFAULTS))
+    early_stopping: CTREarlyStoppingConfig = field(default_factory=CTREarlyStoppingConfig)
+    data: CTRDataConfig = field(default_factory=CTRDataConfig)
+    run: RunSettings = field(default_factory=lambda: RunSettings(engine="torch", device="auto"))
+
+    task: ClassVar[str] = "ctr"
+    sections: ClassVar[Mapping[str, type[Any]]] = _CTR_SECTIONS
+
+    def __post_init__(self) -> None:
+        if self.run.engine != "torch":
+            raise ConfigError(
+                f"[run] engine must be 'torch' for a CTR run (the models embed ids with torch), "
+                f"got {self.run.engine!r}"
+            )
+
+    @property
+    def name(self) -> str:
+        """``run.name``, or ``"ctr-<model>"``."""
+        return self.run.name or f"ctr-{self.model.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready nested dict: ``"task": "ctr"``, then one entry per section."""
+        return _to_dict(self, self.sections)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], *, source: str = "config") -> CTRConfig:
+        """As :meth:`RunConfig.from_dict`; sections and keys left out take the CTR defaults."""
+        try:
+            sections = _check_sections(raw, cls.sections, cls.task)
+            optim = dict(CTR_OPTIM_DEFAULTS)
+            given = raw.get("optim", {})
+            chosen = given.get("schedule", "plateau") if isinstance(given, Mapping) else "plateau"
+            if chosen != "plateau":  # the plateau's own settings go with it
+                for key in ("factor", "schedule_patience", "min_lr", "schedule"):
+                    optim.pop(key)
+            defaults = {"optim": optim, "run": {"engine": "torch", "device": "auto"}}
+            values = _merged(defaults, {name: raw.get(name, {}) for name in sections}, source)
+            built = {name: _build_section(name, values.get(name, {}), cls.sections) for name in sections}
+            return cls(**built)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
+
+    def with_overrides(
+        self, overrides: Mapping[str, Mapping[str, Any]], *, source: str = "command-line options"
+    ) -> CTRConfig:
+        """A copy with some keys replaced, checked like a file: ``{"model": {"name": "fm"}}``."""
+        return type(self).from_dict(_merged(self.to_dict(), overrides, source), source=source)
+
+
+AnyConfig = RunConfig | CTRConfig
+CONFIGS: dict[str, type[RunConfig] | type[CTRConfig]] = {"fashion_mnist": RunConfig, "ctr": CTRConfig}
+"""The config class of each task."""
+
+
+def _check_sections(raw: Mapping[str, Any], sections: Mapping[str, type[Any]], task: str) -> list[str]:
     """The section names, after rejecting unknown ones (with a hint for keys put at top level)."""
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"expected a table of sections {sorted(_SECTIONS)}, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - set(_SECTIONS))
+        raise ConfigError(f"expected a table of sections {sorted(sections)}, got {type(raw).__name__}")
+    if "task" in raw and raw["task"] != task:
+        raise ConfigError(
+            f"task {raw['task']!r} is not this command's task {task!r}"
+            + (f" (the tasks are {list(TASKS)})" if raw["task"] not in TASKS else "")
+        )
+    unknown = sorted(set(raw) - set(sections) - {"task"})
     if unknown:
         hints = [
             f"{key!r} belongs in [{section}]"
             for key in unknown
-            for section, cls in _SECTIONS.items()
+            for section, cls in sections.items()
             if key in {f.name for f in fields(cls)}
         ]
         hint = f" ({'; '.join(hints)})" if hints else ""
-        raise ConfigError(f"unknown section(s) {unknown}{hint}; valid sections: {sorted(_SECTIONS)}")
-    return list(_SECTIONS)
+        raise ConfigError(f"unknown section(s) {unknown}{hint}; valid sections: {sorted(sections)}")
+    return list(sections)
 
 
-def _build_section(name: str, values: object) -> Any:
-    cls = _SECTIONS[name]
+def _build_section(name: str, values: object, sections: Mapping[str, type[Any]]) -> Any:
+    cls = sections[name]
     if not isinstance(values, Mapping):
         raise ConfigError(f"[{name}] must be a table of keys, got {values!r}")
     valid = sorted(f.name for f in fields(cls))
@@ -550,28 +789,7 @@ def _build_section(name: str, values: object) -> Any:
     return cls(**values)
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read a run configuration from a ``.toml`` file or a run's ``config.json``.
-
-    A TOML file without ``[run] name`` is named after its stem (``configs/classic.toml`` ->
-    ``"classic"``), which names the default run directory.
-
-    Parameters
-    ----------
-    path : str or Path
-        The file; the suffix picks the parser.
-
-    Returns
-    -------
-    RunConfig
-
-    Raises
-    ------
-    ConfigError
-        Naming the file: missing or unreadable, not valid TOML/JSON, unsupported suffix, unknown
-        section or key (with the valid ones), or an invalid value.
-    """
-    path = Path(path)
+def _read_raw(path: Path) -> dict[str, Any]:
     suffix = path.suffix.lower()
     if path.is_dir():
         raise ConfigError(
@@ -591,6 +809,41 @@ def load_config(path: str | Path) -> RunConfig:
         raw = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: invalid {suffix[1:].upper()}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a table of sections, got {type(raw).__name__}")
     if suffix == ".toml" and isinstance(raw.get("run", {}), dict) and "name" not in raw.get("run", {}):
         raw.setdefault("run", {})["name"] = path.stem
-    return RunConfig.from_dict(raw, source=str(path))
+    return raw
+
+
+def load_config(path: str | Path, *, task: str | None = "fashion_mnist") -> Any:
+    """Read a run configuration from a ``.toml`` file or a run's ``config.json``.
+
+    A TOML file without ``[run] name`` is named after its stem (``configs/classic.toml`` ->
+    ``"classic"``), which names the default run directory.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file; the suffix picks the parser.
+    task : str or None
+        The task the file must configure (``"fashion_mnist"``: a :class:`RunConfig`; ``"ctr"``: a
+        :class:`CTRConfig`); None takes the file's own top-level ``task`` (a run's ``config.json``
+        names it; without one, ``fashion_mnist``).
+
+    Returns
+    -------
+    RunConfig or CTRConfig
+
+    Raises
+    ------
+    ConfigError
+        Naming the file: missing or unreadable, not valid TOML/JSON, unsupported suffix, another
+        task, unknown section or key (with the valid ones), or an invalid value.
+    """
+    path = Path(path)
+    raw = _read_raw(path)
+    chosen = task if task is not None else raw.get("task", "fashion_mnist")
+    if chosen not in CONFIGS:
+        raise ConfigError(f"{path}: unknown task {chosen!r}; the tasks are {list(TASKS)}")
+    return CONFIGS[chosen].from_dict(raw, source=str(path))

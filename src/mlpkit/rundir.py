@@ -53,6 +53,7 @@ __all__ = [
     "default_run_dir",
     "log_interrupt",
     "prepare_run_dir",
+    "read_metadata",
     "remove_if_unused",
     "save_weights",
     "write_config",
@@ -232,3 +233,14 @@ def checkpoint_epoch(run_dir: Path) -> int:
         return int(json.loads((run_dir / CHECKPOINT_FILE).read_text(encoding="utf-8"))["epoch"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"cannot resume: {run_dir / CHECKPOINT_FILE} is unreadable ({exc})") from exc
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The metadata (str -> str) of a safetensors file; CheckpointError naming it if unreadable."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as file:
+            return dict(file.metadata() or {})
+    except Exception as exc:  # safetensors raises its own SafetensorError for any malformed header
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc

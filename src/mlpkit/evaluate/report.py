@@ -548,7 +548,12 @@ def render_report(
     lines.append(
         markdown_table(
             ["section", "key", "value"],
-            [(section, key, value) for section, values in config.items() for key, value in values.items()],
+            [
+                (section, key, value)
+                for section, values in config.items()
+                if isinstance(values, Mapping)  # not the top-level "task" name
+                for key, value in values.items()
+            ],
         )
     )
     lines.append("")

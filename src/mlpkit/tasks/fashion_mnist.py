@@ -1,33 +1,70 @@
 """The Fashion-MNIST image classification task: pixels in, ten class logits out.
 
-What a run of ``mlpkit train`` needs that is particular to images: loading the IDX files and
-carving the validation set out of the training set, scaling grey levels 0..255 to [0, 1] (the one
-place that scaling lives: training, evaluation and prediction all call :func:`pixels_to_features`),
-the shift-and-flip augmentation, and the first test images for the prediction grid. The runner
-(:mod:`mlpkit.run`) and the run directory (:mod:`mlpkit.rundir`) are the same for every task.
+What a run of ``mlpkit train`` needs that is particular to images (:class:`FashionMNISTTask`):
+loading the IDX files and carving the validation set out of the training set, scaling grey levels
+0..255 to [0, 1] (the one place that scaling lives: training, evaluation and prediction all call
+:func:`pixels_to_features`), the MLP sized by the data, softmax cross-entropy, the shift-and-flip
+augmentation, the test scores, the prediction grid and the report; and reusing a finished run:
+:func:`load_run`, :func:`evaluate_run`, :func:`predict_run`. The runner (:mod:`mlpkit.run`) and
+the run directory (:mod:`mlpkit.rundir`) are the same for every task.
 """
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import importlib.util
+import io
+import json
 import logging
+import math
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
-from mlpkit.config import RunConfig
+from mlpkit import __version__
+from mlpkit._io import atomic_write_json, atomic_write_text
+from mlpkit.config import RunConfig, load_config
 from mlpkit.data.augment import ShiftFlip
 from mlpkit.data.fashion_mnist import FASHION_MNIST, FashionMNIST, load_fashion_mnist
-from mlpkit.errors import ConfigError
+from mlpkit.data.images import read_images
+from mlpkit.engine import build_mlp, load_weights
+from mlpkit.engine.losses import log_softmax
+from mlpkit.engine.network import Sequential
+from mlpkit.errors import CheckpointError, ConfigError, DataFormatError
+from mlpkit.evaluate.metrics import accuracy, classification_scores, confusion_matrix, log_loss
+from mlpkit.evaluate.report import render_report
+from mlpkit.rundir import (
+    CONFIG_FILE,
+    CURVES_FILE,
+    MODEL_FILE,
+    PREDICTIONS_FILE,
+    REPORT_FILE,
+    SUMMARY_FILE,
+    read_metadata,
+)
+from mlpkit.spec import MLPSpec
+from mlpkit.tasks.base import FinishedRun, Splits, Task, absolute
+from mlpkit.train import predict_logits
 
 __all__ = [
     "MAX_PIXEL",
     "PREVIEW_IMAGES",
+    "FashionMNISTTask",
     "ImageSplits",
+    "LoadedRun",
+    "Predictions",
+    "evaluate_run",
     "load_dataset",
+    "load_run",
     "load_splits",
     "make_augment",
     "pixels_to_features",
+    "predict_run",
     "split_validation",
 ]
 
@@ -95,18 +132,29 @@ def load_dataset(config: RunConfig) -> FashionMNIST:
 
 
 @dataclass(frozen=True, eq=False)
-class ImageSplits:
-    """The data of one run: features scaled to [0, 1] in the run's dtype, labels as int64."""
+class ImageExtras:
+    """What the image task keeps beside the features: the raw test images and the class names."""
 
-    x_train: np.ndarray                  # (N_train, 784)
-    y_train: np.ndarray                  # (N_train,)
-    x_val: np.ndarray | None             # (N_val, 784), None when val_size = 0
-    y_val: np.ndarray | None             # (N_val,)
-    x_test: np.ndarray                   # (N_test, 784)
-    y_test: np.ndarray                   # (N_test,)
     test_images: np.ndarray              # (N_test, 784) uint8, for the prediction grid
     classes: tuple[str, ...]
-    data_dir: Path
+
+
+@dataclass(frozen=True, eq=False)
+class ImageSplits(Splits):
+    """The data of one run: features (N, 784) scaled to [0, 1] in the run's dtype, labels (N,) int64;
+    ``x_val`` None when ``val_size`` is 0; ``extra`` the :class:`ImageExtras`."""
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.extra.classes)
+
+    @property
+    def test_images(self) -> np.ndarray:
+        return np.asarray(self.extra.test_images)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.source)
 
 
 def load_splits(config: RunConfig, rng: np.random.Generator) -> ImageSplits:
@@ -125,9 +173,8 @@ def load_splits(config: RunConfig, rng: np.random.Generator) -> ImageSplits:
         y_val=y_val,
         x_test=pixels_to_features(dataset.x_test, dtype),
         y_test=dataset.y_test,
-        test_images=dataset.x_test,
-        classes=tuple(dataset.classes),
-        data_dir=Path(dataset.data_dir),
+        source=str(dataset.data_dir),
+        extra=ImageExtras(dataset.x_test, tuple(dataset.classes)),
     )
     logger.info(
         "data: %d train, %d validation, %d test images from %s",
@@ -143,3 +190,497 @@ def make_augment(config: RunConfig) -> ShiftFlip | None:
         return None
     height, width = FASHION_MNIST.image_shape
     return ShiftFlip(height, width, max_shift=data.max_shift, flip_p=data.flip_p)
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory the system can give this process now (Linux ``MemAvailable``), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+EVAL_BATCH = 8192
+"""Rows per forward pass when scoring (``predict_logits``'s default)."""
+
+
+def training_memory(spec: MLPSpec, config: RunConfig, n_train: int) -> tuple[int, str]:
+    """Estimate the bytes training ``spec`` takes beyond the data, and say where they go.
+
+    Parameters: weights, gradients, the optimizer's buffers (momentum 1, Adam 2), and the copies
+    the loop keeps (the best epoch's weights; the last good epoch's weights and optimizer state,
+    for the roll-back on divergence). Activations: forward output, activation and gradient of each
+    layer for one training batch, and two arrays per layer for one scoring batch.
+    """
+    itemsize = np.dtype(config.run.dtype).itemsize
+    optim = config.optim
+    buffers = 2 if optim.optimizer in ("adam", "adamw") else int(optim.momentum > 0)
+    copies = 1 + 1 + buffers + 1 + (1 + buffers)  # weights, grads, buffers, best, last good (+buffers)
+    one_copy = spec.num_parameters * itemsize
+    params = one_copy * copies
+    widths = sum(spec.hidden_features) + spec.out_features
+    batch = min(optim.batch_size, n_train)
+    activations = (3 * batch + 2 * EVAL_BATCH) * widths * itemsize
+    kept = "weights, gradients, " + ("optimizer state, " if buffers else "") + "best and last-good copies"
+    detail = (
+        f"{kept}: {copies} x {_bytes(one_copy)} = {_bytes(params)}; activations of a training batch of "
+        f"{batch} and a scoring batch of {EVAL_BATCH}: {_bytes(activations)}"
+    )
+    return params + activations, detail
+
+
+def check_memory(spec: MLPSpec, config: RunConfig, n_train: int, *, device: str = "cpu") -> None:
+    """Refuse a network that cannot fit in memory, before allocating it (CPU training only)."""
+    if not device.startswith("cpu"):
+        return  # a GPU's memory is the device's to report, when it allocates
+    needed, detail = training_memory(spec, config, n_train)
+    available = _available_memory()
+    if available is not None and needed > available:
+        raise ConfigError(
+            f"training this network needs about {_bytes(needed)} of memory ({detail}), but "
+            f"{_bytes(available)} are available; use fewer or narrower hidden layers (--hidden) "
+            "or a smaller --batch-size"
+        )
+
+
+def log_model(spec: MLPSpec, config: RunConfig, n_train: int) -> None:
+    itemsize = np.dtype(config.run.dtype).itemsize
+    logger.info(
+        "model: %s, %s parameters (%s as %s)",
+        spec.describe(), f"{spec.num_parameters:,}", _bytes(spec.num_parameters * itemsize), config.run.dtype,
+    )
+    if config.optim.batch_size > n_train:
+        logger.warning(
+            "batch_size %d is larger than the %d training images: each epoch is one batch of %d",
+            config.optim.batch_size, n_train, n_train,
+        )
+
+
+# -- the task given to the runner ------------------------------------------------------------------
+
+
+def model_metadata(spec: MLPSpec, classes: tuple[str, ...], epoch: int, engine: str) -> dict[str, str]:
+    """safetensors metadata (str -> str): enough to rebuild the network without config.json."""
+    return {
+        "format": "mlpkit.mlp",
+        "spec": json.dumps(spec.to_dict()),
+        "classes": json.dumps(list(classes)),
+        "epoch": str(epoch),
+        "engine": engine,
+        "mlpkit_version": __version__,
+    }
+
+
+def score(network: Sequential, x: np.ndarray, y: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+    """Accuracy and mean cross-entropy of ``network`` on (x (N, D), y (N,)); also the predictions (N,)."""
+    logits = predict_logits(network, x)                                    # (N, C)
+    predicted = logits.argmax(axis=1)                                      # (N,)
+    return {"accuracy": accuracy(y, predicted), "loss": log_loss(y, logits=logits)}, predicted
+
+
+class FashionMNISTTask(Task):
+    """Image classification on Fashion-MNIST (or files of its format): an MLP on the pixels, softmax
+    cross-entropy, accuracy; both engines (the NumPy engine builds from :meth:`spec`)."""
+
+    name = "fashion_mnist"
+    monitor_modes: ClassVar[Mapping[str, str]] = {
+        "val_loss": "min", "val_accuracy": "max", "train_loss": "min",
+    }
+    test_scores: ClassVar[tuple[str, ...]] = ("accuracy", "loss")
+
+    config: RunConfig
+
+    def recorded(self) -> RunConfig:
+        config = super().recorded()
+        if config.data.data_dir is None:
+            return config
+        data = dataclasses.replace(config.data, data_dir=absolute(config.data.data_dir))
+        return dataclasses.replace(config, data=data)
+
+    def with_data_dir(self, data_dir: str | os.PathLike[str] | None) -> FashionMNISTTask:
+        """Reading from ``data_dir``, or from where the run found its data.
+
+        When the recorded directory is gone (the run was copied to another machine, the data
+        moved) and no ``data_dir`` is given, the usual search takes over: ``$MLPKIT_DATA``, the
+        cache, the system copy.
+        """
+        if data_dir is not None:
+            return self._with_data(absolute(data_dir))
+        recorded = self.config.data.data_dir
+        if recorded is not None and not Path(recorded).is_dir():
+            logger.warning(
+                "the run's data directory %s does not exist; searching $MLPKIT_DATA, the cache and the "
+                "system copy instead (pass --data-dir to choose)", recorded,
+            )
+            return self._with_data(None)
+        return self
+
+    def _with_data(self, data_dir: str | None) -> FashionMNISTTask:
+        data = dataclasses.replace(self.config.data, data_dir=data_dir)
+        return FashionMNISTTask(dataclasses.replace(self.config, data=data))
+
+    def load(self, split_rng: np.random.Generator, *, log: bool = True) -> ImageSplits:
+        data = load_splits(self.config, split_rng)
+        if log:
+            log_model(self.spec(data), self.config, len(data.y_train))
+        return data
+
+    def spec(self, data: Splits) -> MLPSpec:
+        """The network, sized by the data: D pixels in, C classes out."""
+        classes = len(data.extra.classes)
+        return self.config.model.to_spec(in_features=data.x_train.shape[1], out_features=classes)
+
+    def check_resources(self, data: Splits, *, device: str) -> None:
+        check_memory(self.spec(data), self.config, len(data.y_train), device=device)
+
+    def build_model(self, data: Splits, init_rng: np.random.Generator) -> Any:
+        import torch
+
+        from mlpkit.torch_engine import build_torch_mlp
+
+        return build_torch_mlp(self.spec(data), rng=init_rng, dtype=getattr(torch, self.config.run.dtype))
+
+    def trainer_options(self, model: Any) -> dict[str, Any]:
+        from mlpkit.train.torch_trainer import build_loss
+
+        return {"loss": build_loss("cross_entropy"), "augment": make_augment(self.config)}
+
+    def model_metadata(self, data: Splits, epoch: int, engine: str) -> dict[str, str]:
+        return model_metadata(self.spec(data), data.extra.classes, epoch, engine)
+
+    def describe_epoch(self, record: Mapping[str, Any]) -> str:
+        return (
+            f"train_loss {record['train_loss']:.4f}  train_accuracy {_fmt(record['train_accuracy'])}  "
+            f"val_loss {_fmt(record['val_loss'])}  val_accuracy {_fmt(record['val_accuracy'])}  "
+            f"lr {record['lr']:.3g}  ({record['seconds']:.2f} s)"
+        )
+
+    def finish(self, run: FinishedRun) -> dict[str, Any]:
+        """Score the last and the best weights on the test set; write the figures, summary and report.
+
+        Both engines score with the NumPy network (their weights share one layout), so
+        ``summary.json`` holds the numbers :func:`evaluate_run` reproduces.
+        """
+        data, history, run_dir = run.data, run.history, run.run_dir
+        spec = self.spec(data)
+        extra: ImageExtras = data.extra
+        network = build_mlp(spec, rng=np.random.default_rng(0), dtype=np.dtype(self.config.run.dtype))
+        network.load_state_dict(run.last_state)
+        final, final_pred = score(network, data.x_test, data.y_test)
+        network.load_state_dict(run.best_state)
+        best, best_pred = score(network, data.x_test, data.y_test)
+        # model.safetensors already holds these weights: the epoch writer saved them when they were current.
+        saved, predicted = (best, best_pred) if run.restore_best else (final, final_pred)
+        best_record = history.records[history.best_epoch - 1]
+
+        figures: dict[str, str] = {}
+        if importlib.util.find_spec("matplotlib") is not None:
+            from mlpkit.evaluate.plots import plot_curves, plot_predictions
+
+            title = f"{run_dir.name}: test accuracy {saved['accuracy']:.4f} ({spec.describe()})"
+            plot_curves(history.records, run_dir / CURVES_FILE, best_epoch=history.best_epoch, title=title)
+            shown = slice(0, PREVIEW_IMAGES)
+            images, labels = extra.test_images[shown], data.y_test[shown]
+            plot_predictions(images, labels, predicted[shown], extra.classes, run_dir / PREDICTIONS_FILE)
+            figures = {"loss and accuracy curves": CURVES_FILE, "test predictions": PREDICTIONS_FILE}
+        else:
+            logger.warning("matplotlib is not installed: no PNG figures (pip install 'mlpkit[plot]')")
+
+        facts = dict(run.facts)
+        summary: dict[str, Any] = {
+            "status": facts.pop("status"),
+            "test_accuracy": saved["accuracy"],
+            "test_loss": saved["loss"],
+            "saved_weights": facts.pop("saved_weights"),
+            "final_test_accuracy": final["accuracy"],
+            "final_test_loss": final["loss"],
+            "best_epoch_test_accuracy": best["accuracy"],
+            "best_epoch_test_loss": best["loss"],
+            "best_epoch": facts.pop("best_epoch"),
+            "monitor": facts.pop("monitor"),
+            "best_val_loss": best_record["val_loss"],
+            "best_val_accuracy": best_record["val_accuracy"],
+            "epochs_run": facts.pop("epochs_run"),
+            "stop_reason": facts.pop("stop_reason"),
+            **data.sizes,
+            "wall_seconds": facts.pop("wall_seconds"),
+            "data_dir": data.source,
+            **facts,
+        }
+        atomic_write_json(run_dir / SUMMARY_FILE, summary)
+        report = render_report(
+            title=run_dir.name,
+            config=self.recorded().to_dict(),
+            records=history.records,
+            summary=summary,
+            confusion=confusion_matrix(data.y_test, predicted, num_classes=len(extra.classes)),
+            class_names=extra.classes,
+            figures=figures,
+            provenance=run.provenance,
+            in_features=spec.in_features,
+            parameters=spec.num_parameters,
+        )
+        atomic_write_text(run_dir / REPORT_FILE, report)
+        return summary
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+# -- reusing a saved run -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A saved run, rebuilt: its configuration and its network with the saved weights.
+
+    Parameters
+    ----------
+    run_dir : Path
+    config : RunConfig
+    spec : MLPSpec
+        From the weights file's metadata.
+    classes : tuple of str
+        Class names in label order, from the weights file's metadata.
+    network : Sequential
+        In evaluation mode.
+    """
+
+    run_dir: Path
+    config: RunConfig
+    spec: MLPSpec
+    classes: tuple[str, ...]
+    network: Sequential
+
+
+def load_run(run_dir: str | os.PathLike[str]) -> LoadedRun:
+    """Rebuild a run's network from ``config.json`` and ``model.safetensors``.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the path: no such directory, a missing or invalid ``config.json``, a missing or
+        corrupt ``model.safetensors``, or metadata that does not describe an mlpkit MLP.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"no run directory at {run_dir}")
+    config_path, model_path = run_dir / CONFIG_FILE, run_dir / MODEL_FILE
+    if not config_path.is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory: {CONFIG_FILE} is missing")
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise CheckpointError(f"{config_path} is not a valid run configuration: {exc}") from exc
+    if not model_path.is_file():
+        raise CheckpointError(
+            f"{model_path} is missing: the run may have stopped before its first epoch finished "
+            f"(see {run_dir / SUMMARY_FILE})"
+        )
+    if not (run_dir / SUMMARY_FILE).is_file():
+        # An interrupted run: its model file holds a finished epoch (the best so far, or the last
+        # one without restore-best), which is usable, but not the result of a finished run.
+        logger.warning(
+            "%s has no %s: the run did not finish; using the weights it saved last",
+            run_dir,
+            SUMMARY_FILE,
+        )
+    metadata = read_metadata(model_path)
+    try:
+        spec = MLPSpec.from_dict(json.loads(metadata["spec"]))
+        classes = tuple(str(name) for name in json.loads(metadata["classes"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{model_path}: metadata does not describe an mlpkit MLP ({type(exc).__name__}: {exc})"
+        ) from exc
+    if len(classes) != spec.out_features:
+        raise CheckpointError(f"{model_path}: {len(classes)} class names for {spec.out_features} outputs")
+    network = build_mlp(spec, rng=np.random.default_rng(0), dtype=np.dtype(config.run.dtype))
+    load_weights(network, model_path)
+    network.eval()
+    return LoadedRun(run_dir, config, spec, classes, network)
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    """Score a saved run's model on the Fashion-MNIST test set, found as the run found it.
+
+    Returns
+    -------
+    dict
+        JSON-ready: ``test_accuracy``, ``test_loss`` and ``n_test``, the same numbers as the run's
+        ``summary.json`` for the same data; ``per_class`` (class name -> ``precision``, ``recall``,
+        ``f1``, ``support``), their ``macro`` and ``weighted`` means, ``class_names`` and
+        ``confusion_matrix`` (C lists of C counts, rows true class, columns predicted class).
+
+    Raises
+    ------
+    CheckpointError
+        If the run directory is missing or corrupt (see :func:`load_run`).
+    DataNotFoundError, DataFormatError
+        If the test data cannot be loaded.
+    """
+    loaded = load_run(run_dir)
+    dataset = load_dataset(FashionMNISTTask(loaded.config).with_data_dir(data_dir).config)
+    if tuple(dataset.classes) != loaded.classes:
+        raise CheckpointError(
+            f"{run_dir}: the model's classes {loaded.classes} differ from the data's {dataset.classes}"
+        )
+    x_test = pixels_to_features(dataset.x_test, loaded.network.dtype)
+    scores, predicted = score(loaded.network, x_test, dataset.y_test)
+    confusion = confusion_matrix(dataset.y_test, predicted, num_classes=len(loaded.classes))  # (C, C)
+    per_class = classification_scores(confusion)
+    return {
+        "test_accuracy": scores["accuracy"],
+        "test_loss": scores["loss"],
+        "n_test": len(dataset.y_test),
+        "per_class": {
+            name: {key: per_class[key][k].item() for key in ("precision", "recall", "f1", "support")}
+            for k, name in enumerate(loaded.classes)
+        },
+        "macro": per_class["macro"],
+        "weighted": per_class["weighted"],
+        "class_names": list(loaded.classes),
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Class predictions for N images.
+
+    Parameters
+    ----------
+    probabilities : ndarray of shape (N, C)
+        Softmax of the logits, rows summing to 1.
+    class_names : tuple of str
+        The C class names.
+    names : tuple of str or None
+        One name per row: the image's file name, or ``FILE:i`` for the i-th image of an array file.
+    true_labels : ndarray of shape (N,) or None
+        The labels a CSV carried in a label column.
+    notes : tuple of str
+        What was done to the input on the way in (resized, converted, a column dropped).
+    """
+
+    probabilities: np.ndarray
+    class_names: tuple[str, ...]
+    names: tuple[str, ...] | None = None
+    true_labels: np.ndarray | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Predicted class index per row, (N,)."""
+        labels: np.ndarray = self.probabilities.argmax(axis=1)
+        return labels
+
+    def top_k(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` most probable classes of each row, most probable first.
+
+        Returns
+        -------
+        classes : ndarray of shape (N, k) int
+        probabilities : ndarray of shape (N, k)
+        """
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(self.class_names):
+            classes = len(self.class_names)
+            raise ConfigError(f"top_k must be an int from 1 to the {classes} classes, got {k!r}")
+        # A stable sort of -p keeps the lower class index first among equal probabilities, as argmax.
+        classes = np.argsort(-self.probabilities, axis=1, kind="stable")[:, :k]        # (N, k)
+        return classes, np.take_along_axis(self.probabilities, classes, axis=1)
+
+    def to_csv(self, *, top_k: int = 1, probabilities: bool = False) -> str:
+        """One line per image, with a header.
+
+        Columns: ``row,name``, then ``class,class_name,probability`` (``top_k`` 1) or
+        ``class_1,class_name_1,probability_1,...`` up to ``top_k``, then with ``probabilities``
+        one column per class, headed by its name, holding its probability.
+        """
+        classes, probs = self.top_k(top_k)
+        suffixes = [""] if top_k == 1 else [f"_{i}" for i in range(1, top_k + 1)]
+        header = ["row", "name"]
+        for suffix in suffixes:
+            header += [f"class{suffix}", f"class_name{suffix}", f"probability{suffix}"]
+        if probabilities:
+            header += list(self.class_names)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        names = self.names or tuple(str(i) for i in range(len(self.probabilities)))
+        for row, name in enumerate(names):
+            cells: list[object] = [row, name]
+            for label, p in zip(classes[row], probs[row], strict=True):
+                cells += [int(label), self.class_names[label], f"{p:.6f}"]
+            if probabilities:
+                cells += [f"{p:.6f}" for p in self.probabilities[row]]
+            writer.writerow(cells)
+        return buffer.getvalue()
+
+
+def predict_run(
+    run_dir: str | os.PathLike[str], file: str | os.PathLike[str], *, input_scale: str = "auto"
+) -> Predictions:
+    """Classify the images in ``file`` with a saved run's model.
+
+    Parameters
+    ----------
+    run_dir : str or os.PathLike
+        A run directory written by :func:`train_run`.
+    file : str or os.PathLike
+        One image or many: PNG/JPEG files or a folder of them, IDX, ``.npy`` or ``.csv`` (see
+        :func:`mlpkit.data.read_images`).
+    input_scale : {"auto", "255", "1"}
+        How the file's values relate to grey levels; ``"auto"`` refuses values that all lie in
+        [0, 1] instead of guessing.
+
+    Returns
+    -------
+    Predictions
+
+    Raises
+    ------
+    CheckpointError
+        If the run directory is missing or corrupt.
+    DataNotFoundError, DataFormatError
+        If ``file`` is missing or malformed, or holds images of another size than the model's.
+    """
+    loaded = load_run(run_dir)
+    side = math.isqrt(loaded.spec.in_features)
+    shape = FASHION_MNIST.image_shape if side * side != loaded.spec.in_features else (side, side)
+    images = read_images(file, image_shape=shape, input_scale=input_scale)
+    for note in images.notes:
+        logger.info("%s: %s", file, note)
+    if images.pixels.shape[1] != loaded.spec.in_features:
+        raise DataFormatError(
+            f"{file} has {images.pixels.shape[1]} features, but the model expects {loaded.spec.in_features}"
+        )
+    logits = predict_logits(loaded.network, pixels_to_features(images.pixels, loaded.network.dtype))  # (N, C)
+    probabilities = np.exp(log_softmax(logits.astype(np.float64)))                                    # (N, C)
+    predictions = Predictions(probabilities, loaded.classes, images.names, images.labels, images.notes)
+    if images.labels is not None:
+        logger.info(
+            "%s: accuracy %.4f against its label column (%d images)",
+            file, accuracy(images.labels, predictions.labels), len(images.labels),
+        )
+    return predictions

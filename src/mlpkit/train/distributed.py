@@ -20,35 +20,43 @@ rank's generator (:func:`gather_generator_states`), so a resumed run draws the m
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
-from mlpkit.errors import ConfigError
+from mlpkit.errors import ConfigError, MlpkitError
 from mlpkit.train.device import resolve_device
 
 __all__ = [
     "DistributedContext",
     "all_reduce_sum",
+    "broadcast_json",
     "cleanup_distributed",
+    "count_failures",
     "gather_generator_states",
     "gather_rows",
     "init_distributed",
     "is_distributed",
     "is_rank_zero",
     "local_batch_size",
+    "on_every_rank",
     "shard_batch",
     "shard_weight",
     "wait_for_every_rank",
 ]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -343,3 +351,53 @@ def gather_rows(mine: torch.Tensor, n: int, ctx: DistributedContext) -> torch.Te
     dist.all_gather(pieces, padded)
     sizes = [len(shard_batch(torch.arange(n), rank, ctx.world_size)) for rank in range(ctx.world_size)]
     return torch.cat([piece[:size] for piece, size in zip(pieces, sizes, strict=True)])
+
+
+# -- agreeing across ranks --------------------------------------------------------------------
+
+
+def broadcast_json(ctx: DistributedContext, payload: dict[str, Any] | None) -> dict[str, Any]:
+    """Rank 0's ``payload`` on every rank (as JSON bytes in a tensor: nothing is unpickled)."""
+    data = json.dumps(payload).encode() if ctx.is_rank_zero else b""
+    size = torch.tensor([len(data)], dtype=torch.int64, device=ctx.device)
+    dist.broadcast(size, src=0)
+    buffer = (
+        torch.tensor(list(data), dtype=torch.uint8, device=ctx.device)
+        if ctx.is_rank_zero
+        else torch.empty(int(size.item()), dtype=torch.uint8, device=ctx.device)
+    )
+    dist.broadcast(buffer, src=0)
+    result: dict[str, Any] = json.loads(bytes(buffer.cpu().tolist()).decode())
+    return result
+
+
+def count_failures(ctx: DistributedContext, failed: bool) -> int:
+    """How many ranks failed a step (every rank must call this, whether it failed or not)."""
+    flag = torch.tensor([int(failed)], dtype=torch.int64, device=ctx.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.SUM)
+    return int(flag.item())
+
+
+def on_every_rank(
+    ctx: DistributedContext | None, what: str, action: Callable[[], T], on_failure: Callable[[], None] | None
+) -> T:
+    """Run ``action`` on every rank; all go on only if it succeeded on all of them.
+
+    A rank that fails tells the others (an all-reduce every rank joins, failed or not) and
+    re-raises its error; the others raise one naming how many ranks failed. So no rank waits
+    forever in a later collective for a rank that has quit.
+    """
+    try:
+        result = action()
+    except BaseException:
+        if ctx is not None:
+            with contextlib.suppress(Exception):  # keep this rank's own error
+                count_failures(ctx, True)
+        if on_failure is not None:
+            on_failure()
+        raise
+    if ctx is not None and (failed := count_failures(ctx, False)):
+        if on_failure is not None:
+            on_failure()
+        raise MlpkitError(f"rank {ctx.rank} stops: {failed} other rank(s) failed {what} (see their errors)")
+    return result
