@@ -65,3 +65,40 @@ def interrupt_after(epoch: int) -> Any:
 def snapshot(directory: Path) -> dict[str, bytes]:
     """Every file of ``directory`` by name, with its bytes: equal snapshots mean nothing was changed."""
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+CTR_FIELDS = {"user": 40, "item": 60, "hour": 6}
+"""A small CTR table's categorical fields and how many distinct values each has."""
+
+
+def write_ctr_tables(
+    root: Path, *, seed: int = 0, rows: tuple[int, int, int] = (3000, 800, 800), suffix: str = ".csv"
+) -> Path:
+    """Write ``train``, ``valid`` and ``test`` of a CTR-shaped table under ``root`` and return it.
+
+    Columns ``label,user,item,hour``; the click probability is the sigmoid of a sum of per-value
+    effects (a planted signal a model can learn: a trained model's AUC is well above 0.5). ``test``
+    holds a few values train never saw, so they go to the out-of-vocabulary id.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    effects = {name: rng.normal(0.0, 1.2, size + 3) for name, size in CTR_FIELDS.items()}
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in zip(("train", "valid", "test"), rows, strict=True):
+        columns: dict[str, Any] = {}
+        logit = np.full(n, -0.5)
+        for name, size in CTR_FIELDS.items():
+            values = rng.integers(0, size + (3 if split == "test" else 0), n)   # test: 3 unseen values
+            logit += effects[name][values]
+            columns[name] = [f"{name}{v}" for v in values]
+        label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+        table = pa.table({"label": label, **columns})
+        path = root / f"{split}{suffix}"
+        if suffix == ".parquet":
+            pq.write_table(table, path)
+        else:
+            pacsv.write_csv(table, path)
+    return root

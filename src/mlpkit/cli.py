@@ -8,6 +8,9 @@
     mlpkit predict RUN_DIR FILE [--out CSV]    classify images: PNG/JPEG files or folders, IDX, .npy, .csv
     mlpkit experiment [NAME] [--out DIR] [--quick] [--seed N] [--overwrite]
                                                run a classic study (list them without NAME)
+    mlpkit ctr train --data DIR --model NAME   train a CTR model on train/valid/test tables
+    mlpkit ctr compare --data DIR --models A,B --out DIR   train several, compare them
+    mlpkit ctr predict RUN_DIR FILE --out FILE             click probability of each row
 
 Settings are taken from the defaults (the classic recipe), then ``--config FILE`` (.toml, or a
 run's ``config.json`` to repeat it), then the options given. Library code logs; this module shows
@@ -48,12 +51,15 @@ from mlpkit import __version__
 from mlpkit._optional import EXTRAS
 from mlpkit.config import (
     AUGMENTS,
+    CTR_MODEL_NAMES,
+    CTR_MONITORS,
     DEVICES,
     DTYPES,
     ENGINES,
     MONITORS,
     OPTIMIZERS,
     SCHEDULES,
+    CTRConfig,
     RunConfig,
     load_config,
 )
@@ -311,12 +317,14 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by 'mlpkit train'")
+    parser.add_argument(
+        "run_dir", metavar="RUN_DIR", help="a directory written by 'mlpkit train' or 'mlpkit ctr train'"
+    )
     parser.add_argument(
         "--data-dir",
         metavar="DIR",
-        help="directory of the Fashion-MNIST IDX files [where the run found them; if gone, search "
-        "$MLPKIT_DATA, the cache, /usr/share/datasets]",
+        help="directory of the data: the Fashion-MNIST IDX files [where the run found them; if gone, search "
+        "$MLPKIT_DATA, the cache, /usr/share/datasets], or a CTR run's tables [where the run found them]",
     )
     parser.add_argument("--json", action="store_true", help="print every number as one JSON object")
 
@@ -327,6 +335,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     scores = evaluate_run(args.run_dir, data_dir=args.data_dir)
     if args.json:
         print(json.dumps({"run_dir": str(args.run_dir), **scores}, indent=2))
+        return EXIT_OK
+    if "test_auc" in scores:  # a CTR run
+        _print_table(
+            [
+                ("test AUC", _fmt(float(scores["test_auc"]))),
+                ("test log loss", _fmt(float(scores["test_logloss"]))),
+                ("test rows", scores["n_test"]),
+                ("run directory", args.run_dir),
+            ]
+        )
         return EXIT_OK
     _print_table(
         [
@@ -441,6 +459,194 @@ def _run_experiment(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- CTR -----------------------------------------------------------------------------------------
+
+# Every CTR config key a flag can set; [default] in the help is BARS's protocol.
+_CTR_OPTIONS = (
+    _option("--data", "data.data_dir", "directory holding train, valid and test (.csv, .csv.gz or "
+            ".parquet)", metavar="DIR"),
+    _option("--label", "data.label", "the 0/1 label column [label]", metavar="COLUMN"),
+    _option("--spec", "data.spec", "TOML file of column settings (kinds, min_count, hash buckets, numeric "
+            "transforms) [every column categorical]", metavar="FILE"),
+    _option("--cache-dir", "data.cache_dir", "where the encoded arrays are cached [DIR/.mlpkit-cache]",
+            metavar="DIR"),
+    _option("--model", "model.name", f"{', '.join(CTR_MODEL_NAMES)} [deepfm]", metavar="NAME"),
+    _option("--embedding-dim", "model.embedding_dim", "width of every field embedding [10]", type=int,
+            metavar="E"),
+    _option("--hidden", "model.hidden_features", "DNN tower widths, e.g. 400,400,400 [the model's]",
+            type=_int_list, metavar="H[,H...]"),
+    _option("--dropout", "model.dropout", "dropout in the tower [the model's]", type=float, metavar="P"),
+    _option("--batch-norm", "model.batch_norm", "BatchNorm in the tower [the model's]", **_BOOL),
+    _option("--embedding-regularizer", "model.embedding_regularizer", "λ of (λ/2)·Σw² over the embeddings "
+            "[the model's BARS value]", type=float, metavar="L"),
+    _option("--net-regularizer", "model.net_regularizer", "λ of (λ/2)·Σw² over the other weights [the "
+            "model's BARS value]", type=float, metavar="L"),
+    _option("--optimizer", "optim.optimizer", f"{', '.join(OPTIMIZERS)} [adam]", metavar="NAME"),
+    _option("--lr", "optim.lr", "learning rate [0.001]", type=float),
+    _option("--batch-size", "optim.batch_size", "minibatch size; the global batch under torchrun [4096]",
+            type=int, metavar="B"),
+    _option("--epochs", "optim.epochs", "maximum epochs [100]", type=int),
+    _option("--grad-clip", "optim.grad_clip_norm", "clip the gradients' global L2 norm [10]", type=float,
+            metavar="NORM"),
+    _option("--patience", "early_stopping.patience", "stop after N epochs without a better validation "
+            "score; 0 = off [2]", type=int, metavar="N"),
+    _option("--monitor", "early_stopping.monitor", "score that picks the best epoch: "
+            f"{', '.join(CTR_MONITORS)} [val_auc]", metavar="NAME"),
+    _option("--seed", "run.seed", "seed of the initial weights, dropout and batch order [0]", type=int),
+    _option("--out", "run.out", "run directory [runs/<timestamp>-ctr-<model>]", metavar="DIR"),
+    _option("--name", "run.name", "name in the default run directory [ctr-<model>]"),
+    _option("--device", "run.device", f"{', '.join(DEVICES)} or cuda:N [auto]"),
+)
+
+_CTR_RESUME_OPTIONS = ("--epochs", "--data", "--device")
+
+
+def _ctr_config(args: argparse.Namespace, *, skip: Sequence[str] = ()) -> CTRConfig:
+    """Defaults (BARS's protocol), then --config, then the flags given."""
+    config = load_config(args.config, task="ctr") if args.config else CTRConfig()
+    overrides: dict[str, dict[str, Any]] = {}
+    for option in _CTR_OPTIONS:
+        value = getattr(args, option.dest, None)  # None: not given, or not an option of this action
+        if value is not None and option.flag not in skip:
+            overrides.setdefault(option.section, {})[option.key] = value
+    return config.with_overrides(overrides) if overrides else config
+
+
+def _add_ctr_settings(parser: argparse.ArgumentParser, *, skip: Sequence[str] = ()) -> None:
+    parser.add_argument("--config", metavar="FILE", help="a .toml CTR config, or a CTR run's config.json")
+    for option in _CTR_OPTIONS:
+        if option.flag not in skip:
+            parser.add_argument(
+                option.flag, dest=option.dest, default=None, help=option.help, **option.kwargs
+            )
+    parser.add_argument("--overwrite", action="store_true", help="replace the run files of a non-empty --out")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (shown only on a terminal)"
+    )
+
+
+def _add_ctr(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "Defaults follow the BARS benchmark (FuxiCTR): Adam lr 1e-3, batch 4096, embeddings of 10, the lr "
+        "x0.1 after each epoch without a better validation AUC (floor 1e-6), early stopping after 2, "
+        "gradient norm clipped at 10, the model's L2 on the embeddings."
+    )
+    actions = parser.add_subparsers(
+        dest="ctr_command", metavar="ACTION", parser_class=_Parser, required=True
+    )
+    train = actions.add_parser("train", help="train one CTR model into a run directory",
+                               description="train one CTR model into a run directory")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted CTR run from its "
+                       f"checkpoint; only {', '.join(_CTR_RESUME_OPTIONS)} may be given with it")
+    _add_ctr_settings(train)
+    train.set_defaults(ctr_handler=_run_ctr_train, ctr_parser=train)
+    _add_quiet(train)
+
+    about = "train several CTR models on the same data and compare them"
+    compare = actions.add_parser("compare", help=about, description=about)
+    compare.add_argument("--models", required=True, metavar="A,B,...", type=_split,
+                         help=f"the models, comma-separated: {', '.join(CTR_MODEL_NAMES)}")
+    _add_ctr_settings(compare, skip=("--model", "--name"))
+    compare.set_defaults(ctr_handler=_run_ctr_compare, ctr_parser=compare)
+    _add_quiet(compare)
+
+    about = "write the click probability of every row of a table"
+    predict = actions.add_parser("predict", help=about, description=about)
+    predict.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by 'mlpkit ctr train'")
+    predict.add_argument(
+        "file", metavar="FILE", help="a .csv, .csv.gz or .parquet table with the run's columns"
+    )
+    predict.add_argument("--out", metavar="FILE", help="where to write the probabilities, .csv or .parquet "
+                         "[FILE's stem + '.predictions' and its format, in the current directory]")
+    predict.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    predict.set_defaults(ctr_handler=_run_ctr_predict, ctr_parser=predict)
+    _add_quiet(predict)
+
+
+def _run_ctr(args: argparse.Namespace) -> int:
+    args.parser = args.ctr_parser  # usage errors name the action's own options
+    return int(args.ctr_handler(args))
+
+
+def _run_ctr_train(args: argparse.Namespace) -> int:
+    from mlpkit.run import resume_run, train_run
+
+    progress = not args.no_progress and sys.stderr.isatty()
+    if args.resume:
+        given = [
+            o.flag for o in _CTR_OPTIONS
+            if getattr(args, o.dest) is not None and o.flag not in _CTR_RESUME_OPTIONS
+        ]
+        given += ["--config"] if args.config else []
+        if given:
+            raise ConfigError(
+                f"--resume continues {args.resume} with the settings in its config.json; it cannot be "
+                f"combined with {', '.join(given)} (it takes {', '.join(_CTR_RESUME_OPTIONS)})"
+            )
+        result = resume_run(
+            args.resume,
+            epochs=getattr(args, "override.optim.epochs"),
+            data_dir=getattr(args, "override.data.data_dir"),
+            device=getattr(args, "override.run.device"),
+            progress=progress,
+            command=args.argv,
+        )
+    else:
+        result = train_run(_ctr_config(args), progress=progress, overwrite=args.overwrite, command=args.argv)
+    if result.rank != 0:
+        return EXIT_OK
+    s = result.summary
+    _print_table(
+        [
+            ("model", f"{s['model']}  ({s['params']:,} parameters)"),
+            ("test AUC",
+             f"{_fmt(s['test_auc'])}  (log loss {_fmt(s['test_logloss'])}, {s['n_test']:,} rows)"),
+            ("best epoch", f"{s['best_epoch']} of {s['epochs_run']}  (val AUC {_fmt(s['best_val_auc'])}, "
+                           f"val log loss {_fmt(s['best_val_logloss'])})"),
+            ("stopped", s["stop_reason"]),
+            ("wall time", f"{s['wall_seconds']:.1f} s  ({s['seconds_per_epoch']:.2f} s per epoch)"),
+            ("run directory", str(result.run_dir)),
+        ]
+    )
+    return EXIT_OK
+
+
+def _run_ctr_compare(args: argparse.Namespace) -> int:
+    from mlpkit.tasks.ctr import compare_ctr_models
+
+    config = _ctr_config(args, skip=("--model", "--name"))
+    out = getattr(args, "override.run.out") or f"runs/{datetime.now():%Y%m%d-%H%M%S}-ctr-compare"
+    progress = not args.no_progress and sys.stderr.isatty()
+    rows = compare_ctr_models(config, args.models, out, overwrite=args.overwrite, progress=progress,
+                              command=args.argv)
+    _print_grid(
+        ["model", "val AUC", "val logloss", "test AUC", "test logloss", "params", "best epoch", "s/epoch"],
+        [(r["model"], r["val_auc"], r["val_logloss"], r["test_auc"], r["test_logloss"], f"{r['params']:,}",
+          r["best_epoch"], f"{r['seconds_per_epoch']:.2f}") for r in rows],
+    )
+    print(f"\nwritten to {out} (compare.json, compare.md, compare.png)")
+    return EXIT_OK
+
+
+def _run_ctr_predict(args: argparse.Namespace) -> int:
+    from mlpkit.tasks.ctr import predict_ctr_run
+
+    source = Path(args.file)
+    if args.out:
+        out = Path(args.out)
+    else:
+        stem, _, suffix = source.name.partition(".")
+        out = Path(f"{stem}.predictions.{suffix or 'csv'}")
+    if out.exists() and not args.overwrite:
+        raise OutputError(f"{out} already exists; nothing was changed. Pass --overwrite to replace it")
+    result = predict_ctr_run(args.run_dir, source, out)
+    line = f"wrote {result['rows']:,} probabilities to {out}"
+    if "auc" in result:
+        line += f" (against the file's labels: AUC {_fmt(result['auc'])}, log loss {_fmt(result['logloss'])})"
+    print(line)
+    return EXIT_OK
+
+
 SUBCOMMANDS: dict[
     str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 ] = {
@@ -448,6 +654,7 @@ SUBCOMMANDS: dict[
     "evaluate": ("score a saved run's model on the test set", _add_evaluate, _run_evaluate),
     "predict": ("classify images with a saved run's model (CSV out)", _add_predict, _run_predict),
     "experiment": ("run one of the classic studies", _add_experiment, _run_experiment),
+    "ctr": ("click-through-rate models on tables: train, compare, predict", _add_ctr, _run_ctr),
 }
 """name -> (one-line help, add_arguments(parser), handler(args) -> exit status)."""
 
@@ -497,6 +704,13 @@ def _suggest(parser: argparse.ArgumentParser, message: str) -> str:
     return message
 
 
+def _add_quiet(parser: argparse.ArgumentParser) -> None:
+    """-q after a (sub)command too; SUPPRESS keeps a subcommand's default from resetting the top level's."""
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="log warnings and errors only"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``mlpkit`` argument parser with every subcommand of :data:`SUBCOMMANDS`."""
     parser = _Parser(
@@ -506,11 +720,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
-    # -q also after the subcommand; SUPPRESS keeps the subcommand's default from resetting it.
     common = _Parser(add_help=False)
-    common.add_argument(
-        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="log warnings and errors only"
-    )
+    _add_quiet(common)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (summary, add_arguments, handler) in SUBCOMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=summary, parents=[common])

@@ -307,6 +307,13 @@ def _write_diverged_summary(
     )
 
 
+def _write_config(run_dir: Path, task: Task, data: Splits) -> None:
+    """``config.json`` and the task's own files, before the first epoch (so an interrupted run has them)."""
+    write_config(run_dir, task.recorded().to_dict())
+    for name, content in task.run_files(data).items():
+        atomic_write_json(run_dir / name, content)
+
+
 def _finish(
     task: Task, writer: EpochWriter, trainer: Any, history: History, session: Session,
     *, restore_best: bool, engine: dict[str, Any],
@@ -451,7 +458,7 @@ def _numpy_run(
         keep_every_epoch=not restore_best, session=session, hook=hook,
     )
     trainer.on_epoch_end = writer
-    write_config(run_dir, recorded.to_dict())
+    _write_config(run_dir, task, data)
     if resume_dir is not None:
         _restart_files(writer, trainer, restore_best=restore_best)
         _log_nothing_to_train(trainer, config.optim.epochs)
@@ -739,7 +746,7 @@ def _torch_run_in_group(
     )
     trainer.on_epoch_end = writer  # called on rank 0 only
     if rank_zero:
-        write_config(run_dir, recorded.to_dict())
+        _write_config(run_dir, task, data)
         if resume_dir is not None:
             _restart_files(writer, trainer, restore_best=restore_best)
             _log_nothing_to_train(trainer, config.optim.epochs)

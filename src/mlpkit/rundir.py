@@ -46,6 +46,7 @@ __all__ = [
     "REPORT_FILE",
     "RUN_FILES",
     "SUMMARY_FILE",
+    "TABLE_FILE",
     "MetricsLog",
     "Session",
     "after_interrupt",
@@ -68,7 +69,12 @@ MODEL_FILE = "model.safetensors"
 REPORT_FILE = "report.md"
 CURVES_FILE = "curves.png"
 PREDICTIONS_FILE = "predictions.png"
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, MODEL_FILE, REPORT_FILE, CURVES_FILE, PREDICTIONS_FILE)
+TABLE_FILE = "table.json"
+"""A CTR run's fitted encoding (vocabularies, numeric transforms): what predict encodes new rows with."""
+RUN_FILES = (
+    CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, MODEL_FILE, REPORT_FILE, CURVES_FILE, PREDICTIONS_FILE,
+    TABLE_FILE,
+)
 """Every file a run writes; ``overwrite`` removes these and a checkpoint from an existing directory."""
 CHECKPOINT_FILE, CHECKPOINT_TENSORS_GLOB = CHECKPOINT_JSON, TENSORS_GLOB
 """Either engine's checkpoint (``mlpkit.train.checkpoint_files``): the JSON commit point and its tensors."""
@@ -149,8 +155,9 @@ def save_weights(path: Path, state: dict[str, np.ndarray], metadata: dict[str, s
     from safetensors.numpy import save_file
 
     # safetensors writes an array's memory as it lies: a transposed view would be stored with its
-    # new shape but in its old order, silently. C-ordered copies are stored as they read.
-    state = {name: np.ascontiguousarray(a) for name, a in state.items()}
+    # new shape but in its old order, silently. C-ordered copies are stored as they read. (Not
+    # ascontiguousarray: it turns a 0-d array, such as BatchNorm's num_batches_tracked, into (1,).)
+    state = {name: np.require(a, requirements="C") for name, a in state.items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
 

@@ -14,10 +14,11 @@ and, by a run, with its model.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -26,7 +27,15 @@ from mlpkit.data.table_io import arrow, iter_chunks, missing_mask, to_floats, to
 from mlpkit.data.table_spec import ColumnConfig
 from mlpkit.errors import DataFormatError
 
-__all__ = ["QUANTILE_SAMPLE", "FittedColumn", "FittedTable", "fit_table", "tokens"]
+__all__ = [
+    "QUANTILE_SAMPLE",
+    "ChunkColumn",
+    "ChunkSink",
+    "FittedColumn",
+    "FittedTable",
+    "fit_table",
+    "tokens",
+]
 
 QUANTILE_SAMPLE = 1_000_000
 """Values kept to place quantile bin edges; all of them when training has no more."""
@@ -141,39 +150,86 @@ class FittedTable:
                    int(raw["train_rows"]))
 
 
-class _Counts:
-    """Occurrences of each distinct value over many chunks; per-chunk counts merged in amortised batches."""
+class _Distinct:
+    """The distinct values of a column over many chunks, their counts, and each chunk's values among them.
 
-    def __init__(self) -> None:
-        self._merged: Any = None
+    Each chunk comes dictionary-encoded: its (k,) distinct values and their (k,) counts. Chunks wait
+    in a list and are merged into the values seen so far in amortised batches (when the pending
+    values outnumber ``max(_MERGE_AT, values so far)``): one Arrow ``dictionary_encode`` of
+    ``[values so far, *pending]``. Arrow numbers values by first occurrence, so the values so far
+    keep their ids, and every pending chunk's dictionary gets the (k,) int32 ids of its values
+    among all of them; ``on_ids``, when given, receives those, chunk after chunk, so the encoder
+    can turn a chunk's positions in its own dictionary into ids without reading the file again.
+    """
+
+    def __init__(self, on_ids: Callable[[np.ndarray], None] | None = None) -> None:
+        self.on_ids = on_ids
+        self.values: Any = None                             # (M,) distinct values, in id order
+        self.counts = np.zeros(0, dtype=np.int64)           # (M,)
         self._pending: list[Any] = []
+        self._pending_counts: list[np.ndarray] = []
         self._pending_size = 0
 
-    def add(self, values: Any) -> None:
-        pa, pc = arrow()
-        counted = pc.value_counts(values)
-        self._pending.append(pa.table({"v": counted.field("values"), "c": counted.field("counts")}))
-        self._pending_size += len(counted)
-        if self._pending_size > max(_MERGE_AT, 0 if self._merged is None else self._merged.num_rows):
+    def add(self, dictionary: Any, counts: np.ndarray) -> None:
+        """Count a chunk: its (k,) distinct values (no nulls) and their (k,) int64 counts."""
+        self._pending.append(dictionary)
+        self._pending_counts.append(counts)
+        self._pending_size += len(dictionary)
+        if self._pending_size > max(_MERGE_AT, len(self.counts)):
             self._merge()
 
     def _merge(self) -> None:
-        pa, _ = arrow()
-        tables = ([] if self._merged is None else [self._merged]) + self._pending
-        if tables:
-            merged = pa.concat_tables(tables).group_by("v").aggregate([("c", "sum")])
-            self._merged = pa.table({"v": merged.column("v"), "c": merged.column("c_sum")})
-        self._pending, self._pending_size = [], 0
+        pa, pc = arrow()
+        if not self._pending:
+            return
+        known = len(self.counts)
+        # Arrow leaves empty chunks out of the result: only the non-empty ones go in.
+        parts = [a for a in ([] if self.values is None else [self.values]) + self._pending if len(a)]
+        encoded = iter(pc.dictionary_encode(pa.chunked_array(parts, type=pa.string())).chunks)
+        values = pa.array([], type=pa.string())
+        if known:
+            first = next(encoded)
+            values = first.dictionary
+            if not np.array_equal(_numpy(first.indices), np.arange(known)):
+                raise RuntimeError("Arrow's dictionary_encode did not keep the first values' order")
+        chunk_ids = []
+        for dictionary in self._pending:
+            if len(dictionary):
+                chunk = next(encoded)
+                values = chunk.dictionary
+                chunk_ids.append(_numpy(chunk.indices).astype(np.int32, copy=False))   # (k,)
+            else:
+                chunk_ids.append(np.zeros(0, dtype=np.int32))
+        counts = np.zeros(len(values), dtype=np.int64)
+        counts[:known] = self.counts
+        for ids, chunk_counts in zip(chunk_ids, self._pending_counts, strict=True):
+            counts[ids] += chunk_counts                     # a chunk's values are distinct: no add.at
+            if self.on_ids is not None:
+                self.on_ids(ids)
+        self.values, self.counts = values, counts
+        self._pending, self._pending_counts, self._pending_size = [], [], 0
+
+    def ranks(self, min_count: int) -> tuple[tuple[str, ...], np.ndarray]:
+        """The values seen at least ``min_count`` times, most frequent first, ties by value, and the
+        (M,) int64 position of each distinct value among them (-1 when it is not kept)."""
+        pa, pc = arrow()
+        self._merge()
+        if self.values is None:
+            return (), np.zeros(0, dtype=np.int64)
+        kept = np.flatnonzero(self.counts >= min_count)
+        table = pa.table({"v": self.values.take(pa.array(kept)), "c": self.counts[kept]})
+        order = _numpy(pc.sort_indices(table, sort_keys=[("c", "descending"), ("v", "ascending")]))
+        rank = np.full(len(self.counts), -1, dtype=np.int64)
+        rank[kept[order]] = np.arange(len(order))
+        return tuple(table.column("v").take(pa.array(order)).to_pylist()), rank
 
     def categories(self, min_count: int) -> tuple[str, ...]:
         """Values seen at least ``min_count`` times, most frequent first, ties by value."""
-        _, pc = arrow()
-        self._merge()
-        if self._merged is None:
-            return ()
-        kept = self._merged.filter(pc.greater_equal(self._merged.column("c"), min_count))
-        kept = kept.sort_by([("c", "descending"), ("v", "ascending")])
-        return tuple(kept.column("v").to_pylist())
+        return self.ranks(min_count)[0]
+
+
+def _numpy(array: Any) -> np.ndarray:
+    return np.asarray(array.to_numpy(zero_copy_only=False))
 
 
 class _Moments:
@@ -223,12 +279,56 @@ class _Reservoir:
         self.seen += len(x)
 
 
+@dataclass(frozen=True)
+class ChunkColumn:
+    """One column of one training chunk as the fit pass read it, for the encoder to finish it.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n,), float64, or None
+        Numeric columns: the values, NaN where a cell is missing.
+    codes : ndarray of shape (n,) or (T,), int32, or None
+        Columns with a vocabulary: each cell's (each token's) position in the chunk's own
+        dictionary of k values, whose ids among all training values come later, through
+        :meth:`ChunkSink.ids`; a missing cell is ``k``, one past the dictionary.
+    strings : pyarrow string array of shape (n,) or (T,), or None
+        Hashed columns: the cells (the tokens) as text.
+    rows : ndarray of shape (T,), int32, or None
+        Multi-valued columns: the row of each token, as :func:`tokens` returns it.
+    """
+
+    values: np.ndarray | None = None
+    codes: np.ndarray | None = None
+    strings: Any = None
+    rows: np.ndarray | None = None
+
+
+class ChunkSink(Protocol):
+    """What :func:`fit_table` hands on, so that the training file is read once for fit and encode.
+
+    Calls come in this order: :meth:`chunk` for every chunk; :meth:`ids` for every chunk of a
+    column with a vocabulary, in chunk order, interleaved with the chunks (a column's ids come in
+    batches, as its counts are merged); then, after the last chunk, :meth:`ranks` once per such column.
+    """
+
+    def chunk(self, labels: np.ndarray, columns: list[ChunkColumn]) -> None:
+        """A chunk's (n,) float32 labels and its columns, in the order of ``columns``."""
+
+    def ids(self, column: int, ids: np.ndarray) -> None:
+        """The (k,) int32 ids among the column's training values of one chunk's dictionary."""
+
+    def ranks(self, column: int, rank: np.ndarray) -> None:
+        """The (M,) int64 place of each training value among the fitted categories; -1: not kept."""
+
+
 class _Fitter:
     """Statistics of one column over the training chunks."""
 
-    def __init__(self, name: str, config: ColumnConfig, path: Path) -> None:
+    def __init__(self, name: str, config: ColumnConfig, path: Path,
+                 on_ids: Callable[[np.ndarray], None] | None = None) -> None:
         self.name, self.config, self.path = name, config, path
-        self.counts = _Counts()
+        self.counts = _Distinct(on_ids)
+        self.rank = np.zeros(0, dtype=np.int64)
         self.has_missing = False
         self.longest = 0
         self.moments = _Moments()
@@ -236,7 +336,7 @@ class _Fitter:
         self._pending: list[np.ndarray] = []                 # present values not yet in a block
         self._pending_size = 0
 
-    def add(self, array: Any, first_row: int) -> None:
+    def add(self, array: Any, first_row: int) -> ChunkColumn:
         config = self.config
         if config.kind == "numeric":
             values, missing = to_floats(array, path=self.path, column=self.name, first_row=first_row)
@@ -245,19 +345,43 @@ class _Fitter:
             self._pending_size += len(present)
             if self._pending_size >= _STATS_BLOCK:
                 self._blocks(final=False)
-        elif config.kind == "categorical":
-            strings = to_strings(array)
-            missing = missing_mask(strings)
-            self.has_missing |= bool(missing.any())
-            if not self.hashed:
-                _, pc = arrow()
-                self.counts.add(pc.filter(strings, ~missing))
+            return ChunkColumn(values=values)
+        if config.kind == "categorical":
+            if self.hashed:
+                strings = to_strings(array)
+                self.has_missing |= bool(missing_mask(strings).any())
+                return ChunkColumn(strings=strings)
+            codes, missing = self._count(array)
+            self.has_missing |= missing
+            return ChunkColumn(codes=codes)
+        values, rows, n = tokens(array, config)
+        if len(rows):
+            self.longest = max(self.longest, int(np.bincount(rows, minlength=n).max()))
+        rows = rows.astype(np.int32, copy=False)
+        if self.hashed:
+            return ChunkColumn(strings=values, rows=rows)
+        return ChunkColumn(codes=self._count(values)[0], rows=rows)
+
+    def _count(self, array: Any) -> tuple[np.ndarray, bool]:
+        """Count a chunk's values: each cell's (n,) int32 code in the chunk's dictionary of k
+        values (k for a missing cell, null or empty), and whether there was one."""
+        pa, pc = arrow()
+        if pa.types.is_dictionary(array.type) and array.type.value_type == pa.string():
+            encoded = array                                 # the CSV parser encoded it already
         else:
-            values, rows, n = tokens(array, config)
-            if len(rows):
-                self.longest = max(self.longest, int(np.bincount(rows, minlength=n).max()))
-            if not self.hashed:
-                self.counts.add(values)
+            encoded = pc.dictionary_encode(to_strings(array))
+        k = len(encoded.dictionary)
+        indices = encoded.indices if not encoded.indices.null_count else pc.fill_null(encoded.indices, k)
+        codes = _numpy(indices).astype(np.int32, copy=False)
+        counts = np.bincount(codes, minlength=k + 1)                    # (k + 1,), the last: nulls
+        missing = encoded.indices.null_count > 0
+        empty = pc.index(encoded.dictionary, pa.scalar("", pa.string())).as_py()
+        if empty >= 0:                                                  # "" is missing, never counted
+            missing = True
+            codes = np.where(codes == empty, np.int32(k), codes)
+            counts[empty] = 0
+        self.counts.add(encoded.dictionary, counts[:k])
+        return codes, missing
 
     @property
     def hashed(self) -> bool:
@@ -286,7 +410,9 @@ class _Fitter:
             elif config.transform == "quantile":
                 edges = (0.0,) * (int(config.bins or 1) - 1)
             return FittedColumn(self.name, config, mean=self.moments.mean, std=self.moments.std, edges=edges)
-        categories = () if self.hashed else self.counts.categories(config.min_count)
+        categories: tuple[str, ...] = ()
+        if not self.hashed:
+            categories, self.rank = self.counts.ranks(config.min_count)
         if config.kind == "categorical":
             return FittedColumn(self.name, config, categories, has_missing=self.has_missing)
         max_len = config.max_len or max(self.longest, 1)
@@ -305,7 +431,8 @@ def tokens(array: Any, config: ColumnConfig) -> tuple[Any, np.ndarray, int]:
     return pc.filter(flat, pa.array(keep)), rows[keep], n
 
 
-def fit_table(path: Path, columns: Mapping[str, ColumnConfig], label: str) -> FittedTable:
+def fit_table(path: Path, columns: Mapping[str, ColumnConfig], label: str,
+              *, sink: ChunkSink | None = None) -> FittedTable:
     """Fit the encoding of ``columns`` on the training file: one pass, in chunks.
 
     Parameters
@@ -316,6 +443,9 @@ def fit_table(path: Path, columns: Mapping[str, ColumnConfig], label: str) -> Fi
         The columns to encode (:func:`load_table_dataset` checks them against the file first).
     label : str
         The label column, checked to hold 0/1 on the way.
+    sink : ChunkSink, optional
+        Receives every chunk as read, and the ids of its values once they are known, so that the
+        caller can encode the training split from this one reading of the file.
 
     Returns
     -------
@@ -326,15 +456,25 @@ def fit_table(path: Path, columns: Mapping[str, ColumnConfig], label: str) -> Fi
     DataFormatError
         The file has no data rows, a label is not 0/1, or a numeric column holds text.
     """
-    fitters = [_Fitter(name, config, path) for name, config in columns.items()]
+    fitters = []
+    for j, (name, config) in enumerate(columns.items()):
+        on_ids = None if sink is None else functools.partial(sink.ids, j)
+        fitters.append(_Fitter(name, config, path, on_ids))
     rows = 0
-    for chunk in iter_chunks(path, [label, *columns]):
-        to_labels(chunk.column(label), path=path, column=label, first_row=rows)
-        for fitter in fitters:
-            fitter.add(chunk.column(fitter.name), rows)
+    # The parser dictionary-encodes the categorical columns with a vocabulary, in the reading thread.
+    encoded = [name for name, config in columns.items()
+               if config.kind == "categorical" and config.hash_buckets is None]
+    for chunk in iter_chunks(path, [label, *columns], encoded):
+        labels = to_labels(chunk.column(label), path=path, column=label, first_row=rows)
+        parts = [fitter.add(chunk.column(fitter.name), rows) for fitter in fitters]
+        if sink is not None:
+            sink.chunk(labels, parts)
         rows += chunk.num_rows
     if rows == 0:
         raise DataFormatError(f"{path}: no data rows")
-    return FittedTable(label, tuple(f.result() for f in fitters), rows)
-
-
+    fitted = FittedTable(label, tuple(f.result() for f in fitters), rows)
+    if sink is not None:
+        for j, fitter in enumerate(fitters):
+            if fitter.config.kind != "numeric" and not fitter.hashed:
+                sink.ranks(j, fitter.rank)
+    return fitted

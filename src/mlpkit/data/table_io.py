@@ -9,7 +9,8 @@
 - :func:`to_floats` and :func:`to_labels` turn a column into numbers, naming the file, the column,
   the row and the value that is not one;
 - :func:`stable_hash` hashes strings the same way in every process and on every machine;
-- :class:`NpyAppender` writes a ``.npy`` file chunk by chunk, without knowing its row count first.
+- :class:`NpyAppender` writes a ``.npy`` file chunk by chunk, without knowing its row count first;
+- :class:`RecordFile` keeps a sequence of records of 1-d arrays in a scratch file, to be read back in order.
 
 Rows in messages count the data rows of a file from 1, the header not counted (row n of a CSV is
 its line n + 1).
@@ -22,6 +23,8 @@ import csv
 import gzip
 import io
 import os
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -38,6 +41,7 @@ __all__ = [
     "SPLITS",
     "SUFFIXES",
     "NpyAppender",
+    "RecordFile",
     "arrow",
     "find_split_files",
     "iter_chunks",
@@ -58,6 +62,9 @@ CSV_BLOCK_BYTES = 1 << 22
 streaming reader parsed a 75 MB Criteo-shaped file faster in 1-4 MiB blocks than in 16 MiB ones."""
 PARQUET_BATCH_ROWS = 1 << 16
 """Rows of a Parquet file read per chunk."""
+READ_AHEAD = 2
+"""Chunks a background thread parses ahead of the caller. Arrow parses with Python's GIL released,
+so on two cores reading the next chunk overlaps the work on this one."""
 
 _FEATURE = "tabular data"
 # A number as Arrow's string -> double cast reads it; used only to find the value a failed cast choked on.
@@ -147,12 +154,16 @@ def read_columns(path: Path) -> list[str]:
     return names
 
 
-def iter_chunks(path: Path, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
+def iter_chunks(path: Path, columns: Sequence[str],
+                dictionaries: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
     """Stream ``columns`` of a CSV or Parquet file as record batches of bounded size.
 
-    CSV columns are all text (``pyarrow.string``), with empty cells as ``""``; Parquet columns keep
-    their stored types, with nulls. Raises :class:`DataFormatError` naming the file when a chunk
-    cannot be parsed (a row with too many fields, say).
+    CSV columns are all text (``pyarrow.string``), with empty cells as ``""``; those named in
+    ``dictionaries`` come dictionary-encoded (``dictionary<int32, string>``, one dictionary per
+    chunk), which the parser does as it goes, in the reading thread. Parquet columns keep their
+    stored types, with nulls. A background thread reads up to :data:`READ_AHEAD` chunks ahead.
+    Raises :class:`DataFormatError` naming the file when a chunk cannot be parsed (a row with too
+    many fields, say).
     """
     pa, _ = arrow()
     if _is_parquet(path):
@@ -160,7 +171,9 @@ def iter_chunks(path: Path, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
 
         try:
             parquet = pq.ParquetFile(path)
-            yield from parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=list(columns))
+            yield from _read_ahead(
+                parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=list(columns)), READ_AHEAD
+            )
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataFormatError(f"{path}: cannot read Parquet data: {exc}") from exc
         return
@@ -168,7 +181,8 @@ def iter_chunks(path: Path, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
 
     names = read_columns(path)
     convert = pacsv.ConvertOptions(
-        column_types={name: pa.string() for name in names},
+        column_types={name: pa.dictionary(pa.int32(), pa.string()) if name in dictionaries else pa.string()
+                      for name in names},
         include_columns=list(columns),
         strings_can_be_null=False,
         quoted_strings_can_be_null=False,
@@ -176,9 +190,55 @@ def iter_chunks(path: Path, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
     try:
         reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
                                 convert_options=convert)
-        yield from reader
+        yield from _read_ahead(reader, READ_AHEAD)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataFormatError(f"{path}: cannot parse the CSV: {exc}") from exc
+
+
+_END = object()
+
+
+def _read_ahead(items: Iterator[Any], depth: int) -> Iterator[Any]:
+    """The items of ``items``, drawn by a background thread at most ``depth`` ahead of the caller.
+
+    An exception of the thread is raised in the caller's thread, at the item it stopped at. When
+    the caller stops early (an error, ``close()``), the thread stops after the item in hand.
+    """
+    ready: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+        except BaseException as exc:                    # handed over, raised in the caller's thread
+            put((_END, exc))
+        else:
+            put((_END, None))
+
+    thread = threading.Thread(target=produce, name="mlpkit-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def to_strings(array: pa.Array) -> pa.Array:
@@ -209,10 +269,10 @@ def to_floats(array: pa.Array, *, path: Path, column: str, first_row: int,
         numbers = array.cast(pa.float64())
     else:
         strings = to_strings(array)
-        cells = pc.if_else(pc.fill_null(pc.equal(strings, ""), True), "nan", strings)
         try:
-            numbers = cells.cast(pa.float64())
+            numbers = _without_empty(strings).cast(pa.float64())
         except pa.ArrowInvalid as exc:
+            cells = pc.if_else(pc.fill_null(pc.equal(strings, ""), True), "nan", strings)
             bad = np.flatnonzero(~pc.match_substring_regex(cells, _NUMBER).to_numpy(zero_copy_only=False))
             if not len(bad):
                 raise DataFormatError(f"{path}: {what} {column!r} must hold numbers: {exc}") from exc
@@ -221,7 +281,7 @@ def to_floats(array: pa.Array, *, path: Path, column: str, first_row: int,
                 f"{path}: {what} {column!r} must hold numbers; row {first_row + i + 1} holds "
                 f"{strings[i].as_py()!r}"
             ) from exc
-    values = np.asarray(pc.fill_null(numbers, np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
+    values = np.asarray(numbers.to_numpy(zero_copy_only=False), dtype=np.float64)     # null -> NaN
     missing = np.isnan(values)
     if np.isinf(values).any():
         i = int(np.argmax(np.isinf(values)))
@@ -230,6 +290,20 @@ def to_floats(array: pa.Array, *, path: Path, column: str, first_row: int,
             f"{array[i].as_py()!r}"
         )
     return values, missing
+
+
+def _without_empty(strings: pa.Array) -> pa.Array:
+    """The same (n,) strings with the empty ones null: the data buffer shared, only a validity
+    bitmap built, so that a cast to numbers leaves them missing without copying the text."""
+    pa, _ = arrow()
+    n = len(strings)
+    _, offsets_buffer, data_buffer = strings.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32, count=n + 1, offset=4 * strings.offset)
+    present = offsets[1:] != offsets[:-1]                   # (n,) non-empty
+    if strings.null_count:
+        present &= np.asarray(strings.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    validity = pa.py_buffer(np.packbits(present, bitorder="little"))
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), data_buffer, validity)
 
 
 def to_labels(array: pa.Array, *, path: Path, column: str, first_row: int) -> np.ndarray:
@@ -338,3 +412,61 @@ class NpyAppender:
     def abort(self) -> None:
         """Close without finishing (the caller removes the file)."""
         self._file.close()
+
+
+class RecordFile:
+    """A scratch file of records, each a few 1-d arrays, written one after another and read back in order.
+
+    A record starts with each array's byte size and dtype (two int64 each); the arrays' bytes
+    follow. Nothing in it outlives the encoding that wrote it, so it is neither versioned nor
+    synced to disk.
+
+    Parameters
+    ----------
+    path : Path
+        The file, created (or truncated) on the first :meth:`write`.
+    """
+
+    DTYPES = tuple(np.dtype(t) for t in (np.uint8, np.uint16, np.int32, np.int64, np.float32, np.float64))
+    """The dtypes a record can hold."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: BinaryIO | None = None
+        self._reading = False
+
+    def write(self, arrays: Sequence[np.ndarray]) -> None:
+        """Append one record: the arrays, each flattened."""
+        if self._file is None:
+            self._file = open(self.path, "wb")  # noqa: SIM115 - closed by close()
+        arrays = [np.ascontiguousarray(a) for a in arrays]
+        head = [(a.nbytes, self.DTYPES.index(a.dtype)) for a in arrays]
+        self._file.write(np.array(head, dtype=np.int64).tobytes())
+        for a in arrays:
+            if a.nbytes:
+                self._file.write(memoryview(a.reshape(-1)).cast("B"))
+
+    def read(self, count: int) -> list[np.ndarray]:
+        """The next record's ``count`` arrays (read-only views of one buffer)."""
+        file = self._file
+        if file is None or not self._reading:
+            self.close()
+            file = self._file = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+            self._reading = True
+        head = file.read(16 * count)
+        if len(head) != 16 * count:
+            raise EOFError(f"{self.path}: no record left")
+        sizes = np.frombuffer(head, dtype=np.int64).reshape(count, 2).tolist()
+        body = file.read(sum(size for size, _ in sizes))
+        out, start = [], 0
+        for size, code in sizes:
+            dtype = self.DTYPES[code]
+            out.append(np.frombuffer(body, dtype=dtype, count=size // dtype.itemsize, offset=start) if size
+                       else np.zeros(0, dtype=dtype))
+            start += size
+        return out
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -46,7 +46,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,10 +55,11 @@ import numpy as np
 
 from mlpkit.data import table_cache
 from mlpkit.data.fields import FieldSpec
-from mlpkit.data.table_fit import FittedColumn, FittedTable, fit_table, tokens
+from mlpkit.data.table_fit import ChunkColumn, FittedColumn, FittedTable, fit_table, tokens
 from mlpkit.data.table_io import (
     SPLITS,
     NpyAppender,
+    RecordFile,
     arrow,
     find_split_files,
     iter_chunks,
@@ -188,8 +189,7 @@ class _Encoder:
     def _ids(self, column: FittedColumn, strings: Any, oov: int) -> np.ndarray:
         """(n,) int64 ids: vocabulary position + first id (``oov`` when unseen), or a hash bucket."""
         if column.hashed:
-            buckets = np.uint64(column.config.hash_buckets or 1)
-            return _per_unique(strings, lambda values: (1 + stable_hash(values) % buckets).astype(np.int64))
+            return _hashed_ids(strings, column.config)
         index = _per_unique(strings, self.vocab[column.name])
         return np.where(index >= 0, index + column.first_id, oov)
 
@@ -203,8 +203,7 @@ class _Encoder:
             array = chunk.column(c.name)
             if c.config.kind == "numeric":                       # quantile bins
                 values, missing = to_floats(array, path=path, column=c.name, first_row=first_row)
-                ids = 2 + np.searchsorted(np.asarray(c.edges), values, side="right")
-                out["sparse"][:, j] = np.where(missing, 1, ids)
+                out["sparse"][:, j] = _bin_ids(c, values, missing)
                 continue
             strings = to_strings(array)
             missing = missing_mask(strings)
@@ -212,24 +211,45 @@ class _Encoder:
             out["sparse"][:, j] = np.where(missing, 0 if c.hashed or not c.has_missing else 1, ids)
         for j, c in enumerate(self.dense):
             values, missing = to_floats(chunk.column(c.name), path=path, column=c.name, first_row=first_row)
-            if c.config.transform == "standardize":
-                values = (values - c.mean) / (c.std or 1.0)
-            elif c.config.transform == "log":
-                values = np.log1p(np.maximum(values, 0.0))
-            out["dense"][:, j] = np.where(missing, 0.0, values)
+            out["dense"][:, j] = _numeric_values(c.config, values, missing, c.mean, c.std)
         for c in self.multi:
             values, rows, _ = tokens(chunk.column(c.name), c.config)
-            ids = self._ids(c, values, oov=1)
-            counts = np.bincount(rows, minlength=n)
-            position = np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows]   # token's place in its cell
-            kept = position < c.max_len
-            padded = np.zeros((n, c.max_len), dtype=np.int64)                    # (n, L), 0 = padding
-            padded[rows[kept], position[kept]] = ids[kept]
-            out[f"multi:{c.name}"] = padded
+            out[f"multi:{c.name}"] = _pad(self._ids(c, values, oov=1), rows, n, c.max_len)
         if with_label:
             out["label"] = to_labels(chunk.column(self.fitted.label), path=path, column=self.fitted.label,
                                      first_row=first_row)
         return out
+
+
+def _hashed_ids(strings: Any, config: ColumnConfig) -> np.ndarray:
+    """(n,) int64 ids ``1 + stable_hash(value) % hash_buckets`` (a missing cell is the caller's to set)."""
+    buckets = np.uint64(config.hash_buckets or 1)
+    return _per_unique(strings, lambda values: (1 + stable_hash(values) % buckets).astype(np.int64))
+
+
+def _bin_ids(column: FittedColumn, values: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """(n,) int64 quantile-bin ids of (n,) values: 1 where missing, else 2 + the bin."""
+    return np.where(missing, 1, 2 + np.searchsorted(np.asarray(column.edges), values, side="right"))
+
+
+def _numeric_values(config: ColumnConfig, values: np.ndarray, missing: np.ndarray,
+                    mean: float = 0.0, std: float = 1.0) -> np.ndarray:
+    """(n,) float64 model inputs of a numeric column's (n,) values: transformed, 0.0 where missing."""
+    if config.transform == "standardize":
+        values = (values - mean) / (std or 1.0)
+    elif config.transform == "log":
+        values = np.log1p(np.maximum(values, 0.0))
+    return np.where(missing, 0.0, values)
+
+
+def _pad(ids: np.ndarray, rows: np.ndarray, n: int, max_len: int) -> np.ndarray:
+    """(n, max_len) int64 token ids from (T,) ids and their (T,) rows, the first ``max_len`` a row; 0 pads."""
+    counts = np.bincount(rows, minlength=n)
+    position = np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows]   # token's place in its cell
+    kept = position < max_len
+    padded = np.zeros((n, max_len), dtype=np.int64)                        # (n, L), 0 = padding
+    padded[rows[kept], position[kept]] = ids[kept]
+    return padded
 
 
 def _encode_chunks(path: Path, encoder: _Encoder, *, with_label: bool) -> Iterator[dict[str, np.ndarray]]:
@@ -247,13 +267,20 @@ def _encode_chunks(path: Path, encoder: _Encoder, *, with_label: bool) -> Iterat
 def _encode_to_files(path: Path, encoder: _Encoder, directory: Path, prefix: str,
                      *, with_label: bool) -> dict[str, dict[str, Any]]:
     """Encode ``path`` into ``directory/<prefix>.<array>.npy`` files; returns each file's description."""
-    layout = encoder.layout(with_label)
+    return _write_arrays(_encode_chunks(path, encoder, with_label=with_label), encoder.layout(with_label),
+                         directory, prefix)
+
+
+def _write_arrays(chunks: Iterable[dict[str, np.ndarray]],
+                  layout: Mapping[str, tuple[np.dtype[Any], tuple[int, ...]]],
+                  directory: Path, prefix: str) -> dict[str, dict[str, Any]]:
+    """Append encoded chunks to ``directory/<prefix>.<array>.npy`` files; returns each file's description."""
     names = {name: f"{prefix}.{name if not name.startswith('multi:') else f'multi{i}'}.npy"
              for i, name in enumerate(layout)}
     writers = {name: NpyAppender(directory / names[name], dtype, tail)
                for name, (dtype, tail) in layout.items()}
     try:
-        for arrays in _encode_chunks(path, encoder, with_label=with_label):
+        for arrays in chunks:
             for name, writer in writers.items():
                 writer.append(arrays[name])
         shapes = {name: writer.close() for name, writer in writers.items()}
@@ -264,6 +291,107 @@ def _encode_to_files(path: Path, encoder: _Encoder, directory: Path, prefix: str
         raise
     return {name: {"file": names[name], "shape": list(shapes[name]), "dtype": str(layout[name][0])}
             for name in layout}
+
+
+class _TrainStage:
+    """The training file as the fit pass read it, kept in scratch files so that encoding it does not
+    parse it again (the :class:`~mlpkit.data.table_fit.ChunkSink` of :func:`fit_table`).
+
+    ``train.stage`` holds one record per chunk: the (n,) float32 labels, then per column
+    - numeric, transform none or log: its (n,) float32 model inputs, final;
+    - numeric, standardize or quantile: its (n,) float64 values, NaN where missing (the mean, the
+      standard deviation and the bin edges are known only after the last chunk);
+    - categorical with a vocabulary: (n,) int32 positions in the chunk's dictionary (k: missing);
+    - categorical, hashed: (n,) int64 ids, final;
+    - multi-valued: (T,) int32 dictionary positions or (T,) int64 hashed ids, then (T,) int32 rows.
+    The ids of each chunk's dictionary among all training values, for vocabulary column j, go to
+    ``train.ids<j>.stage`` as the fit merges its counts. :meth:`encoded` reads both back and maps
+    every position to its id with one ``take`` per chunk and column. Memory holds one chunk at a
+    time, plus one int64 per distinct training value of each vocabulary column.
+    """
+
+    def __init__(self, directory: Path, columns: Mapping[str, ColumnConfig]) -> None:
+        self.configs = list(columns.values())
+        self.records = RecordFile(directory / "train.stage")
+        self.ids_files = {j: RecordFile(directory / f"train.ids{j}.stage")
+                          for j, config in enumerate(self.configs)
+                          if config.kind != "numeric" and config.hash_buckets is None}
+        self.rank: dict[int, np.ndarray] = {}
+        self.chunks = 0
+        # The labels, then one array per column, two per multi-valued column.
+        self.arrays = 1 + len(self.configs) + sum(config.kind == "multi" for config in self.configs)
+
+    def chunk(self, labels: np.ndarray, columns: list[ChunkColumn]) -> None:
+        record = [labels]
+        for config, part in zip(self.configs, columns, strict=True):
+            if part.values is not None:                         # numeric
+                values = part.values
+                if config.transform in ("none", "log"):
+                    values = _numeric_values(config, values, np.isnan(values)).astype(np.float32)
+                record.append(values)
+                continue
+            ids = part.codes if part.codes is not None else _hashed_ids(part.strings, config)
+            if part.codes is not None:                          # positions: the narrowest dtype
+                top = int(ids.max(initial=0))
+                ids = ids.astype(np.uint8 if top < 1 << 8 else np.uint16 if top < 1 << 16 else np.int32)
+            if part.rows is not None:                           # multi-valued
+                record += [ids, part.rows]
+            elif part.codes is None:                            # hashed: 0 is missing
+                record.append(np.where(missing_mask(part.strings), 0, ids))
+            else:
+                record.append(ids)
+        self.records.write(record)
+        self.chunks += 1
+
+    def ids(self, column: int, ids: np.ndarray) -> None:
+        self.ids_files[column].write([ids])
+
+    def ranks(self, column: int, rank: np.ndarray) -> None:
+        self.rank[column] = rank
+
+    def encoded(self, fitted: FittedTable) -> Iterator[dict[str, np.ndarray]]:
+        """The training split's arrays, chunk by chunk, as :meth:`_Encoder.encode` gives them."""
+        encoder = _Encoder(fitted)
+        final: dict[int, np.ndarray] = {}                       # column -> (M,) int64 id of each value
+        for j, rank in self.rank.items():
+            c = fitted.columns[j]
+            final[j] = np.where(rank >= 0, rank + c.first_id, 1 if c.config.kind == "multi" else 0)
+        self.rank.clear()
+        for _ in range(self.chunks):
+            record = self.records.read(self.arrays)
+            n = len(record[0])
+            out = {"sparse": np.empty((n, len(encoder.sparse)), dtype=np.int64),
+                   "dense": np.empty((n, len(encoder.dense)), dtype=np.float32), "label": record[0]}
+            at, s, d = 1, 0, 0
+            for j, c in enumerate(fitted.columns):
+                x = record[at]
+                at += 1
+                if j in final:                                  # dictionary positions -> ids
+                    lookup = final[j][self.ids_files[j].read(1)[0]]                # (k,)
+                    if c.config.kind == "categorical":
+                        lookup = np.append(lookup, 1 if c.has_missing else 0)     # k: a missing cell
+                    x = lookup[x]
+                if c.config.kind == "multi":
+                    out[f"multi:{c.name}"] = _pad(x, record[at], n, c.max_len)
+                    at += 1
+                elif c.config.transform == "quantile":
+                    out["sparse"][:, s] = _bin_ids(c, x, np.isnan(x))
+                    s += 1
+                elif c.config.kind == "categorical":
+                    out["sparse"][:, s] = x
+                    s += 1
+                else:
+                    if c.config.transform == "standardize":
+                        x = _numeric_values(c.config, x, np.isnan(x), c.mean, c.std)
+                    out["dense"][:, d] = x
+                    d += 1
+            yield out
+
+    def remove(self) -> None:
+        """Close and delete the scratch files."""
+        for records in (self.records, *self.ids_files.values()):
+            records.close()
+            records.path.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------------- API
@@ -357,21 +485,33 @@ def _as_spec(spec: TableSpec | Mapping[str, Any] | str | os.PathLike[str] | None
 
 def _build(files: Mapping[str, Path], columns: Mapping[str, ColumnConfig], label: str,
            directory: Path) -> dict[str, Any]:
-    """Fit on train and encode every split into ``directory``; the cache entry's metadata."""
-    start = time.perf_counter()
-    fitted = fit_table(files["train"], columns, label)
-    logger.info("fitted %d columns on %s (%d rows) in %.1f s", len(fitted.columns), files["train"].name,
-                fitted.train_rows, time.perf_counter() - start)
+    """Fit on train and encode every split into ``directory``; the cache entry's metadata.
+
+    The training file is parsed once: the fit pass keeps what it read (:class:`_TrainStage`),
+    and the training arrays are written from that once the vocabularies are known.
+    """
     arrays: dict[str, Any] = {}
-    encoder = _Encoder(fitted)
-    for split, path in files.items():
+    stage = _TrainStage(directory, columns)
+    try:
         start = time.perf_counter()
-        described = _encode_to_files(path, encoder, directory, split, with_label=True)
-        arrays.update({f"{split}/{name}": info for name, info in described.items()})
-        rows = described["label"]["shape"][0]
-        seconds = time.perf_counter() - start
-        logger.info("encoded %s: %d rows in %.1f s (%.0f rows/s)", path.name, rows, seconds,
-                    rows / max(seconds, 1e-9))
+        fitted = fit_table(files["train"], columns, label, sink=stage)
+        logger.info("fitted %d columns on %s (%d rows) in %.1f s", len(fitted.columns), files["train"].name,
+                    fitted.train_rows, time.perf_counter() - start)
+        encoder = _Encoder(fitted)
+        for split, path in files.items():
+            start = time.perf_counter()
+            if split == "train":
+                described = _write_arrays(stage.encoded(fitted), encoder.layout(True), directory, split)
+                stage.remove()
+            else:
+                described = _encode_to_files(path, encoder, directory, split, with_label=True)
+            arrays.update({f"{split}/{name}": info for name, info in described.items()})
+            rows = described["label"]["shape"][0]
+            seconds = time.perf_counter() - start
+            logger.info("encoded %s: %d rows in %.1f s (%.0f rows/s)", path.name, rows, seconds,
+                        rows / max(seconds, 1e-9))
+    finally:
+        stage.remove()
     return {"format": table_cache.FORMAT_VERSION, "files": {s: p.name for s, p in files.items()},
             "fitted": fitted.to_dict(), "arrays": arrays}
 

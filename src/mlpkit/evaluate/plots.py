@@ -70,6 +70,7 @@ def plot_curves(
     *,
     best_epoch: int | None = None,
     title: str | None = None,
+    metrics: Sequence[str] = ("loss", "accuracy"),
 ) -> Figure:
     """Loss (left) and accuracy (right) per epoch, train and validation, as one figure.
 
@@ -86,6 +87,9 @@ def plot_curves(
     title : str, optional
         The figure's title (its suptitle) above both axes, e.g. the run's name and test accuracy;
         none when omitted.
+    metrics : sequence of str
+        One axis per name, plotting ``train_<name>`` and ``val_<name>`` (e.g. ``("loss", "auc")``
+        for a CTR run, which has a validation AUC only).
 
     Returns
     -------
@@ -104,8 +108,8 @@ def plot_curves(
     figure = new_figure(10.0, 4.0, feature="plotting training curves (curves.png)")
     if title is not None:
         figure.suptitle(title, fontsize=11)
-    axes = figure.subplots(1, 2)
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+    axes = np.atleast_1d(figure.subplots(1, len(metrics)))
+    for ax, metric in zip(axes, metrics, strict=True):
         for split, label, style in (("train", "train", "-o"), ("val", "validation", "-s")):
             values = [record.get(f"{split}_{metric}") for record in records]
             if all(v is None for v in values):
@@ -199,6 +203,51 @@ def plot_predictions(
             fontsize=8,
             color=_MISTAKE_COLOR if wrong else "black",
         )
+    if path is not None:
+        save_png(figure, path)
+    return figure
+
+
+def plot_scores(
+    names: Sequence[str],
+    scores: Mapping[str, Sequence[float]],
+    path: str | os.PathLike[str] | None = None,
+    *,
+    title: str | None = None,
+    ylabel: str = "score",
+) -> Figure:
+    """Grouped bars: for each of N names, one bar per series of ``scores`` (each N values).
+
+    The y axis starts just below the smallest score, not at 0, because CTR models differ in the third
+    decimal of their AUC; each bar is labelled with its value so the axis cannot mislead.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes with ``len(scores)`` bar containers.
+    """
+    if not names:
+        raise ValueError("plot_scores needs at least one name, got none")
+    figure = new_figure(max(6.0, 0.9 * len(names) + 2), 4.0, feature="plotting scores")
+    ax = figure.subplots()
+    width = 0.8 / max(len(scores), 1)
+    x = np.arange(len(names))
+    values = [v for series in scores.values() for v in series if v is not None and np.isfinite(v)]
+    for k, (label, series) in enumerate(scores.items()):
+        heights = [np.nan if v is None else v for v in series]
+        bars = ax.bar(x + (k - (len(scores) - 1) / 2) * width, heights, width, label=label)
+        ax.bar_label(bars, fmt="%.4f", fontsize=7, rotation=90, padding=2)
+    if values:
+        low, high = min(values), max(values)
+        margin = max(high - low, 1e-3)
+        ax.set_ylim(low - margin, high + margin)
+    ax.set_xticks(x, list(names), rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    figure.subplots_adjust(bottom=0.22)  # room for the rotated names
     if path is not None:
         save_png(figure, path)
     return figure

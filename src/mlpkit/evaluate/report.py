@@ -24,7 +24,7 @@ import numpy as np
 
 from mlpkit.evaluate.metrics import classification_scores
 
-__all__ = ["markdown_table", "render_report"]
+__all__ = ["markdown_table", "render_ctr_report", "render_report"]
 
 # Per-epoch columns of the report, in order: (record key, header, format of a finite number).
 _EPOCH_COLUMNS = (
@@ -179,10 +179,9 @@ def _optim_words(optim: Mapping[str, Any]) -> str:
         elif schedule == "cosine":
             rate += f" annealed to {optim.get('min_lr', 0.0):g} by a cosine schedule"
         elif schedule == "plateau":
-            rate += (
-                f" multiplied by {optim.get('factor'):g} after {optim.get('schedule_patience')} epochs "
-                "without improvement"
-            )
+            patience = optim.get("schedule_patience")
+            after = "each epoch" if patience == 0 else f"{patience} epochs"
+            rate += f" multiplied by {optim.get('factor'):g} after {after} without improvement"
         details.append(rate)
     if optim.get("momentum"):
         kind = "Nesterov momentum" if optim.get("nesterov") else "momentum"
@@ -379,20 +378,33 @@ def _result_section(
     return lines
 
 
-def _epochs_section(records: Sequence[Mapping[str, Any]], best: Any) -> list[str]:
+# A CTR run's per-epoch columns: validation AUC and log loss instead of accuracies.
+_CTR_EPOCH_COLUMNS = (
+    ("epoch", "epoch", "{}".format),
+    ("train_loss", "train loss", "{:.4f}".format),
+    ("val_auc", "val AUC", "{:.4f}".format),
+    ("val_logloss", "val log loss", "{:.4f}".format),
+    ("lr", "lr", "{:.4g}".format),
+    ("seconds", "seconds", "{:.2f}".format),
+)
+
+
+def _epochs_section(
+    records: Sequence[Mapping[str, Any]], best: Any, columns: Sequence[tuple[str, str, Any]] = _EPOCH_COLUMNS
+) -> list[str]:
     lines = ["## Epochs", ""]
     if not records:
         return [*lines, "No epoch finished.", ""]
     rows = []
     for record in records:
         row = []
-        for key, _, fmt in _EPOCH_COLUMNS:
+        for key, _, fmt in columns:
             value = record.get(key)
             row.append(fmt(value) if isinstance(value, int | float) and math.isfinite(value) else value)
         if record.get("epoch") == best:
             row[0] = f"**{row[0]}** (best)"
         rows.append(row)
-    return [*lines, markdown_table([header for _, header, _ in _EPOCH_COLUMNS], rows), ""]
+    return [*lines, markdown_table([header for _, header, _ in columns], rows), ""]
 
 
 def _per_class_section(confusion: np.ndarray, names: Sequence[str]) -> list[str]:
@@ -557,4 +569,98 @@ def render_report(
         )
     )
     lines.append("")
+    return "\n".join(lines)
+
+
+def _config_section(config: Mapping[str, Any]) -> list[str]:
+    rows = [
+        (section, key, value)
+        for section, values in config.items()
+        if isinstance(values, Mapping)  # not the top-level "task" name
+        for key, value in values.items()
+    ]
+    return ["## Configuration", "", markdown_table(["section", "key", "value"], rows), ""]
+
+
+def render_ctr_report(
+    *,
+    title: str,
+    config: Mapping[str, Any],
+    records: Sequence[Mapping[str, Any]],
+    summary: Mapping[str, Any],
+    figures: Mapping[str, str],
+    provenance: Mapping[str, Any] | None = None,
+) -> str:
+    """Render a CTR run as Markdown: what was trained on what, the test AUC and log loss, the epochs.
+
+    Parameters
+    ----------
+    title : str
+    config : mapping
+        ``config.json`` of a CTR run (sections ``model``, ``optim``, ``early_stopping``, ``data``, ``run``).
+    records : sequence of mapping
+        Per-epoch records (``epoch``, ``train_loss``, ``val_auc``, ``val_logloss``, ``lr``, ``seconds``).
+    summary : mapping
+        ``summary.json`` (``test_auc``, ``test_logloss``, ``params``, ``best_epoch``, ``n_train``, ...).
+    figures : mapping of str -> str
+        Caption -> relative path of each PNG.
+    provenance : mapping, optional
+        As for :func:`render_report`.
+
+    Examples
+    --------
+    >>> import textwrap
+    >>> config = {"model": {"name": "deepfm", "embedding_dim": 10},
+    ...           "optim": {"optimizer": "adam", "lr": 1e-3, "batch_size": 4096}}
+    >>> summary = {"params": 417891, "n_train": 202027, "n_val": 57722, "n_test": 28860,
+    ...            "epochs_run": 12, "best_epoch": 10, "test_auc": 0.98421, "test_logloss": 0.1466}
+    >>> text = render_ctr_report(title="demo", config=config, records=[], summary=summary, figures={})
+    >>> print(textwrap.fill(text.splitlines()[2], 80))
+    deepfm (417,891 parameters, embeddings of 10) trained with Adam (lr 0.001, batch
+    4096) for 12 epochs on 202,027 training, 57,722 validation and 28,860 test rows.
+    >>> print([line for line in text.splitlines() if line.startswith("**Test AUC")][0])
+    **Test AUC 0.9842** (log loss 0.1466) with the weights of epoch 10, the best by val_auc.
+    """
+    provenance = provenance or {}
+    model, optim = config.get("model", {}), config.get("optim", {})
+    words = f"{model.get('name', 'a CTR model')}"
+    details = []
+    if summary.get("params") is not None:
+        details.append(f"{_count(int(summary['params']))} parameters")
+    if model.get("embedding_dim"):
+        details.append(f"embeddings of {model['embedding_dim']}")
+    if details:
+        words += f" ({', '.join(details)})"
+    words += f" trained with {_optim_words(optim)}"
+    if summary.get("epochs_run") is not None:
+        run = int(summary["epochs_run"])
+        words += f" for {run} epoch{'' if run == 1 else 's'}"
+    if summary.get("n_train") is not None:
+        words += (
+            f" on {_count(summary['n_train'])} training, {_count(summary.get('n_val', 0))} validation and "
+            f"{_count(summary.get('n_test', 0))} test rows."
+        )
+    lines = [f"# mlpkit CTR run: {title}", "", words, ""]
+    lines += _run_section(config, summary, provenance)
+    lines += ["## Result", ""]
+    if summary.get("test_auc") is None:
+        lines += [f"No test score: {summary.get('stop_reason') or 'the run did not complete'}.", ""]
+    else:
+        if summary.get("saved_weights", "best_epoch") == "best_epoch":
+            which = f"epoch {summary.get('best_epoch')}, the best by {summary.get('monitor', 'val_auc')}"
+        else:
+            which = f"the last epoch ({summary.get('epochs_run')})"
+        lines += [
+            f"**Test AUC {summary['test_auc']:.4f}** (log loss {_number(summary.get('test_logloss'))}) "
+            f"with the weights of {which}.",
+            "",
+        ]
+        if summary.get("stop_reason"):
+            lines += [f"Training stopped: {summary['stop_reason']}.", ""]
+    if figures:
+        lines += ["## Figures", ""]
+        for caption, target in figures.items():
+            lines += [f"![{caption}]({target})", "", f"*{caption[:1].upper() + caption[1:]}.*", ""]
+    lines += _epochs_section(records, summary.get("best_epoch"), _CTR_EPOCH_COLUMNS)
+    lines += _config_section(config)
     return "\n".join(lines)

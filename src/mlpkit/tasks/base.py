@@ -184,6 +184,11 @@ class Task(ABC):
 
     # -- results --------------------------------------------------------------------------------
 
+    def run_files(self, data: Splits) -> dict[str, Any]:
+        """JSON files the run directory holds besides the config (file name -> content), written
+        with ``config.json`` before the first epoch, e.g. the fitted vocabularies predict needs."""
+        return {}
+
     @abstractmethod
     def model_metadata(self, data: Splits, epoch: int, engine: str) -> dict[str, str]:
         """safetensors metadata (str -> str) of ``model.safetensors``."""

@@ -54,6 +54,7 @@ __all__ = [
     "DeepFM",
     "TransformerDeep",
     "build_ctr_model",
+    "model_arguments",
 ]
 
 CTR_MODELS: dict[str, type[CTRModel]] = {
@@ -86,6 +87,11 @@ batch size, patience, parameter count and test AUC. Transformer&Deep has no BARS
 def _keywords(cls: type[CTRModel]) -> list[str]:
     params = inspect.signature(cls.__init__).parameters
     return sorted(p for p, info in params.items() if info.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def model_arguments(name: str) -> list[str]:
+    """The keyword arguments the CTR model ``name`` takes (``embedding_dim``, ``hidden_features``, ...)."""
+    return _keywords(CTR_MODELS[name])
 
 
 def _closest(name: str, valid: list[str]) -> str:
