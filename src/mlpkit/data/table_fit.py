@@ -291,8 +291,8 @@ class ChunkColumn:
         Columns with a vocabulary: each cell's (each token's) position in the chunk's own
         dictionary of k values, whose ids among all training values come later, through
         :meth:`ChunkSink.ids`; a missing cell is ``k``, one past the dictionary.
-    strings : pyarrow string array of shape (n,) or (T,), or None
-        Hashed columns: the cells (the tokens) as text.
+    strings : pyarrow array of shape (n,) or (T,), or None
+        Hashed columns: the cells as read (text, or dictionary-encoded text), or the tokens.
     rows : ndarray of shape (T,), int32, or None
         Multi-valued columns: the row of each token, as :func:`tokens` returns it.
     """
@@ -337,6 +337,7 @@ class _Fitter:
         self._pending_size = 0
 
     def add(self, array: Any, first_row: int) -> ChunkColumn:
+        pa, _ = arrow()
         config = self.config
         if config.kind == "numeric":
             values, missing = to_floats(array, path=self.path, column=self.name, first_row=first_row)
@@ -348,9 +349,11 @@ class _Fitter:
             return ChunkColumn(values=values)
         if config.kind == "categorical":
             if self.hashed:
-                strings = to_strings(array)
-                self.has_missing |= bool(missing_mask(strings).any())
-                return ChunkColumn(strings=strings)
+                if pa.types.is_dictionary(array.type):
+                    self.has_missing |= bool(array.null_count or missing_mask(array.dictionary).any())
+                else:
+                    self.has_missing |= bool(missing_mask(to_strings(array)).any())
+                return ChunkColumn(strings=array)
             codes, missing = self._count(array)
             self.has_missing |= missing
             return ChunkColumn(codes=codes)
@@ -461,9 +464,8 @@ def fit_table(path: Path, columns: Mapping[str, ColumnConfig], label: str,
         on_ids = None if sink is None else functools.partial(sink.ids, j)
         fitters.append(_Fitter(name, config, path, on_ids))
     rows = 0
-    # The parser dictionary-encodes the categorical columns with a vocabulary, in the reading thread.
-    encoded = [name for name, config in columns.items()
-               if config.kind == "categorical" and config.hash_buckets is None]
+    # The parser dictionary-encodes the categorical columns, in the reading thread.
+    encoded = [name for name, config in columns.items() if config.kind == "categorical"]
     for chunk in iter_chunks(path, [label, *columns], encoded):
         labels = to_labels(chunk.column(label), path=path, column=label, first_row=rows)
         parts = [fitter.add(chunk.column(fitter.name), rows) for fitter in fitters]

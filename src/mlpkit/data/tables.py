@@ -43,10 +43,12 @@ No torch here; pyarrow (the ``tables`` extra) does the reading.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,12 +188,22 @@ class _Encoder:
             arrays["label"] = (np.dtype(np.float32), ())
         return arrays
 
-    def _ids(self, column: FittedColumn, strings: Any, oov: int) -> np.ndarray:
-        """(n,) int64 ids: vocabulary position + first id (``oov`` when unseen), or a hash bucket."""
+    def _lookup(self, column: FittedColumn, oov: int) -> Callable[[Any], np.ndarray]:
+        """Distinct (k,) strings -> (k,) int64 ids: vocabulary position + first id (``oov`` when
+        unseen), or a hash bucket."""
         if column.hashed:
-            return _hashed_ids(strings, column.config)
-        index = _per_unique(strings, self.vocab[column.name])
-        return np.where(index >= 0, index + column.first_id, oov)
+            return functools.partial(_hash_buckets, config=column.config)
+        vocab = self.vocab[column.name]
+
+        def ids(values: Any) -> np.ndarray:
+            index = vocab(values)
+            return np.where(index >= 0, index + column.first_id, oov)
+
+        return ids
+
+    def _ids(self, column: FittedColumn, strings: Any, oov: int) -> np.ndarray:
+        """(n,) int64 ids of (n,) strings (none missing), looked up for their distinct values only."""
+        return _per_unique(strings, self._lookup(column, oov))
 
     def encode(self, chunk: Any, *, path: Path, first_row: int, with_label: bool) -> dict[str, np.ndarray]:
         n = chunk.num_rows
@@ -205,10 +217,8 @@ class _Encoder:
                 values, missing = to_floats(array, path=path, column=c.name, first_row=first_row)
                 out["sparse"][:, j] = _bin_ids(c, values, missing)
                 continue
-            strings = to_strings(array)
-            missing = missing_mask(strings)
-            ids = self._ids(c, strings, oov=0)
-            out["sparse"][:, j] = np.where(missing, 0 if c.hashed or not c.has_missing else 1, ids)
+            out["sparse"][:, j] = _categorical_ids(array, self._lookup(c, oov=0),
+                                                   0 if c.hashed or not c.has_missing else 1)
         for j, c in enumerate(self.dense):
             values, missing = to_floats(chunk.column(c.name), path=path, column=c.name, first_row=first_row)
             out["dense"][:, j] = _numeric_values(c.config, values, missing, c.mean, c.std)
@@ -221,10 +231,30 @@ class _Encoder:
         return out
 
 
+def _hash_buckets(values: Any, config: ColumnConfig) -> np.ndarray:
+    """(k,) int64 ids ``1 + stable_hash(value) % hash_buckets`` of (k,) strings."""
+    return (1 + stable_hash(values) % np.uint64(config.hash_buckets or 1)).astype(np.int64)
+
+
 def _hashed_ids(strings: Any, config: ColumnConfig) -> np.ndarray:
-    """(n,) int64 ids ``1 + stable_hash(value) % hash_buckets`` (a missing cell is the caller's to set)."""
-    buckets = np.uint64(config.hash_buckets or 1)
-    return _per_unique(strings, lambda values: (1 + stable_hash(values) % buckets).astype(np.int64))
+    """(n,) int64 hashed ids of (n,) strings (a missing cell is the caller's to set)."""
+    return _per_unique(strings, functools.partial(_hash_buckets, config=config))
+
+
+def _categorical_ids(array: Any, lookup: Callable[[Any], np.ndarray], missing_id: int) -> np.ndarray:
+    """(n,) int64 ids of a categorical column: ``lookup`` of the chunk's (k,) distinct values, spread
+    to the rows; ``missing_id`` for a missing cell (null or empty). A column the CSV parser
+    dictionary-encoded is taken as it is."""
+    pa, pc = arrow()
+    encoded = array if pa.types.is_dictionary(array.type) else pc.dictionary_encode(to_strings(array))
+    dictionary = to_strings(encoded.dictionary)
+    k = len(dictionary)
+    ids = np.empty(k + 1, dtype=np.int64)                   # (k + 1,), the last for a null
+    ids[:k] = lookup(dictionary)
+    ids[k] = missing_id
+    ids[:k][missing_mask(dictionary)] = missing_id          # the empty string
+    indices = encoded.indices if not encoded.indices.null_count else pc.fill_null(encoded.indices, k)
+    return ids[np.asarray(indices.to_numpy(zero_copy_only=False))]
 
 
 def _bin_ids(column: FittedColumn, values: np.ndarray, missing: np.ndarray) -> np.ndarray:
@@ -256,8 +286,9 @@ def _encode_chunks(path: Path, encoder: _Encoder, *, with_label: bool) -> Iterat
     """Encode ``path`` chunk by chunk; raises DataFormatError if it has no data rows."""
     fitted = encoder.fitted
     wanted = [c.name for c in fitted.columns] + ([fitted.label] if with_label else [])
+    categorical = [c.name for c in fitted.columns if c.config.kind == "categorical"]
     rows = 0
-    for chunk in iter_chunks(path, wanted):
+    for chunk in iter_chunks(path, wanted, categorical):
         yield encoder.encode(chunk, path=path, first_row=rows, with_label=with_label)
         rows += chunk.num_rows
     if rows == 0:
@@ -330,16 +361,14 @@ class _TrainStage:
                     values = _numeric_values(config, values, np.isnan(values)).astype(np.float32)
                 record.append(values)
                 continue
-            ids = part.codes if part.codes is not None else _hashed_ids(part.strings, config)
             if part.codes is not None:                          # positions: the narrowest dtype
-                top = int(ids.max(initial=0))
-                ids = ids.astype(np.uint8 if top < 1 << 8 else np.uint16 if top < 1 << 16 else np.int32)
-            if part.rows is not None:                           # multi-valued
-                record += [ids, part.rows]
-            elif part.codes is None:                            # hashed: 0 is missing
-                record.append(np.where(missing_mask(part.strings), 0, ids))
-            else:
-                record.append(ids)
+                top = int(part.codes.max(initial=0))
+                ids = part.codes.astype(np.uint8 if top < 256 else np.uint16 if top < 65536 else np.int32)
+            elif part.rows is not None:
+                ids = _hashed_ids(part.strings, config)
+            else:                                               # hashed: 0 is missing
+                ids = _categorical_ids(part.strings, functools.partial(_hash_buckets, config=config), 0)
+            record += [ids] if part.rows is None else [ids, part.rows]
         self.records.write(record)
         self.chunks += 1
 
@@ -351,7 +380,7 @@ class _TrainStage:
 
     def encoded(self, fitted: FittedTable) -> Iterator[dict[str, np.ndarray]]:
         """The training split's arrays, chunk by chunk, as :meth:`_Encoder.encode` gives them."""
-        encoder = _Encoder(fitted)
+        fields = fitted.fields
         final: dict[int, np.ndarray] = {}                       # column -> (M,) int64 id of each value
         for j, rank in self.rank.items():
             c = fitted.columns[j]
@@ -360,8 +389,8 @@ class _TrainStage:
         for _ in range(self.chunks):
             record = self.records.read(self.arrays)
             n = len(record[0])
-            out = {"sparse": np.empty((n, len(encoder.sparse)), dtype=np.int64),
-                   "dense": np.empty((n, len(encoder.dense)), dtype=np.float32), "label": record[0]}
+            out = {"sparse": np.empty((n, len(fields.categorical)), dtype=np.int64),
+                   "dense": np.empty((n, len(fields.numeric)), dtype=np.float32), "label": record[0]}
             at, s, d = 1, 0, 0
             for j, c in enumerate(fitted.columns):
                 x = record[at]
@@ -487,10 +516,10 @@ def _build(files: Mapping[str, Path], columns: Mapping[str, ColumnConfig], label
            directory: Path) -> dict[str, Any]:
     """Fit on train and encode every split into ``directory``; the cache entry's metadata.
 
-    The training file is parsed once: the fit pass keeps what it read (:class:`_TrainStage`),
-    and the training arrays are written from that once the vocabularies are known.
+    The training file is parsed once: the fit pass keeps what it read (:class:`_TrainStage`), and
+    the training arrays are written from that in a second thread while valid and test are encoded
+    (each side mostly in NumPy and Arrow, which release the GIL).
     """
-    arrays: dict[str, Any] = {}
     stage = _TrainStage(directory, columns)
     try:
         start = time.perf_counter()
@@ -498,20 +527,26 @@ def _build(files: Mapping[str, Path], columns: Mapping[str, ColumnConfig], label
         logger.info("fitted %d columns on %s (%d rows) in %.1f s", len(fitted.columns), files["train"].name,
                     fitted.train_rows, time.perf_counter() - start)
         encoder = _Encoder(fitted)
-        for split, path in files.items():
+
+        def encode(split: str) -> dict[str, dict[str, Any]]:
             start = time.perf_counter()
             if split == "train":
                 described = _write_arrays(stage.encoded(fitted), encoder.layout(True), directory, split)
-                stage.remove()
             else:
-                described = _encode_to_files(path, encoder, directory, split, with_label=True)
-            arrays.update({f"{split}/{name}": info for name, info in described.items()})
+                described = _encode_to_files(files[split], encoder, directory, split, with_label=True)
             rows = described["label"]["shape"][0]
             seconds = time.perf_counter() - start
-            logger.info("encoded %s: %d rows in %.1f s (%.0f rows/s)", path.name, rows, seconds,
+            logger.info("encoded %s: %d rows in %.1f s (%.0f rows/s)", files[split].name, rows, seconds,
                         rows / max(seconds, 1e-9))
+            return described
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlpkit-encode-train") as pool:
+            train = pool.submit(encode, "train")
+            described = {split: encode(split) for split in files if split != "train"}
+            described["train"] = train.result()
     finally:
         stage.remove()
+    arrays = {f"{split}/{name}": info for split in files for name, info in described[split].items()}
     return {"format": table_cache.FORMAT_VERSION, "files": {s: p.name for s, p in files.items()},
             "fitted": fitted.to_dict(), "arrays": arrays}
 

@@ -247,7 +247,6 @@ def plot_scores(
         ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
-    figure.subplots_adjust(bottom=0.22)  # room for the rotated names
     if path is not None:
         save_png(figure, path)
     return figure

@@ -138,7 +138,10 @@ class CTRTask(Task):
         # The CTR models draw their initial weights from torch's generator, seeded by the runner.
         from mlpkit.models.ctr import build_ctr_model
 
+        import torch
+
         model = build_ctr_model(self.config.model.name, data.extra.fields, **model_kwargs(self.config))
+        model = model.to(getattr(torch, self.config.run.dtype))
         logger.info("model: %s, %s parameters", self.config.model.name, f"{_parameters(model):,}")
         return model
 
@@ -289,12 +292,14 @@ class LoadedCTRRun:
 
         inputs = named_inputs(split)
         n = len(split)
+        dtype = next(self.model.parameters()).dtype
         parts = []
         with torch.no_grad():
             for start in range(0, n, batch_size):
                 piece = slice(start, start + batch_size)
                 batch = {k: torch.as_tensor(np.array(v[piece])) for k, v in inputs.items()}
-                parts.append(self.model(batch).float().numpy())
+                batch = {k: t.to(dtype) if t.is_floating_point() else t for k, t in batch.items()}
+                parts.append(self.model(batch).numpy())
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
@@ -306,6 +311,8 @@ def load_ctr_run(run_dir: str | os.PathLike[str]) -> LoadedCTRRun:
     CheckpointError
         Naming the path: no such directory, a missing or invalid file, weights that do not fit.
     """
+    import torch
+
     from mlpkit.models.ctr import build_ctr_model
     from mlpkit.torch_engine import load_state_arrays
 
@@ -334,6 +341,7 @@ def load_ctr_run(run_dir: str | os.PathLike[str]) -> LoadedCTRRun:
     from safetensors.numpy import load_file
 
     model = build_ctr_model(config.model.name, fitted.fields, **model_kwargs(config))
+    model = model.to(getattr(torch, config.run.dtype))
     try:
         load_state_arrays(model, load_file(str(model_path)))
     except Exception as exc:  # safetensors' own error for a malformed file, ours for a misfit
