@@ -42,6 +42,7 @@ LAYERS: dict[str, int] = {
     "mlpkit.tasks": 5,
     "mlpkit.rundir": 5,
     "mlpkit.run": 5,
+    "mlpkit.compare": 5,
     "mlpkit.export": 5,
     "mlpkit.tune": 5,
     "mlpkit.cli": 5,

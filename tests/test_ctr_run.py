@@ -19,10 +19,11 @@ from sklearn.metrics import roc_auc_score
 
 from fakedata import interrupt_after, run_cli, write_ctr_tables
 from launch import launch_ranks
+from mlpkit.compare import COMPARE_KEYS
 from mlpkit.config import CTR_MODEL_NAMES, CTRConfig
 from mlpkit.models.ctr import CTR_MODELS
 from mlpkit.run import evaluate_run, resume_run, train_run
-from mlpkit.tasks.ctr import COMPARE_KEYS, load_ctr_run
+from mlpkit.tasks.ctr import load_ctr_run
 
 # A small, fast protocol: BARS's defaults but a batch that gives several steps on 3,000 rows.
 SMALL = ["--batch-size", "512", "--epochs", "3", "--device", "cpu", "--lr", "0.01", "--no-progress"]

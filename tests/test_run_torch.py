@@ -26,6 +26,7 @@ from fakedata import interrupt_after, snapshot, write_fake_fashion_mnist
 from mlpkit.config import DataConfig, EarlyStoppingConfig, ModelConfig, OptimConfig, RunConfig, RunSettings
 from mlpkit.errors import CheckpointError, ConfigError
 from mlpkit.run import RUN_FILES, evaluate_run, load_run, resume_run, train_run
+from mlpkit.rundir import TABLE_FILE
 from mlpkit.torch_engine import build_torch_mlp, load_torch_weights
 from mlpkit.train import predict_logits
 from mlpkit.train.checkpoint import CHECKPOINT_JSON, read_checkpoint
@@ -33,6 +34,8 @@ from mlpkit.train.checkpoint import CHECKPOINT_JSON, read_checkpoint
 pytestmark = pytest.mark.torch  # needs torch (the `torch` extra)
 
 N_VAL = 60
+
+IMAGE_RUN_FILES = set(RUN_FILES) - {TABLE_FILE}  # table.json is the CTR task's
 
 
 def small_config(data_dir: Path, out: Path | None, **sections: dict[str, Any]) -> RunConfig:
@@ -84,7 +87,7 @@ def test_torch_run_writes_the_run_files_and_one_checkpoint(runs: dict[str, Any])
     result = runs["torch"]
     names = {p.name for p in result.run_dir.iterdir()}
     tensors = [n for n in names if re.fullmatch(r"checkpoint-epoch0004-[0-9a-f]{8}\.safetensors", n)]
-    assert names == {*RUN_FILES, CHECKPOINT_JSON, *tensors} and len(tensors) == 1  # no temporary files
+    assert names == {*IMAGE_RUN_FILES, CHECKPOINT_JSON, *tensors} and len(tensors) == 1  # no temporary files
     summary = json.loads((result.run_dir / "summary.json").read_text())
     assert summary == result.summary and summary["status"] == "completed"
     assert summary["engine"] == "torch" and summary["device"] == "cpu" and summary["world_size"] == 1
@@ -333,7 +336,7 @@ def test_overwrite_removes_a_stale_checkpoint(runs: dict[str, Any], data_dir: Pa
     train_run(small_config(data_dir, copy, run={"engine": "numpy"}, optim={"epochs": 1}), overwrite=True)
     names = {p.name for p in copy.iterdir()}
     tensors = {n for n in names if n.endswith(".safetensors") and n.startswith("checkpoint-")}
-    assert names == {*RUN_FILES, "notes.txt", CHECKPOINT_JSON, *tensors} and len(tensors) == 1
+    assert names == {*IMAGE_RUN_FILES, "notes.txt", CHECKPOINT_JSON, *tensors} and len(tensors) == 1
     assert next(iter(tensors)).startswith("checkpoint-epoch0001-")    # the new run's, not epoch 4's
     assert json.loads((copy / CHECKPOINT_JSON).read_text())["format"] == "mlpkit-numpy-checkpoint"
 

@@ -612,7 +612,7 @@ def _run_ctr_train(args: argparse.Namespace) -> int:
 
 
 def _run_ctr_compare(args: argparse.Namespace) -> int:
-    from mlpkit.tasks.ctr import compare_ctr_models
+    from mlpkit.compare import compare_ctr_models
 
     config = _ctr_config(args, skip=("--model", "--name"))
     out = getattr(args, "override.run.out") or f"runs/{datetime.now():%Y%m%d-%H%M%S}-ctr-compare"
