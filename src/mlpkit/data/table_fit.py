@@ -5,8 +5,12 @@ per column, the categories kept (by descending count, ties by value), whether ce
 missing, numeric mean and standard deviation (merged chunk by chunk, Chan, Golub and LeVeque
 1979) and, for quantile bins, the edges placed on a uniform sample of at most
 :data:`QUANTILE_SAMPLE` values (reservoir sampling, Vitter 1985, with a fixed seed so that the
-same file gives the same bins). Memory grows with the number of distinct values kept, never with
-the number of rows; hashed columns keep none.
+same file gives the same bins). Memory grows with the number of distinct training values (the
+counts are merged over them, :class:`_Distinct`), never with the number of rows; hashed columns
+keep none.
+
+Given a :class:`ChunkSink`, it hands on what it read of every chunk and the ids of each chunk's
+values, so that :mod:`mlpkit.data.tables` encodes the training split without parsing the file again.
 
 A :class:`FittedTable` is plain JSON (:meth:`FittedTable.to_dict`), saved with the encoded arrays
 and, by a run, with its model.

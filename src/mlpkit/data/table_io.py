@@ -188,8 +188,10 @@ def iter_chunks(path: Path, columns: Sequence[str],
         quoted_strings_can_be_null=False,
     )
     try:
-        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-                                convert_options=convert)
+        # One parsing thread: _read_ahead already overlaps parsing with the caller's work, and
+        # Arrow's own pool of parsing threads cost more CPU than it saved here.
+        reader = pacsv.open_csv(path, convert_options=convert,
+                                read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False))
         yield from _read_ahead(reader, READ_AHEAD)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataFormatError(f"{path}: cannot parse the CSV: {exc}") from exc
@@ -378,6 +380,7 @@ class NpyAppender:
     def __init__(self, path: Path, dtype: np.dtype[Any] | type, tail: tuple[int, ...]) -> None:
         self.path, self.dtype, self.tail, self.rows = path, np.dtype(dtype), tail, 0
         self._file: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self.closed = False
         self._header_bytes = self._write_header()
 
     def _write_header(self) -> int:
@@ -407,11 +410,13 @@ class NpyAppender:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
+        self.closed = True
         return (self.rows, *self.tail)
 
     def abort(self) -> None:
         """Close without finishing (the caller removes the file)."""
         self._file.close()
+        self.closed = True
 
 
 class RecordFile:

@@ -7,13 +7,17 @@ memory-mapped arrays per split, in the id layout :mod:`mlpkit.data.fields` docum
 
 It works in bounded memory whatever the file size:
 
-1. **fit**, one pass over the training file in chunks: category and token counts, missing cells,
-   numeric mean and standard deviation (merged chunk by chunk, Chan et al. 1979) and, for
+1. **fit**, the one pass over the training file, in chunks: category and token counts, missing
+   cells, numeric mean and standard deviation (merged chunk by chunk, Chan et al. 1979) and, for
    quantile bins, a uniform sample of at most 1e6 values (reservoir sampling, Vitter 1985, seeded
-   so the same file gives the same bins);
-2. **encode**, every split chunk by chunk with vectorised Arrow and NumPy operations (a binary
-   search in the sorted stable hashes of the vocabulary, built once per field, never a loop over
-   rows), each array appended to a ``.npy`` file;
+   so the same file gives the same bins). The CSV parser dictionary-encodes the categorical
+   columns; each chunk's positions in its own dictionary, and the values it will need once the
+   statistics are known, go to a scratch file in the cache entry being built;
+2. **encode**: train from the scratch file, each chunk's dictionary mapped to ids (one ``take``
+   per chunk and column), in a second thread while valid and test are read and encoded chunk by
+   chunk with vectorised Arrow and NumPy operations (a binary search in the sorted stable hashes
+   of the vocabulary, built once per field, never a loop over rows); each array is appended to a
+   ``.npy`` file;
 3. **cache** the arrays and the fitted encoding (:mod:`mlpkit.data.table_cache`): a second call on
    unchanged files and spec maps the arrays without reading the data; a corrupted entry is
    rebuilt, with a warning naming the bad file.
@@ -302,39 +306,58 @@ def _encode_to_files(path: Path, encoder: _Encoder, directory: Path, prefix: str
                          directory, prefix)
 
 
+def _array_files(layout: Iterable[str], prefix: str) -> dict[str, str]:
+    """Array name -> its ``.npy`` file name in a split's layout (``multi:<name>`` by position)."""
+    return {name: f"{prefix}.{name if not name.startswith('multi:') else f'multi{i}'}.npy"
+            for i, name in enumerate(layout)}
+
+
 def _write_arrays(chunks: Iterable[dict[str, np.ndarray]],
                   layout: Mapping[str, tuple[np.dtype[Any], tuple[int, ...]]],
-                  directory: Path, prefix: str) -> dict[str, dict[str, Any]]:
-    """Append encoded chunks to ``directory/<prefix>.<array>.npy`` files; returns each file's description."""
-    names = {name: f"{prefix}.{name if not name.startswith('multi:') else f'multi{i}'}.npy"
-             for i, name in enumerate(layout)}
-    writers = {name: NpyAppender(directory / names[name], dtype, tail)
-               for name, (dtype, tail) in layout.items()}
+                  directory: Path, prefix: str, skip: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
+    """Append encoded chunks to ``directory/<prefix>.<array>.npy`` files; returns each file's
+    description. The arrays named in ``skip`` are written elsewhere, and left out of the chunks."""
+    names = _array_files(layout, prefix)
+    writers = {name: _appender(directory, names[name], layout[name]) for name in layout if name not in skip}
     try:
         for arrays in chunks:
             for name, writer in writers.items():
                 writer.append(arrays[name])
-        shapes = {name: writer.close() for name, writer in writers.items()}
+        return {name: _close(writer, names[name]) for name, writer in writers.items()}
     except BaseException:
         for writer in writers.values():
             writer.abort()
             writer.path.unlink(missing_ok=True)                 # nothing half-written stays behind
         raise
-    return {name: {"file": names[name], "shape": list(shapes[name]), "dtype": str(layout[name][0])}
-            for name in layout}
+
+
+def _appender(directory: Path, file: str, layout: tuple[np.dtype[Any], tuple[int, ...]]) -> NpyAppender:
+    return NpyAppender(directory / file, layout[0], layout[1])
+
+
+def _close(writer: NpyAppender, file: str) -> dict[str, Any]:
+    """Finish a ``.npy`` file; its description in the cache entry's metadata."""
+    return {"file": file, "shape": list(writer.close()), "dtype": str(writer.dtype)}
 
 
 class _TrainStage:
     """The training file as the fit pass read it, kept in scratch files so that encoding it does not
     parse it again (the :class:`~mlpkit.data.table_fit.ChunkSink` of :func:`fit_table`).
 
-    ``train.stage`` holds one record per chunk: the (n,) float32 labels, then per column
-    - numeric, transform none or log: its (n,) float32 model inputs, final;
+    The labels are final as read, and so are the numeric inputs when no column needs a fitted
+    statistic (no ``standardize``): those go straight to ``train.label.npy`` and
+    ``train.dense.npy``. ``train.stage`` holds one record per chunk
+    (:class:`~mlpkit.data.table_io.RecordFile`): the row count n, then per column
+
+    - numeric, transform none or log (unless written directly): its (n,) float32 model inputs;
     - numeric, standardize or quantile: its (n,) float64 values, NaN where missing (the mean, the
       standard deviation and the bin edges are known only after the last chunk);
-    - categorical with a vocabulary: (n,) int32 positions in the chunk's dictionary (k: missing);
+    - categorical with a vocabulary: (n,) positions in the chunk's dictionary of k values (k:
+      missing), in the narrowest of uint8, uint16 and int32 that holds k;
     - categorical, hashed: (n,) int64 ids, final;
-    - multi-valued: (T,) int32 dictionary positions or (T,) int64 hashed ids, then (T,) int32 rows.
+    - multi-valued: (T,) dictionary positions (as above) or (T,) int64 hashed ids, then (T,)
+      int32 rows.
+
     The ids of each chunk's dictionary among all training values, for vocabulary column j, go to
     ``train.ids<j>.stage`` as the fit merges its counts. :meth:`encoded` reads both back and maps
     every position to its id with one ``take`` per chunk and column. Memory holds one chunk at a
@@ -349,17 +372,29 @@ class _TrainStage:
                           if config.kind != "numeric" and config.hash_buckets is None}
         self.rank: dict[int, np.ndarray] = {}
         self.chunks = 0
-        # The labels, then one array per column, two per multi-valued column.
-        self.arrays = 1 + len(self.configs) + sum(config.kind == "multi" for config in self.configs)
+        # The labels, and the numeric inputs when none needs a fitted statistic, are final as
+        # read: they go straight to their .npy files instead of through the scratch file.
+        numeric = [c for c in self.configs if c.kind == "numeric" and c.transform != "quantile"]
+        layout: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {"label": (np.dtype(np.float32), ())}
+        if all(c.transform in ("none", "log") for c in numeric):
+            layout["dense"] = (np.dtype(np.float32), (len(numeric),))
+        files = _array_files(layout, "train")
+        self.direct = {name: _appender(directory, files[name], layout[name]) for name in layout}
+        self.staged = [c.kind != "numeric" or c.transform == "quantile" or "dense" not in self.direct
+                       for c in self.configs]
+        # The row count, then one array per staged column, two per multi-valued one.
+        self.arrays = 1 + sum(self.staged) + sum(c.kind == "multi" for c in self.configs)
 
     def chunk(self, labels: np.ndarray, columns: list[ChunkColumn]) -> None:
-        record = [labels]
-        for config, part in zip(self.configs, columns, strict=True):
+        self.direct["label"].append(labels)
+        record: list[np.ndarray] = [np.array([len(labels)], dtype=np.int64)]
+        dense: list[np.ndarray] = []
+        for config, part, staged in zip(self.configs, columns, self.staged, strict=True):
             if part.values is not None:                         # numeric
                 values = part.values
                 if config.transform in ("none", "log"):
                     values = _numeric_values(config, values, np.isnan(values)).astype(np.float32)
-                record.append(values)
+                (record if staged else dense).append(values)
                 continue
             if part.codes is not None:                          # positions: the narrowest dtype
                 top = int(part.codes.max(initial=0))
@@ -369,6 +404,9 @@ class _TrainStage:
             else:                                               # hashed: 0 is missing
                 ids = _categorical_ids(part.strings, functools.partial(_hash_buckets, config=config), 0)
             record += [ids] if part.rows is None else [ids, part.rows]
+        if "dense" in self.direct:
+            self.direct["dense"].append(np.stack(dense, axis=1) if dense else np.empty((len(labels), 0),
+                                                                                        np.float32))
         self.records.write(record)
         self.chunks += 1
 
@@ -379,7 +417,8 @@ class _TrainStage:
         self.rank[column] = rank
 
     def encoded(self, fitted: FittedTable) -> Iterator[dict[str, np.ndarray]]:
-        """The training split's arrays, chunk by chunk, as :meth:`_Encoder.encode` gives them."""
+        """The training split's arrays but the direct ones, chunk by chunk, as :meth:`_Encoder.encode`
+        gives them."""
         fields = fitted.fields
         final: dict[int, np.ndarray] = {}                       # column -> (M,) int64 id of each value
         for j, rank in self.rank.items():
@@ -387,22 +426,23 @@ class _TrainStage:
             final[j] = np.where(rank >= 0, rank + c.first_id, 1 if c.config.kind == "multi" else 0)
         self.rank.clear()
         for _ in range(self.chunks):
-            record = self.records.read(self.arrays)
-            n = len(record[0])
-            out = {"sparse": np.empty((n, len(fields.categorical)), dtype=np.int64),
-                   "dense": np.empty((n, len(fields.numeric)), dtype=np.float32), "label": record[0]}
-            at, s, d = 1, 0, 0
-            for j, c in enumerate(fitted.columns):
-                x = record[at]
-                at += 1
+            record = iter(self.records.read(self.arrays))
+            n = int(next(record)[0])
+            out = {"sparse": np.empty((n, len(fields.categorical)), dtype=np.int64)}
+            if "dense" not in self.direct:
+                out["dense"] = np.empty((n, len(fields.numeric)), dtype=np.float32)
+            s = d = 0
+            for j, (c, staged) in enumerate(zip(fitted.columns, self.staged, strict=True)):
+                if not staged:
+                    continue
+                x = next(record)
                 if j in final:                                  # dictionary positions -> ids
                     lookup = final[j][self.ids_files[j].read(1)[0]]                # (k,)
                     if c.config.kind == "categorical":
                         lookup = np.append(lookup, 1 if c.has_missing else 0)     # k: a missing cell
                     x = lookup[x]
                 if c.config.kind == "multi":
-                    out[f"multi:{c.name}"] = _pad(x, record[at], n, c.max_len)
-                    at += 1
+                    out[f"multi:{c.name}"] = _pad(x, next(record), n, c.max_len)
                 elif c.config.transform == "quantile":
                     out["sparse"][:, s] = _bin_ids(c, x, np.isnan(x))
                     s += 1
@@ -416,11 +456,20 @@ class _TrainStage:
                     d += 1
             yield out
 
+    def finish(self) -> dict[str, dict[str, Any]]:
+        """Close the arrays written directly; their descriptions."""
+        files = _array_files(self.direct, "train")
+        return {name: _close(writer, files[name]) for name, writer in self.direct.items()}
+
     def remove(self) -> None:
-        """Close and delete the scratch files."""
+        """Close and delete the scratch files (and the direct arrays, unless finished)."""
         for records in (self.records, *self.ids_files.values()):
             records.close()
             records.path.unlink(missing_ok=True)
+        for writer in self.direct.values():
+            if not writer.closed:
+                writer.abort()
+                writer.path.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------------- API
@@ -531,7 +580,10 @@ def _build(files: Mapping[str, Path], columns: Mapping[str, ColumnConfig], label
         def encode(split: str) -> dict[str, dict[str, Any]]:
             start = time.perf_counter()
             if split == "train":
-                described = _write_arrays(stage.encoded(fitted), encoder.layout(True), directory, split)
+                layout = encoder.layout(True)
+                written = _write_arrays(stage.encoded(fitted), layout, directory, split, skip=stage.direct)
+                written.update(stage.finish())
+                described = {name: written[name] for name in layout}                # in layout order
             else:
                 described = _encode_to_files(files[split], encoder, directory, split, with_label=True)
             rows = described["label"]["shape"][0]
