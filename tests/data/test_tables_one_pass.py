@@ -193,13 +193,24 @@ def test_the_training_file_is_parsed_once(tmp_path: Path, rng: np.random.Generat
     assert sorted(batches) == [100, 100, 400]
 
 
-def test_a_failure_after_the_fit_leaves_no_scratch_files(tmp_path: Path, rng: np.random.Generator) -> None:
+def our_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("mlpkit-")]
+
+
+@pytest.mark.parametrize("bad", ["train", "test"])
+def test_a_failure_leaves_no_scratch_files_and_no_thread(tmp_path: Path, rng: np.random.Generator,
+                                                         monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
+    monkeypatch.setattr(table_io, "CSV_BLOCK_BYTES", 512)              # the bad row in a later chunk
     data_dir = make_data(tmp_path / "d", rng)
-    (data_dir / "test.csv").write_text(",".join(HEADER) + "\n" + ",".join(["2"] + [""] * len(SPEC)) + "\n")
-    message = "label column 'label' must hold 0 or 1; row 1 holds '2'"
+    path = data_dir / f"{bad}.csv"
+    lines = path.read_text().splitlines()
+    lines[100] = ",".join(["2", *lines[100].split(",")[1:]])
+    path.write_text("\n".join(lines) + "\n")
+    message = f"{path}: label column 'label' must hold 0 or 1; row 100 holds '2'"
     with pytest.raises(DataFormatError, match=re.escape(message)):
         load_table_dataset(data_dir, SPEC, cache_dir=tmp_path / "cache")
     assert list((tmp_path / "cache").iterdir()) == []
+    assert our_threads() == []                     # the reading and encoding threads have stopped
 
 
 # --- the pieces ---------------------------------------------------------------------------------------

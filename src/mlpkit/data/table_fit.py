@@ -18,6 +18,7 @@ and, by a run, with its model.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -470,12 +471,14 @@ def fit_table(path: Path, columns: Mapping[str, ColumnConfig], label: str,
     rows = 0
     # The parser dictionary-encodes the categorical columns, in the reading thread.
     encoded = [name for name, config in columns.items() if config.kind == "categorical"]
-    for chunk in iter_chunks(path, [label, *columns], encoded):
-        labels = to_labels(chunk.column(label), path=path, column=label, first_row=rows)
-        parts = [fitter.add(chunk.column(fitter.name), rows) for fitter in fitters]
-        if sink is not None:
-            sink.chunk(labels, parts)
-        rows += chunk.num_rows
+    # closing(): on an error the reading thread stops now, not when the traceback is let go.
+    with contextlib.closing(iter_chunks(path, [label, *columns], encoded)) as chunks:
+        for chunk in chunks:
+            labels = to_labels(chunk.column(label), path=path, column=label, first_row=rows)
+            parts = [fitter.add(chunk.column(fitter.name), rows) for fitter in fitters]
+            if sink is not None:
+                sink.chunk(labels, parts)
+            rows += chunk.num_rows
     if rows == 0:
         raise DataFormatError(f"{path}: no data rows")
     fitted = FittedTable(label, tuple(f.result() for f in fitters), rows)

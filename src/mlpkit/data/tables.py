@@ -47,9 +47,11 @@ No torch here; pyarrow (the ``tables`` extra) does the reading.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -292,9 +294,10 @@ def _encode_chunks(path: Path, encoder: _Encoder, *, with_label: bool) -> Iterat
     wanted = [c.name for c in fitted.columns] + ([fitted.label] if with_label else [])
     categorical = [c.name for c in fitted.columns if c.config.kind == "categorical"]
     rows = 0
-    for chunk in iter_chunks(path, wanted, categorical):
-        yield encoder.encode(chunk, path=path, first_row=rows, with_label=with_label)
-        rows += chunk.num_rows
+    with contextlib.closing(iter_chunks(path, wanted, categorical)) as chunks:   # stop reading on errors
+        for chunk in chunks:
+            yield encoder.encode(chunk, path=path, first_row=rows, with_label=with_label)
+            rows += chunk.num_rows
     if rows == 0:
         raise DataFormatError(f"{path}: no data rows")
 
@@ -372,6 +375,7 @@ class _TrainStage:
                           if config.kind != "numeric" and config.hash_buckets is None}
         self.rank: dict[int, np.ndarray] = {}
         self.chunks = 0
+        self.cancelled = threading.Event()
         # The labels, and the numeric inputs when none needs a fitted statistic, are final as
         # read: they go straight to their .npy files instead of through the scratch file.
         numeric = [c for c in self.configs if c.kind == "numeric" and c.transform != "quantile"]
@@ -426,6 +430,8 @@ class _TrainStage:
             final[j] = np.where(rank >= 0, rank + c.first_id, 1 if c.config.kind == "multi" else 0)
         self.rank.clear()
         for _ in range(self.chunks):
+            if self.cancelled.is_set():
+                raise RuntimeError("encoding the training split was cancelled")
             record = iter(self.records.read(self.arrays))
             n = int(next(record)[0])
             out = {"sparse": np.empty((n, len(fields.categorical)), dtype=np.int64)}
@@ -455,6 +461,10 @@ class _TrainStage:
                     out["dense"][:, d] = x
                     d += 1
             yield out
+
+    def cancel(self) -> None:
+        """Make :meth:`encoded`, running in another thread, stop at its next chunk."""
+        self.cancelled.set()
 
     def finish(self) -> dict[str, dict[str, Any]]:
         """Close the arrays written directly; their descriptions."""
@@ -594,7 +604,11 @@ def _build(files: Mapping[str, Path], columns: Mapping[str, ColumnConfig], label
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlpkit-encode-train") as pool:
             train = pool.submit(encode, "train")
-            described = {split: encode(split) for split in files if split != "train"}
+            try:
+                described = {split: encode(split) for split in files if split != "train"}
+            except BaseException:
+                stage.cancel()                                  # train's thread stops at its next chunk
+                raise
             described["train"] = train.result()
     finally:
         stage.remove()
