@@ -1,6 +1,8 @@
 """The CTR models on Frappe_x1 under BARS's protocol; DeepFM's epoch against a hand loop and DeepCTR-Torch.
 
-There is no CLI runner for CTR data yet, so this script drives the library pieces directly:
+``mlpkit ctr compare`` trains the same models under the same protocol through the run machinery
+(its Frappe_x1 table is in the README and ``results/ctr_compare_frappe_cli.json``); this script drives
+the library pieces directly, so that it can time one epoch against the peers':
 :func:`mlpkit.data.load_table_dataset` (the cached per-field ids), :func:`mlpkit.models.ctr.build_ctr_model`,
 :class:`mlpkit.train.torch_trainer.TorchTrainer` and :mod:`mlpkit.evaluate.metrics`.
 
