@@ -101,7 +101,8 @@ MONITORS = ("val_loss", "val_accuracy")
 CTR_MONITORS = ("val_auc", "val_logloss", "val_loss")
 """Scores that can pick the best epoch of a CTR run (``val_logloss`` is ``val_loss`` without the penalty)."""
 CTR_MODEL_NAMES = (
-    "lr", "fm", "ffm", "dnn", "ipnn", "nfm", "deepfm", "dcn", "transformer-deep",
+    "lr", "fm", "ffm", "dnn", "ipnn", "nfm", "deepfm", "dcn", "dcnv2", "dcnv2-stacked", "dcnmix",
+    "dcnmix-stacked", "transformer-deep",
 )
 """The keys of :data:`mlpkit.models.ctr.CTR_MODELS`, known here without importing torch (a test keeps
 the two equal)."""

@@ -57,6 +57,10 @@ SMALL_KWARGS = {
     "nfm": SMALL | TOWER,
     "deepfm": SMALL | TOWER,
     "dcn": SMALL | TOWER | {"num_layers": 2},
+    "dcnv2": SMALL | TOWER | {"num_layers": 2},
+    "dcnv2-stacked": SMALL | TOWER | {"num_layers": 2},
+    "dcnmix": SMALL | TOWER | {"num_layers": 2, "num_experts": 3, "low_rank": 2},
+    "dcnmix-stacked": SMALL | TOWER | {"num_layers": 2, "num_experts": 3, "low_rank": 2},
     "transformer-deep": SMALL | TOWER | {"transformer_fields": ("user", "tags", "price")},
 }
 
@@ -84,8 +88,11 @@ def count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def test_registry_holds_the_nine_models():
-    assert list(CTR_MODELS) == ["lr", "fm", "ffm", "dnn", "ipnn", "nfm", "deepfm", "dcn", "transformer-deep"]
+def test_registry_holds_the_thirteen_models():
+    assert list(CTR_MODELS) == [
+        "lr", "fm", "ffm", "dnn", "ipnn", "nfm", "deepfm", "dcn", "dcnv2", "dcnv2-stacked", "dcnmix",
+        "dcnmix-stacked", "transformer-deep",
+    ]
 
 
 def test_fm_on_frappe_has_bars_parameter_count():
@@ -106,6 +113,8 @@ def test_fm_on_frappe_has_bars_parameter_count():
         ("deepfm", {}, 423280),  # LR without bias
         ("dcn", {}, 418591),  # 3 cross layers of 2 × 100, tower with batch norm, Linear(500, 1)
         ("dcn", {"num_layers": 6, "hidden_features": ()}, 55191),  # BARS's CrossNet run
+        # 4 full-rank cross layers of 100 x 100 + 100, the 400-400-400 tower with batch norm, Linear(500, 1)
+        ("dcnv2", {}, 458391),
     ],
 )
 def test_parameter_counts_equal_bars_logs(name, kwargs, published):
@@ -294,8 +303,9 @@ def test_layouts_give_the_same_logits_for_the_same_tables(name):
 
 def test_registry_errors_name_the_closest_choice():
     with pytest.raises(ConfigError, match=re.escape(
-        "unknown CTR model 'deepfn' (did you mean 'deepfm'?); the models are ['dcn', 'deepfm', 'dnn', "
-        "'ffm', 'fm', 'ipnn', 'lr', 'nfm', 'transformer-deep']"
+        "unknown CTR model 'deepfn' (did you mean 'deepfm'?); the models are ['dcn', 'dcnmix', "
+        "'dcnmix-stacked', 'dcnv2', 'dcnv2-stacked', 'deepfm', 'dnn', 'ffm', 'fm', 'ipnn', 'lr', 'nfm', "
+        "'transformer-deep']"
     )):
         build_ctr_model("deepfn", FRAPPE)
     with pytest.raises(ConfigError, match=re.escape(
@@ -334,3 +344,20 @@ def test_importing_mlpkit_and_the_models_package_leaves_torch_out():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          timeout=120)
     assert out.stdout.strip() == "False"
+
+
+def test_dcnmix_has_fewer_cross_parameters_than_dcnv2_at_the_same_depth():
+    full, mix = build_ctr_model("dcnv2", FRAPPE), build_ctr_model("dcnmix", FRAPPE)
+    assert mix.cross.num_layers == full.cross.num_layers == 4
+    assert count(mix.cross) == 28624 < count(full.cross) == 40400
+    assert count(mix) - count(mix.cross) == count(full) - count(full.cross)  # the same embeddings and tower
+
+
+def test_the_stacked_forms_put_the_tower_after_the_cross_network():
+    stacked = build_ctr_model("dcnv2-stacked", FRAPPE)
+    linears = [m for m in stacked.deep.modules() if isinstance(m, nn.Linear)]
+    shapes = [(m.in_features, m.out_features) for m in linears]
+    assert shapes == [(100, 500), (500, 500), (500, 500), (500, 1)]
+    assert build_ctr_model("dcnmix-stacked", FRAPPE).structure == "stacked"
+    with pytest.raises(ConfigError, match="takes no argument 'structure'"):
+        build_ctr_model("dcnv2-stacked", FRAPPE, structure="parallel")

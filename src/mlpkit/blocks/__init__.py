@@ -8,14 +8,24 @@ from __future__ import annotations
 from mlpkit.blocks.activations import ACT_LAYERS, get_act_layer, make_activation
 from mlpkit.blocks.embedding import FieldEmbedding, LinearEmbedding
 from mlpkit.blocks.init import calculate_gain, init_linear_, init_weight_
-from mlpkit.blocks.interaction import BiInteraction, CrossNetV1, FFMInteraction, FMInteraction, InnerProduct
+from mlpkit.blocks.interaction import (
+    BiInteraction,
+    CrossNetMix,
+    CrossNetV1,
+    CrossNetV2,
+    FFMInteraction,
+    FMInteraction,
+    InnerProduct,
+)
 from mlpkit.blocks.mlp import MLP, GatedMLP, GatedUnit
 
 __all__ = [
     "ACT_LAYERS",
     "MLP",
     "BiInteraction",
+    "CrossNetMix",
     "CrossNetV1",
+    "CrossNetV2",
     "FFMInteraction",
     "FMInteraction",
     "FieldEmbedding",

@@ -27,8 +27,17 @@ import torch
 from torch import Tensor, nn
 
 from mlpkit._checks import check_positive_int
+from mlpkit.blocks.activations import make_activation
 
-__all__ = ["BiInteraction", "CrossNetV1", "FFMInteraction", "FMInteraction", "InnerProduct"]
+__all__ = [
+    "BiInteraction",
+    "CrossNetMix",
+    "CrossNetV1",
+    "CrossNetV2",
+    "FFMInteraction",
+    "FMInteraction",
+    "InnerProduct",
+]
 
 
 def _check_fields(name: str, x: Tensor, ndim: int, num_fields: int | None = None) -> None:
@@ -247,4 +256,179 @@ class CrossNetV1(nn.Module):
         x = x0
         for w, b in zip(self.weight, self.bias, strict=True):
             x = x0 * (x @ w).unsqueeze(-1) + b + x  # (B, D): x0 scaled by the scalar x_l · w_l
+        return x
+
+
+def _check_cross_input(name: str, x0: Tensor, in_features: int) -> None:
+    if x0.ndim != 2 or x0.shape[1] != in_features:
+        raise ValueError(f"{name} expects a tensor of shape (B, {in_features}), got shape {tuple(x0.shape)}")
+
+
+class CrossNetV2(nn.Module):
+    """DCN-V2's full-rank cross network: ``x_{l+1} = x_0 ⊙ (W_l x_l + b_l) + x_l`` for l = 0 .. L-1.
+
+    Wang, Shivanna, Cheng, Jain, Lin, Hong, Chi. "DCN V2: Improved Deep & Cross Network and
+    Practical Lessons for Web-scale Learning to Rank Systems". WWW 2021, eq. (1). Each layer has a
+    weight W_l (D, D) and a bias b_l (D,): L·(D² + D) parameters. Weights start Xavier normal
+    (std sqrt(2 / (D + D))), biases at 0, as FuxiCTR's ``nn.Linear(D, D)`` after its
+    ``reset_parameters``.
+
+    Parameters
+    ----------
+    in_features : int
+        D.
+    num_layers : int
+        L.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = CrossNetV2(in_features=8, num_layers=2)
+    >>> net(torch.randn(1, 8)).shape
+    torch.Size([1, 8])
+    """
+
+    def __init__(self, in_features: int, num_layers: int = 3) -> None:
+        super().__init__()
+        self.in_features = check_positive_int("in_features", in_features)
+        self.num_layers = check_positive_int("num_layers", num_layers)
+        self.weight = nn.Parameter(torch.empty(num_layers, in_features, in_features))  # (L, D_out, D_in)
+        self.bias = nn.Parameter(torch.zeros(num_layers, in_features))                 # (L, D)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Xavier normal weights (fan_in = fan_out = D) and zero biases."""
+        self.weight.normal_(0.0, math.sqrt(1.0 / self.in_features), generator=generator)
+        self.bias.zero_()
+
+    def forward(self, x0: Tensor) -> Tensor:
+        """Apply the L cross layers.
+
+        Parameters
+        ----------
+        x0 : Tensor of shape (B, D)
+
+        Returns
+        -------
+        Tensor of shape (B, D)
+        """
+        _check_cross_input("CrossNetV2", x0, self.in_features)
+        x = x0
+        for w, b in zip(self.weight, self.bias, strict=True):
+            x = x0 * torch.addmm(b, x, w.t()) + x  # (B, D): x0 ⊙ (W_l x_l + b_l) + x_l
+        return x
+
+
+class CrossNetMix(nn.Module):
+    """DCN-V2's mixture of low-rank cross experts (DCN-Mix), all experts of a layer in one product.
+
+    Per layer l, K experts ``E_i(x_l) = x_0 ⊙ (U_i g(C_i g(V_iᵀ x_l)) + b_l)`` with U_i, V_i (D, r)
+    and C_i (r, r), mixed by a softmax gate on x_l, plus the residual (Wang et al., WWW 2021,
+    sec. 5, eq. (3)-(4))::
+
+        x_{l+1} = Σ_i G_i(x_l) E_i(x_l) + x_l,    G(x_l) = softmax(x_l W_g),  W_g (D, K)
+
+    ``g`` is the identity by default (the paper's default), or any activation (FuxiCTR uses tanh).
+    Because the gates sum to one, ``Σ_i G_i E_i = x_0 ⊙ (Σ_i G_i U_i h_i + b_l)``: the gate scales
+    each expert's r-vector ``h_i`` before the up-projection, so the K experts cost one (B, D) x
+    (D, K·r) product down, one batched (r, r) product, and one (B, K·r) x (K·r, D) product up; no
+    loop over experts and no (B, K, D) tensor. Parameters per layer: K·(2·D·r + r²) + D·K + D; at D =
+    100 (Frappe's 10 fields x 10) with K = 4 and r = 8 that is 7,156 against CrossNetV2's 10,100.
+
+    Initialisation: each U_i, V_i, C_i Xavier normal over its own 2-D shape, the gate Xavier normal
+    (as a bias-free ``nn.Linear(D, K)``), biases 0. (FuxiCTR applies ``xavier_normal_`` to the
+    stacked (K, D, r) tensors, whose fans then also count K; each expert's own fans are the
+    standard reading.)
+
+    Parameters
+    ----------
+    in_features : int
+        D.
+    num_layers : int
+        L.
+    num_experts : int
+        K.
+    low_rank : int
+        r, at most D.
+    activation : str, nn.Module class or None
+        ``g``; None is the identity.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = CrossNetMix(in_features=8, num_layers=2, num_experts=3, low_rank=2)
+    >>> net(torch.randn(5, 8)).shape
+    torch.Size([5, 8])
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_layers: int = 3,
+        num_experts: int = 4,
+        low_rank: int = 32,
+        *,
+        activation: str | type[nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features = check_positive_int("in_features", in_features)
+        self.num_layers = check_positive_int("num_layers", num_layers)
+        self.num_experts = check_positive_int("num_experts", num_experts)
+        self.low_rank = check_positive_int("low_rank", low_rank)
+        if low_rank > in_features:
+            raise ValueError(f"low_rank must be at most in_features={in_features}, got low_rank={low_rank}")
+        self.activation: nn.Module = nn.Identity() if activation is None else make_activation(activation)
+        L, K, D, r = num_layers, num_experts, in_features, low_rank
+        self.V = nn.Parameter(torch.empty(L, K, D, r))      # down-projections V_i
+        self.C = nn.Parameter(torch.empty(L, K, r, r))      # C_i
+        self.U = nn.Parameter(torch.empty(L, K, D, r))      # up-projections U_i
+        self.gate = nn.Parameter(torch.empty(L, D, K))      # W_g
+        self.bias = nn.Parameter(torch.zeros(L, D))         # b_l
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Xavier normal per expert matrix and for the gate; zero biases."""
+        D, r, K = self.in_features, self.low_rank, self.num_experts
+        self.V.normal_(0.0, math.sqrt(2.0 / (D + r)), generator=generator)
+        self.U.normal_(0.0, math.sqrt(2.0 / (D + r)), generator=generator)
+        self.C.normal_(0.0, math.sqrt(1.0 / r), generator=generator)
+        self.gate.normal_(0.0, math.sqrt(2.0 / (D + K)), generator=generator)
+        self.bias.zero_()
+
+    def gates(self, x: Tensor, layer: int) -> Tensor:
+        """G(x_l) of layer ``layer``: softmax over the K experts, (B, D) -> (B, K), rows summing to 1."""
+        return torch.softmax(x @ self.gate[layer], dim=-1)
+
+    def expert_weights(self, layer: int) -> Tensor:
+        """Each expert's low-rank matrix ``U_i V_iᵀ`` (K, D, D) of layer ``layer`` (for its spectrum)."""
+        return self.U[layer] @ self.V[layer].transpose(1, 2)
+
+    def forward(self, x0: Tensor) -> Tensor:
+        """Apply the L mixture layers.
+
+        Parameters
+        ----------
+        x0 : Tensor of shape (B, D)
+
+        Returns
+        -------
+        Tensor of shape (B, D)
+        """
+        _check_cross_input("CrossNetMix", x0, self.in_features)
+        B, K, D, r = x0.shape[0], self.num_experts, self.in_features, self.low_rank
+        g = self.activation
+        x = x0
+        for layer in range(self.num_layers):
+            # Down: (B, D) @ (D, K·r) -> (B, K, r); the packed V is (D, K, r) laid out as (D, K·r).
+            down = self.V[layer].permute(1, 0, 2).reshape(D, K * r)
+            h = g((x @ down).view(B, K, r))
+            # C_i per expert: (K, B, r) @ (K, r, r)ᵀ -> (K, B, r), batched over the experts.
+            h = g(torch.bmm(h.transpose(0, 1), self.C[layer].transpose(1, 2))).transpose(0, 1)  # (B, K, r)
+            h = h * self.gates(x, layer).unsqueeze(-1)                                             # (B, K, r)
+            # Up: (B, K·r) @ (K·r, D) -> (B, D) = Σ_i G_i U_i h_i.
+            up = self.U[layer].transpose(1, 2).reshape(K * r, D)
+            mixed = torch.addmm(self.bias[layer], h.reshape(B, K * r), up)                        # (B, D)
+            x = x0 * mixed + x
         return x

@@ -147,7 +147,9 @@ class CTRTask(Task):
         """λ of the embedding and of the other weights: the config's, else the model's BARS run's."""
         from mlpkit.models.ctr import BARS_FRAPPE_X1
 
-        bars = BARS_FRAPPE_X1.get(self.config.model.name, BARS_FRAPPE_X1["deepfm"])
+        name = self.config.model.name
+        # Models without a BARS Frappe run take their family's: DCN-V2's for the DCN-V2/DCN-Mix forms.
+        bars = BARS_FRAPPE_X1.get(name) or BARS_FRAPPE_X1["dcnv2" if name.startswith("dcn") else "deepfm"]
         model = self.config.model
         embedding, net = model.embedding_regularizer, model.net_regularizer
         return (

@@ -27,9 +27,11 @@ from typing import Any
 
 from mlpkit.data.fields import FieldSpec
 from mlpkit.errors import ConfigError
-from mlpkit.models.ctr import dcn, deepfm, dnn, ffm, fm, ipnn, lr, nfm
+from mlpkit.models.ctr import dcn, dcnv2, deepfm, dnn, ffm, fm, ipnn, lr, nfm
 from mlpkit.models.ctr._base import BarsRun, CTRModel
 from mlpkit.models.ctr.dcn import DCN
+from mlpkit.models.ctr.dcnmix import DCNMix, DCNMixStacked
+from mlpkit.models.ctr.dcnv2 import DCNV2, DCNV2Stacked
 from mlpkit.models.ctr.deepfm import DeepFM
 from mlpkit.models.ctr.dnn import DNN
 from mlpkit.models.ctr.ffm import FFM
@@ -43,6 +45,7 @@ __all__ = [
     "BARS_FRAPPE_X1",
     "CTR_MODELS",
     "DCN",
+    "DCNV2",
     "DNN",
     "FFM",
     "FM",
@@ -51,6 +54,9 @@ __all__ = [
     "NFM",
     "BarsRun",
     "CTRModel",
+    "DCNMix",
+    "DCNMixStacked",
+    "DCNV2Stacked",
     "DeepFM",
     "TransformerDeep",
     "build_ctr_model",
@@ -66,6 +72,10 @@ CTR_MODELS: dict[str, type[CTRModel]] = {
     "nfm": NFM,
     "deepfm": DeepFM,
     "dcn": DCN,
+    "dcnv2": DCNV2,
+    "dcnv2-stacked": DCNV2Stacked,
+    "dcnmix": DCNMix,
+    "dcnmix-stacked": DCNMixStacked,
     "transformer-deep": TransformerDeep,
 }
 """The CTR models by registry name."""
@@ -79,9 +89,11 @@ BARS_FRAPPE_X1: dict[str, BarsRun] = {
     "nfm": nfm.BARS_FRAPPE_X1,
     "deepfm": deepfm.BARS_FRAPPE_X1,
     "dcn": dcn.BARS_FRAPPE_X1,
+    "dcnv2": dcnv2.BARS_FRAPPE_X1,
 }
 """The BARS Frappe_x1 run behind each model's defaults: its config file, regularizers, learning rate,
-batch size, patience, parameter count and test AUC. Transformer&Deep has no BARS run."""
+batch size, patience, parameter count and test AUC. Transformer&Deep, the stacked DCN-V2 and DCN-Mix
+have no BARS Frappe_x1 run (the trainer uses DCN-V2's for the last three)."""
 
 
 def _keywords(cls: type[CTRModel]) -> list[str]:
