@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "mlpkit.rundir": 5,
     "mlpkit.run": 5,
     "mlpkit.compare": 5,
+    "mlpkit.spectrum": 5,
     "mlpkit.export": 5,
     "mlpkit.tune": 5,
     "mlpkit.cli": 5,

@@ -216,8 +216,21 @@ def test_compare_trains_each_model_and_writes_the_table(tables: Path, tmp_path: 
         8
     ]
     assert (out / "compare.png").stat().st_size > 0 and "| dnn |" in (out / "compare.md").read_text()
-    assert stdout.splitlines()[0].split() == ["model", "val", "AUC", "val", "logloss", "test", "AUC", "test",
-                                              "logloss", "params", "best", "epoch", "s/epoch"]
+    assert stdout.splitlines()[0].split() == [
+        "model",
+        "val",
+        "AUC",
+        "val",
+        "logloss",
+        "test",
+        "AUC",
+        "test",
+        "logloss",
+        "params",
+        "best",
+        "epoch",
+        "s/epoch",
+    ]
     code, _, err = run_cli(
         "ctr", "compare", "--data", tables, "--models", "lr,fmm", *SMALL, "--out", tmp_path / "x"
     )
@@ -367,3 +380,68 @@ def test_ctr_train_without_data_says_so(tmp_path: Path) -> None:
     assert code == 2 and "did you mean 'deepfm'" in err
     code, _, err = run_cli("ctr", "train", "--data", tmp_path, "--engine", "numpy")
     assert code == 2 and "unrecognized arguments: --engine" in err
+
+
+# -- ctr spectrum ------------------------------------------------------------------------------------
+
+
+def test_effective_rank_of_a_known_rank_r_product_is_r() -> None:
+    from mlpkit.spectrum import effective_rank, normalized_singular_values
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(30, 3)) @ rng.normal(size=(3, 30))  # rank 3
+    s = normalized_singular_values(w)
+    assert s[0] == 1.0 and s[3] < 1e-12
+    assert effective_rank(s, 0.99) <= 3 and effective_rank(s, 0.999999) == 3
+    assert (
+        effective_rank(np.array([2.0, 1.0, 1.0]), 0.6) == 1
+        and effective_rank(np.array([2.0, 1.0, 1.0]), 0.7) == 2
+    )
+
+
+@pytest.mark.parametrize("model", ["dcnv2", "dcnmix"])
+def test_spectrum_rebuilds_the_initial_weights_from_the_seed(
+    model: str, tables: Path, tmp_path: Path
+) -> None:
+    # One Adam step of 2e-6 (one batch of 4096 > 3,000 rows) leaves the weights where they started to
+    # ~1e-5: the rebuilt initial spectrum must then equal the trained one (to 1e-5), which holds only if the seed
+    # reproduces the runner's draw (another draw differs by about 10%).
+    code, _, err = run_cli(
+        "ctr",
+        "train",
+        "--data",
+        tables,
+        "--model",
+        model,
+        "--hidden",
+        "8",
+        "--epochs",
+        "1",
+        "--lr",
+        "2e-6",
+        "--batch-size",
+        "4096",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        tmp_path / "run",
+    )
+    assert code == 0, err
+    code, out, err = run_cli("ctr", "spectrum", tmp_path / "run")
+    assert code == 0, err
+    result = json.loads((tmp_path / "run" / "spectrum.json").read_text())
+    expected = 4 if model == "dcnv2" else 4 * 4  # 4 layers (x 4 experts)
+    assert len(result["layers"]) == expected and (tmp_path / "run" / "spectrum.png").exists()
+    for layer in result["layers"].values():
+        np.testing.assert_allclose(
+            layer["initial"]["singular_values"], layer["trained"]["singular_values"], rtol=1e-5, atol=1e-6
+        )
+        if model == "dcnmix":  # U Vᵀ has rank r = 8 at most
+            assert layer["trained"]["rank_99"] <= 8
+    assert "trained r90" in out
+
+
+def test_spectrum_refuses_a_model_without_a_dcnv2_cross_network(deepfm_run: Path) -> None:
+    code, _, err = run_cli("ctr", "spectrum", deepfm_run)
+    assert code == 2 and "no DCN-V2 cross network (found" in err

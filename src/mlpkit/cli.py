@@ -11,6 +11,7 @@
     mlpkit ctr train --data DIR --model NAME   train a CTR model on train/valid/test tables
     mlpkit ctr compare --data DIR --models A,B --out DIR   train several, compare them
     mlpkit ctr predict RUN_DIR FILE --out FILE             click probability of each row
+    mlpkit ctr spectrum RUN_DIR                            singular values of DCN-V2's cross weights
 
 Settings are taken from the defaults (the classic recipe), then ``--config FILE`` (.toml, or a
 run's ``config.json`` to repeat it), then the options given. Library code logs; this module shows
@@ -562,6 +563,13 @@ def _add_ctr(parser: argparse.ArgumentParser) -> None:
     predict.set_defaults(ctr_handler=_run_ctr_predict, ctr_parser=predict)
     _add_quiet(predict)
 
+    about = "singular values of a DCN-V2 / DCN-Mix run's cross weights, at initialization and trained"
+    spectrum = actions.add_parser("spectrum", help=about, description=about)
+    spectrum.add_argument("run_dir", metavar="RUN_DIR", help="a 'mlpkit ctr train' run of dcnv2 or dcnmix")
+    spectrum.add_argument("--out", metavar="DIR", help="where spectrum.json and spectrum.png go [RUN_DIR]")
+    spectrum.set_defaults(ctr_handler=_run_ctr_spectrum, ctr_parser=spectrum)
+    _add_quiet(spectrum)
+
 
 def _run_ctr(args: argparse.Namespace) -> int:
     args.parser = args.ctr_parser  # usage errors name the action's own options
@@ -628,6 +636,21 @@ def _run_ctr_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_ctr_spectrum(args: argparse.Namespace) -> int:
+    from mlpkit.spectrum import cross_spectrum
+
+    result = cross_spectrum(args.run_dir, args.out)
+    rows = [
+        (name, layer["initial"]["rank_90"], layer["initial"]["rank_99"], layer["trained"]["rank_90"],
+         layer["trained"]["rank_99"])
+        for name, layer in result["layers"].items()
+    ]
+    print(f"{result['model']}: effective rank of each {result['shape'][0]}x{result['shape'][1]} cross matrix")
+    _print_grid(["matrix", "init r90", "init r99", "trained r90", "trained r99"], rows)
+    print(f"\nwritten to {args.out or args.run_dir} (spectrum.json, spectrum.png)")
+    return EXIT_OK
+
+
 def _run_ctr_predict(args: argparse.Namespace) -> int:
     from mlpkit.tasks.ctr import predict_ctr_run
 
@@ -654,7 +677,7 @@ SUBCOMMANDS: dict[
     "evaluate": ("score a saved run's model on the test set", _add_evaluate, _run_evaluate),
     "predict": ("classify images with a saved run's model (CSV out)", _add_predict, _run_predict),
     "experiment": ("run one of the classic studies", _add_experiment, _run_experiment),
-    "ctr": ("click-through-rate models on tables: train, compare, predict", _add_ctr, _run_ctr),
+    "ctr": ("click-through-rate models on tables: train, compare, predict, spectrum", _add_ctr, _run_ctr),
 }
 """name -> (one-line help, add_arguments(parser), handler(args) -> exit status)."""
 

@@ -94,6 +94,7 @@ __all__ = [
     "load_run",
     "predict_run",
     "resume_run",
+    "run_seeds",
     "train_run",
 ]
 
@@ -129,7 +130,7 @@ class RunResult:
     rank: int = 0
 
 
-def _seeds(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator, int]:
+def run_seeds(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator, int]:
     """The run's independent random streams, all from its one seed.
 
     Returns the generators of the validation split, the initial weights (and the NumPy engine's
@@ -420,7 +421,7 @@ def _numpy_run(
     else:
         run_dir, created = resume_dir, False
     logger.info("%s: %s", "run directory" if resume_dir is None else "resuming the run in", run_dir)
-    split_rng, init_rng, train_rng, _ = _seeds(config.run.seed)
+    split_rng, init_rng, train_rng, _ = run_seeds(config.run.seed)
     try:
         data = task.load(split_rng, log=True)
         task.check_resources(data, device="cpu")
@@ -697,7 +698,7 @@ def _torch_run_in_group(
         if rank_zero:
             remove_if_unused(run_dir, created)
 
-    split_rng, init_rng, train_rng, torch_seed = _seeds(config.run.seed)
+    split_rng, init_rng, train_rng, torch_seed = run_seeds(config.run.seed)
     restore_best = config.early_stopping.restore_best
     recorded = task.recorded()
 
