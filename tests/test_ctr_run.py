@@ -404,7 +404,7 @@ def test_spectrum_rebuilds_the_initial_weights_from_the_seed(
     model: str, tables: Path, tmp_path: Path
 ) -> None:
     # One Adam step of 2e-6 (one batch of 4096 > 3,000 rows) leaves the weights where they started to
-    # ~1e-5: the rebuilt initial spectrum must then equal the trained one (to 1e-5), which holds only if the seed
+    # ~1e-5: the rebuilt initial spectrum must equal the trained one (to 1e-5), which holds only if the seed
     # reproduces the runner's draw (another draw differs by about 10%).
     code, _, err = run_cli(
         "ctr",
