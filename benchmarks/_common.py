@@ -131,3 +131,18 @@ def rerun_without_blas_env(script: str, args: Sequence[str]) -> dict[str, Any] |
         [sys.executable, script, *args, "--child-json"], env=env, check=True, capture_output=True, text=True
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def offline_requests_stub() -> None:
+    """Install a stand-in for ``requests`` before importing deepctr_torch.
+
+    Importing deepctr_torch starts a thread that asks PyPI for a newer version through ``requests``
+    (which the package does not declare). A stub whose answer is "not found" keeps the benchmarks
+    off the network and their output clean.
+    """
+    import types
+
+    stub = types.ModuleType("requests")
+    stub.get = lambda *args, **kwargs: types.SimpleNamespace(status_code=0, text="")  # type: ignore[attr-defined]
+    stub.codes = types.SimpleNamespace(ok=200)  # type: ignore[attr-defined]
+    sys.modules["requests"] = stub

@@ -9,12 +9,16 @@ Three formulations of the same mixture of K low-rank experts (Wang et al., "DCN 
   ``CrossNetMix``), written out here: x as a (B, D, 1) column, a Python loop over the experts, each
   ``x_0 ⊙ (U_i C_i V_iᵀ x_l + b)`` as three ``torch.matmul`` on (B, ·, 1) columns, the expert
   outputs stacked (B, D, K) and mixed by the softmax gate;
-- ``deepctr``: DeepCTR-Torch's own ``CrossNetMix`` when the package is installed (the bench extra);
+- ``deepctr``: DeepCTR-Torch's own ``CrossNetMix`` when the package is installed (the bench extra).
+  It applies tanh twice in every expert, so it is compared with ``ours tanh``
+  (``activation="tanh"``), which does the same work;
 - ``full rank``: :class:`mlpkit.blocks.CrossNetV2` at the same width and depth.
 
 Targets (issue 11, width 160, 4 experts, rank 16): ours / reference <= 0.25, ours / full rank <= 1.5,
 ours faster than DeepCTR-Torch's. Widths 100 and 400 say from which width the mixture is cheaper
-than full rank. Medians of ``--repeats`` timed steps after warm-up.
+than full rank. The implementations take turns, one step each per round with a pause between
+(:func:`_common.settle`), so the shared machine's load falls on all alike; medians of ``--repeats``
+rounds after warm-up.
 
 Usage::
 
@@ -27,14 +31,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, median, print_table, write_json
+from _common import machine_info, median, offline_requests_stub, print_table, settle, write_json
 
 from mlpkit.blocks.interaction import CrossNetMix, CrossNetV2
 
@@ -56,9 +59,10 @@ class ReferenceMix(nn.Module):
             outputs, scores = [], []
             for i in range(net.num_experts):
                 scores.append(x_l.squeeze(2) @ net.gate[layer][:, i : i + 1])  # (B, 1)
-                v_x = torch.matmul(net.V[layer, i].t(), x_l)                # (B, r, 1)
-                v_x = torch.matmul(net.C[layer, i], v_x)                    # (B, r, 1)
-                uv_x = torch.matmul(net.U[layer, i], v_x)                   # (B, D, 1)
+                U, V, C = (m[i] for m in net.experts(layer))                 # (D, r), (D, r), (r, r)
+                v_x = torch.matmul(V.t(), x_l)                              # (B, r, 1)
+                v_x = torch.matmul(C, v_x)                                  # (B, r, 1)
+                uv_x = torch.matmul(U, v_x)                                 # (B, D, 1)
                 outputs.append((x_0 * (uv_x + net.bias[layer].unsqueeze(1))).squeeze(2))  # (B, D)
             stacked = torch.stack(outputs, 2)                               # (B, D, K)
             gate = torch.softmax(torch.stack(scores, 1), 1)                 # (B, K, 1)
@@ -67,53 +71,50 @@ class ReferenceMix(nn.Module):
 
 
 def deepctr_mix(width: int) -> nn.Module | None:
+    offline_requests_stub()
     try:
         from deepctr_torch.layers.interaction import CrossNetMix as DeepCTRMix
-    except Exception:  # not installed, or a dependency of its package is missing
+    except ImportError:  # the bench extra is not installed
         return None
     return DeepCTRMix(width, low_rank=RANK, num_experts=EXPERTS, layer_num=LAYERS)
 
 
-def step_seconds(model: nn.Module, width: int, repeats: int) -> float:
-    """Median seconds of one forward + backward of a (B, D) batch."""
-    x = torch.randn(BATCH, width)
-
-    def step() -> None:
-        model.zero_grad(set_to_none=True)
-        model(x).sum().backward()
-
-    for _ in range(3):
-        step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return median(times)
-
-
 def measure(width: int, repeats: int) -> dict[str, float | None]:
+    """Median seconds of one forward + backward of a (B, D) batch, the implementations taking turns."""
     torch.manual_seed(0)
     ours = CrossNetMix(width, LAYERS, EXPERTS, RANK)
-    models: dict[str, Callable[[], nn.Module | None]] = {
-        "ours": lambda: ours,
-        "reference": lambda: ReferenceMix(ours),
-        "deepctr": lambda: deepctr_mix(width),
-        "full rank": lambda: CrossNetV2(width, LAYERS),
-    }
     x = torch.randn(8, width)
     torch.testing.assert_close(ReferenceMix(ours)(x), ours(x), rtol=1e-4, atol=1e-5)  # the same function
-    result: dict[str, float | None] = {}
-    for name, build in models.items():
-        model = build()
-        result[name] = None if model is None else step_seconds(model, width, repeats)
-    return result
+    built = {
+        "ours": ours,
+        "ours tanh": CrossNetMix(width, LAYERS, EXPERTS, RANK, activation="tanh"),
+        "reference": ReferenceMix(ours),
+        "deepctr": deepctr_mix(width),
+        "full rank": CrossNetV2(width, LAYERS),
+    }
+    models = {name: m for name, m in built.items() if m is not None}
+    batch = torch.randn(BATCH, width)
+
+    def step(model: nn.Module) -> float:
+        model.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        model(batch).sum().backward()
+        return time.perf_counter() - start
+
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for round_ in range(repeats + 3):  # 3 warm-up rounds
+        for name, model in models.items():
+            settle(0.02)
+            seconds = step(model)
+            if round_ >= 3:
+                times[name].append(seconds)
+    return {name: (median(times[name]) if name in times else None) for name in built}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="width 160 only, few repeats")
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=30, help="timed rounds per width [30]")
     args = parser.parse_args()
     torch.set_num_threads(1)
     widths = (160,) if args.quick else (100, 160, 400)
@@ -124,19 +125,19 @@ def main() -> None:
         ratios = {
             "ours/reference": r["ours"] / r["reference"],
             "ours/full rank": r["ours"] / r["full rank"],
-            "ours/deepctr": None if r["deepctr"] is None else r["ours"] / r["deepctr"],
+            "ours tanh/deepctr": None if r["deepctr"] is None else r["ours tanh"] / r["deepctr"],
         }
         results[str(width)] = {"seconds": r, "ratios": ratios}
         rows.append([width, *(None if v is None else 1000 * v for v in r.values()),
                      *(ratios.values())])
-    print_table(rows, ["width", "ours ms", "reference ms", "deepctr ms", "full rank ms",
-                       "ours/ref", "ours/full", "ours/deepctr"])
+    print_table(rows, ["width", "ours ms", "ours tanh ms", "reference ms", "deepctr ms", "full rank ms",
+                       "ours/ref", "ours/full", "tanh/deepctr"])
     at160 = results.get("160", {}).get("ratios", {})
     targets = {
         "ours/reference <= 0.25 at 160": at160.get("ours/reference", 1) <= 0.25,
         "ours/full rank <= 1.5 at 160": at160.get("ours/full rank", 9) <= 1.5,
         "ours faster than deepctr at 160": (
-            None if at160.get("ours/deepctr") is None else at160["ours/deepctr"] < 1
+            None if at160.get("ours tanh/deepctr") is None else at160["ours tanh/deepctr"] < 1
         ),
     }
     for name, met in targets.items():
@@ -144,7 +145,7 @@ def main() -> None:
     if not args.quick:
         path = write_json("crossnet_speed", {
             "settings": {"layers": LAYERS, "experts": EXPERTS, "rank": RANK, "batch": BATCH, "threads": 1,
-                         "repeats": repeats},
+                         "repeats": repeats, "torch": torch.__version__},
             "machine": machine_info(), "results": results, "targets": targets,
         })
         print(f"wrote {path}")

@@ -79,7 +79,6 @@ import resource
 import subprocess
 import sys
 import time
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -87,7 +86,16 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine_info, median, print_table, rerun_without_blas_env, settle, write_json
+from _common import (
+    RESULTS,
+    machine_info,
+    median,
+    offline_requests_stub,
+    print_table,
+    rerun_without_blas_env,
+    settle,
+    write_json,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "datasets" / "frappe_x1"
@@ -338,13 +346,7 @@ def speed_hand(data: Any, epochs: int, seed: int) -> dict[str, Any]:
 
 def speed_deepctr(data: Any, epochs: int, seed: int, *, train_mode: bool = False) -> dict[str, Any]:
     """DeepCTR-Torch's DeepFM and ``fit`` on the same encoded ids; ``train_mode``: ``train()`` every epoch."""
-    # Importing deepctr_torch starts a thread that asks PyPI for a newer version through
-    # ``requests`` (which the package does not declare). A stub whose answer is "not found" keeps
-    # the benchmark off the network and its output clean.
-    stub = types.ModuleType("requests")
-    stub.get = lambda *args, **kwargs: types.SimpleNamespace(status_code=0, text="")  # type: ignore[attr-defined]
-    stub.codes = types.SimpleNamespace(ok=200)  # type: ignore[attr-defined]
-    sys.modules["requests"] = stub
+    offline_requests_stub()  # deepctr_torch would ask PyPI for a newer version
     from deepctr_torch.callbacks import Callback
     from deepctr_torch.inputs import SparseFeat
     from deepctr_torch.models import DeepFM

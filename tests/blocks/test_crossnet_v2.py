@@ -18,7 +18,7 @@ def reference_mix_layer(net: CrossNetMix, layer: int, x0: torch.Tensor, x: torch
                                           range(net.num_experts)]), dim=0)               # (K,)
         out = torch.zeros_like(xl)
         for i in range(net.num_experts):
-            U, V, C = net.U[layer, i], net.V[layer, i], net.C[layer, i]  # (D, r), (D, r), (r, r)
+            U, V, C = (m[i] for m in net.experts(layer))  # (D, r), (D, r), (r, r)
             expert = x0b * (U @ g(C @ g(V.t() @ xl)) + net.bias[layer].unsqueeze(1))     # (D, 1)
             out = out + gate[i] * expert
         rows.append((out + xl).squeeze(1))
@@ -67,7 +67,8 @@ def test_one_expert_is_a_low_rank_cross_layer_with_w_equal_u_c_v_t() -> None:
     with torch.no_grad():
         mix.bias.normal_()
         mix.C[0, 0] = torch.eye(2)  # g = identity and C = I: the expert is x0 ⊙ (U Vᵀ x + b)
-        full.weight[0] = mix.U[0, 0] @ mix.V[0, 0].t()
+        U, V, _ = mix.experts(0)
+        full.weight[0] = U[0] @ V[0].t()
         full.bias[0] = mix.bias[0]
     x0 = torch.randn(4, 5, dtype=torch.float64)
     torch.testing.assert_close(mix(x0), full(x0), rtol=1e-12, atol=1e-12)  # one gate: weight 1

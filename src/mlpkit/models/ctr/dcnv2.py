@@ -42,7 +42,7 @@ BARS_FRAPPE_X1 = BarsRun(
     batch_size=4096,
     patience=2,
     num_parameters=458391,
-    test_auc=0.9838,  # the 5-seed mean; seed 2021 alone: 0.9845
+    test_auc=0.983824,  # the 5-seed mean; seed 2021 alone: 0.984478
 )
 
 STRUCTURES = ("parallel", "stacked")
