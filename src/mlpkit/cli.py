@@ -640,13 +640,14 @@ def _run_ctr_spectrum(args: argparse.Namespace) -> int:
     from mlpkit.spectrum import cross_spectrum
 
     result = cross_spectrum(args.run_dir, args.out)
+    sides = ("initial", "trained", "update")
     rows = [
-        (name, layer["initial"]["rank_90"], layer["initial"]["rank_99"], layer["trained"]["rank_90"],
-         layer["trained"]["rank_99"])
+        (name, *(layer[side][rank] for side in sides for rank in ("rank_90", "rank_99")))
         for name, layer in result["layers"].items()
     ]
     print(f"{result['model']}: effective rank of each {result['shape'][0]}x{result['shape'][1]} cross matrix")
-    _print_grid(["matrix", "init r90", "init r99", "trained r90", "trained r99"], rows)
+    _print_grid(["matrix", "init r90", "init r99", "trained r90", "trained r99", "update r90", "update r99"],
+                rows)
     print(f"\nwritten to {args.out or args.run_dir} (spectrum.json, spectrum.png)")
     return EXIT_OK
 

@@ -4,9 +4,11 @@ Wang et al. ("DCN V2", WWW 2021, sec. 5.1) observe that the learned cross matric
 have fast-decaying singular values, which motivates replacing each by a mixture of low-rank
 experts. :func:`cross_spectrum` reproduces the observation on a finished run: for every cross
 layer (DCN-V2: W_l, (D, D); DCN-Mix: each expert's U_i V_iᵀ), the singular values divided by the
-largest, at initialization and after training, and the effective rank at 90% and 99% of the
-energy (the fewest singular values whose squares sum to that share of Σ σ²). The initial weights
-are rebuilt from the run's seed exactly as the runner drew them.
+largest, at initialization, after training, and of the update W_trained - W_initial, with the
+effective rank at 90% and 99% of the energy (the fewest singular values whose squares sum to that
+share of Σ σ²). The initial weights are rebuilt from the run's seed exactly as the runner drew
+them. The update matters on small data: a Xavier-normal start has a flat spectrum, and when
+training moves the weights little, the trained matrix keeps it even if what was learnt is low rank.
 """
 
 from __future__ import annotations
@@ -82,8 +84,8 @@ def cross_spectrum(
     Returns
     -------
     dict
-        ``{"model", "shape", "layers": {name: {"initial": {...}, "trained": {...}}}}`` where each
-        side holds ``singular_values`` (normalized) and ``rank_90``, ``rank_99``.
+        ``{"model", "shape", "layers": {name: {"initial", "trained", "update"}}}`` where each holds
+        ``singular_values`` (normalized) and ``rank_90``, ``rank_99``.
 
     Raises
     ------
@@ -106,7 +108,12 @@ def cross_spectrum(
     start = build_ctr_model(config.model.name, loaded.fitted.fields, **model_kwargs(config))
     initial = _matrices(start.cross)
     layers = {
-        name: {"initial": _describe(initial[name]), "trained": _describe(matrix)}
+        name: {
+            "initial": _describe(initial[name]),
+            "trained": _describe(matrix),
+            # What training added: a random start has a flat spectrum that can hide a low-rank update.
+            "update": _describe(matrix - initial[name]),
+        }
         for name, matrix in trained.items()
     }
     result = {
@@ -126,16 +133,17 @@ def cross_spectrum(
 def _plot(result: dict[str, Any], path: Path) -> None:
     from mlpkit.evaluate.plots import new_figure, save_png
 
-    figure = new_figure(10.0, 4.0, feature="plotting singular values")
-    axes = figure.subplots(1, 2, sharey=True)
-    for ax, side in zip(axes, ("initial", "trained"), strict=True):
+    figure = new_figure(14.0, 4.0, feature="plotting singular values")
+    axes = figure.subplots(1, 3, sharey=True)
+    titles = {"initial": "at initialization", "trained": "after training", "update": "trained - initial"}
+    for ax, side in zip(axes, titles, strict=True):
         for name, layer in result["layers"].items():
             s = np.asarray(layer[side]["singular_values"])
             label = f"{name} (r90 {layer[side]['rank_90']})"
             ax.semilogy(np.arange(1, len(s) + 1), np.maximum(s, 1e-8), label=label)
-        ax.set_title(f"{result['model']}: {'at initialization' if side == 'initial' else 'after training'}")
+        ax.set_title(f"{result['model']}: {titles[side]}")
         ax.set_xlabel("index i")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("σ_i / σ_1")
-    axes[1].legend(fontsize=6, ncol=2)
+    axes[2].legend(fontsize=6, ncol=2)
     save_png(figure, path)
