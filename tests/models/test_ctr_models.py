@@ -361,3 +361,22 @@ def test_the_stacked_forms_put_the_tower_after_the_cross_network():
     assert build_ctr_model("dcnmix-stacked", FRAPPE).structure == "stacked"
     with pytest.raises(ConfigError, match="takes no argument 'structure'"):
         build_ctr_model("dcnv2-stacked", FRAPPE, structure="parallel")
+
+
+@pytest.mark.parametrize("name", ["dcnv2", "dcnmix"])
+def test_dcnv2_parallel_combines_cross_and_deep_and_stacked_feeds_the_tower(name):
+    torch.manual_seed(0)
+    kwargs = SMALL_KWARGS[name]
+    parallel = build_ctr_model(name, MIXED, **kwargs).eval()
+    batch = mixed_batch(5)
+    x0 = parallel.embedding(batch).flatten(start_dim=1)
+    expected = parallel.fc(torch.cat([parallel.cross(x0), parallel.deep(x0)], dim=1)).squeeze(1)
+    torch.testing.assert_close(parallel(batch), expected)
+    stacked = build_ctr_model(f"{name}-stacked", MIXED, **kwargs).eval()
+    x0 = stacked.embedding(batch).flatten(start_dim=1)
+    torch.testing.assert_close(stacked(batch), stacked.deep(stacked.cross(x0)).squeeze(1))
+
+
+def test_dcnv2_without_a_tower_is_bars_crossnetv2_count():
+    # BARS's CrossNetv2 Frappe_x1 log: 94,391 = 53,890 embeddings + 4 x 10,100 cross + Linear(100, 1).
+    assert count(build_ctr_model("dcnv2", FRAPPE, hidden_features=())) == 94391
