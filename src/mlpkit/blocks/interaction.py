@@ -332,15 +332,16 @@ class CrossNetMix(nn.Module):
     ``g`` is the identity by default (the paper's default), or any activation (FuxiCTR uses tanh).
     Because the gates sum to one, ``Σ_i G_i E_i = x_0 ⊙ (Σ_i G_i U_i h_i + b_l)``: the gate scales
     each expert's r-vector ``h_i`` before the up-projection, so the K experts cost one (B, D) x
-    (D, K·r) product down, one batched (r, r) product, and one (B, K·r) x (K·r, D) product up; no
-    loop over experts and no (B, K, D) tensor. Parameters per layer: K·(2·D·r + r²) + D·K + D; at D =
+    (D, K·r + K) product down (the gate's scores ride along in the last K columns), one batched
+    (r, r) product, and one (B, K·r) x (K·r, D) product up; no loop over experts and no (B, K, D)
+    tensor. Parameters per layer: K·(2·D·r + r²) + D·K + D; at D =
     100 (Frappe's 10 fields x 10) with K = 4 and r = 8 that is 7,156 against CrossNetV2's 10,100.
 
     Cost against :class:`CrossNetV2` (``benchmarks/crossnet_speed.py``: 3 layers, K = 4, r = 16,
-    batch 1024, forward + backward, one CPU thread): 2.15x its time at D = 100, 1.51x at D = 160,
-    0.63x at D = 400. At Frappe's width full rank is cheaper; the mixture pays off from a width
+    batch 1024, forward + backward, one CPU thread): 1.94x its time at D = 100, 1.39x at D = 160,
+    0.54x at D = 400. At Frappe's width full rank is cheaper; the mixture pays off from a width
     between 160 and 400, where D² outgrows K·r·(2·D + r). Against the per-expert loop on (B, D, 1)
-    columns of the public implementations: 0.27-0.30x.
+    columns of the public implementations: 0.23-0.29x.
 
     Each layer has its own gate W_g (D·K parameters a layer); FuxiCTR and DeepCTR-Torch share one
     gate across the layers, the paper's notation leaves it open.
@@ -438,12 +439,14 @@ class CrossNetMix(nn.Module):
         g = self.activation
         x = x0
         for layer in range(self.num_layers):
-            # Down: (B, D) @ (D, K·r) -> (B, K, r), all experts in one product.
-            h = g((x @ self.V[layer].view(D, K * r)).view(B, K, r))
+            # Down and gate scores in one product: (B, D) @ (D, K·r + K) -> the K r-vectors and K scores.
+            down = torch.cat([self.V[layer].view(D, K * r), self.gate[layer]], dim=1)
+            both = x @ down                                                     # (B, K·r + K)
+            h, scores = both[:, : K * r].view(B, K, r), both[:, K * r :]
             # C_i per expert: (K, B, r) @ (K, r, r)ᵀ -> (K, B, r), batched over the experts.
-            h = g(torch.bmm(h.transpose(0, 1), self.C[layer].transpose(1, 2))).transpose(0, 1)  # (B, K, r)
-            h = h * self.gates(x, layer).unsqueeze(-1)                                             # (B, K, r)
+            h = g(torch.bmm(g(h).transpose(0, 1), self.C[layer].transpose(1, 2))).transpose(0, 1)  # (B, K, r)
+            h = h * torch.softmax(scores, dim=-1).unsqueeze(-1)                                    # (B, K, r)
             # Up: (B, K·r) @ (K·r, D) -> (B, D) = Σ_i G_i U_i h_i, all experts in one product.
             mixed = torch.addmm(self.bias[layer], h.reshape(B, K * r), self.U[layer].view(K * r, D))  # (B, D)
-            x = x0 * mixed + x
+            x = torch.addcmul(x, x0, mixed)                                     # x0 ⊙ mixed + x
         return x
