@@ -236,9 +236,15 @@ def _load(data_dir: Path, cache_dir: Path) -> tuple[Any, float, list[logging.Log
     return data, seconds, handler.records
 
 
+def _messages(records: list[logging.LogRecord], cache_dir: Path) -> list[str]:
+    """The log lines, with the temporary cache directory written as ``<cache>``: the results file
+    records what happened, not where this machine keeps its temporary files."""
+    return [r.getMessage().replace(str(cache_dir), "<cache>") for r in records]
+
+
 def job_encode(data_dir: Path, cache_dir: Path) -> dict[str, Any]:
     data, seconds, records = _load(data_dir, cache_dir)
-    messages = [r.getMessage() for r in records]
+    messages = _messages(records, cache_dir)
     if not any(m.startswith("cached the encoding") for m in messages):
         raise RuntimeError(f"the first load did not encode: {messages}")
     fit = next(r.args for r in records if r.msg.startswith("fitted"))
@@ -256,7 +262,7 @@ def job_encode(data_dir: Path, cache_dir: Path) -> dict[str, Any]:
 
 def job_cached(data_dir: Path, cache_dir: Path) -> dict[str, Any]:
     data, seconds, records = _load(data_dir, cache_dir)
-    messages = [r.getMessage() for r in records]
+    messages = _messages(records, cache_dir)
     hit = any(m.startswith("using cached encoding") for m in messages)
     built = any(m.startswith(("fitted", "encoded", "cached the encoding")) for m in messages)
     if not hit or built:
