@@ -59,6 +59,8 @@ Usage::
     python benchmarks/ctr_frappe.py --seeds 2021 2022  # more seeds
     python benchmarks/ctr_frappe.py --quick            # LR and DeepFM, 1 epoch each; 1-epoch speed runs
     python benchmarks/ctr_frappe.py --reuse-accuracy   # the speed part again, the accuracy table kept
+    python benchmarks/ctr_frappe.py --speed-model dcnv2   # speed part only, DCN-V2 against DeepCTR-Torch's
+                                                          # DCN with matrix crosses (dcnmix: its DCNMix)
 
 The data directory defaults to ``../shared/datasets/frappe_x1`` beside the repository (``--data-dir``);
 it is read in place. The encoded arrays are cached in ``--cache-dir`` (default
@@ -109,6 +111,9 @@ MIN_LR = 1e-6  # FuxiCTR v1.1 lr_decay(factor=0.1, min_lr=1e-6)
 ACCEPT_MARGIN = 0.003
 QUICK_MODELS = ("lr", "deepfm")
 SPEED_MODEL = "deepfm"
+SPEED_MODELS = ("deepfm", "dcnv2", "dcnmix")
+"""Models the speed part can time (``--speed-model``); DeepCTR-Torch has each (DeepFM, DCN with
+matrix crosses, DCNMix)."""
 
 # Test AUC of BARS's seed-2021 run per model: the first row of the results table in
 # reczoo/BARS ranking/ctr/<Model>/<Model>_frappe_x1/README.md where BARS reports several runs
@@ -148,10 +153,11 @@ def load_frappe(data_dir: Path, cache_dir: Path) -> Any:
 
 
 def bars_settings(name: str) -> Any:
-    """The BARS run whose settings a model trains with (Transformer&Deep borrows DeepFM's)."""
+    """The BARS run whose settings a model trains with (the DCN-V2 forms and DCN-Mix borrow DCN-V2's,
+    Transformer&Deep DeepFM's)."""
     from mlpkit.models.ctr import BARS_FRAPPE_X1
 
-    return BARS_FRAPPE_X1.get(name, BARS_FRAPPE_X1["deepfm"])
+    return BARS_FRAPPE_X1.get(name) or BARS_FRAPPE_X1["dcnv2" if name.startswith("dcn") else "deepfm"]
 
 
 def l2_penalty(model: Any, embedding_lambda: float, net_lambda: float) -> Callable[[], Any]:
@@ -271,15 +277,15 @@ def accuracy(data: Any, models: list[str], seeds: list[int], max_epochs: int) ->
 # ----------------------------------------------------------------------------------------------- speed
 
 
-def speed_mlpkit(data: Any, epochs: int, seed: int) -> dict[str, Any]:
+def speed_mlpkit(data: Any, epochs: int, seed: int, model_name: str = SPEED_MODEL) -> dict[str, Any]:
     """:class:`TorchTrainer` with the BARS protocol, ``epochs`` epochs (early stopping armed)."""
     import torch
 
     from mlpkit.models.ctr import build_ctr_model
 
     torch.manual_seed(seed)
-    model = build_ctr_model(SPEED_MODEL, data.fields)
-    trainer = make_trainer(model, SPEED_MODEL, seed, None)
+    model = build_ctr_model(model_name, data.fields)
+    trainer = make_trainer(model, model_name, seed, None)
     inputs = {s: data.splits[s].batch(slice(None)) for s in ("train", "valid")}
     labels = {s: np.array(data.splits[s].label) for s in ("train", "valid")}
     rss_setup = peak_rss_mb()
@@ -302,18 +308,18 @@ def speed_mlpkit(data: Any, epochs: int, seed: int) -> dict[str, Any]:
     }
 
 
-def speed_hand(data: Any, epochs: int, seed: int) -> dict[str, Any]:
-    """The plain PyTorch loop around the same DeepFM class, on pre-encoded int64 tensors."""
+def speed_hand(data: Any, epochs: int, seed: int, model_name: str = SPEED_MODEL) -> dict[str, Any]:
+    """The plain PyTorch loop around the same model class, on pre-encoded int64 tensors."""
     import torch
     from torch import nn
 
     from mlpkit.evaluate.metrics import roc_auc
     from mlpkit.models.ctr import build_ctr_model
 
-    bars = bars_settings(SPEED_MODEL)
+    bars = bars_settings(model_name)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = build_ctr_model(SPEED_MODEL, data.fields)
+    model = build_ctr_model(model_name, data.fields)
     x = torch.from_numpy(np.array(data.splits["train"].sparse))  # (N, F) int64
     y = torch.from_numpy(np.array(data.splits["train"].label))  # (N,) float32
     xv = torch.from_numpy(np.array(data.splits["valid"].sparse))
@@ -344,17 +350,21 @@ def speed_hand(data: Any, epochs: int, seed: int) -> dict[str, Any]:
             "peak_rss_before_training_mb": rss_setup}
 
 
-def speed_deepctr(data: Any, epochs: int, seed: int, *, train_mode: bool = False) -> dict[str, Any]:
-    """DeepCTR-Torch's DeepFM and ``fit`` on the same encoded ids; ``train_mode``: ``train()`` every epoch."""
+def speed_deepctr(
+    data: Any, epochs: int, seed: int, model_name: str = SPEED_MODEL, *, train_mode: bool = False
+) -> dict[str, Any]:
+    """DeepCTR-Torch's model of the same kind and ``fit`` on the same encoded ids; ``train_mode``:
+    ``train()`` every epoch. DeepFM, DCN with matrix crosses for DCN-V2 (parallel), DCNMix for DCN-Mix,
+    each with our model's tower, depth and expert sizes."""
     offline_requests_stub()  # deepctr_torch would ask PyPI for a newer version
+    from deepctr_torch import models as theirs
     from deepctr_torch.callbacks import Callback
     from deepctr_torch.inputs import SparseFeat
-    from deepctr_torch.models import DeepFM
 
-    from mlpkit.models.ctr import DeepFM as OurDeepFM
+    from mlpkit.models.ctr import CTR_MODELS
 
-    bars = bars_settings(SPEED_MODEL)
-    defaults = OurDeepFM.__init__.__kwdefaults__
+    bars = bars_settings(model_name)
+    defaults = CTR_MODELS[model_name].__init__.__kwdefaults__
     names = [f.name for f in data.fields.categorical]
     columns = [SparseFeat(f.name, vocabulary_size=f.vocab_size, embedding_dim=defaults["embedding_dim"])
                for f in data.fields.categorical]
@@ -367,9 +377,19 @@ def speed_deepctr(data: Any, epochs: int, seed: int, *, train_mode: bool = False
     xv, yv = named("valid"), np.array(data.splits["valid"].label)
     # It sums the BCE over a batch: λ × batch size gives the objective of a mean BCE + (λ / 2) Σ w².
     l2 = bars.embedding_regularizer / 2 * bars.batch_size
-    model = DeepFM(columns, columns, dnn_hidden_units=tuple(defaults["hidden_features"]), l2_reg_linear=l2,
-                   l2_reg_embedding=l2, l2_reg_dnn=0.0, seed=seed, dnn_dropout=defaults["dropout"],
-                   dnn_activation="relu", dnn_use_bn=defaults["batch_norm"], task="binary", device="cpu")
+    hidden = defaults["hidden_features"] or (400, 400, 400)  # DCN-V2's None: its parallel tower
+    common = {"dnn_hidden_units": tuple(hidden), "l2_reg_linear": l2, "l2_reg_embedding": l2,
+              "l2_reg_dnn": 0.0, "seed": seed, "dnn_dropout": defaults["dropout"], "dnn_activation": "relu",
+              "dnn_use_bn": defaults["batch_norm"], "task": "binary", "device": "cpu"}
+    if model_name == "deepfm":
+        model = theirs.DeepFM(columns, columns, **common)
+    elif model_name == "dcnv2":
+        model = theirs.DCN(columns, columns, cross_num=defaults["num_layers"],
+                           cross_parameterization="matrix", l2_reg_cross=0.0, **common)
+    else:
+        model = theirs.DCNMix(columns, columns, cross_num=defaults["num_layers"],
+                              low_rank=defaults["low_rank"], num_experts=defaults["num_experts"],
+                              l2_reg_cross=0.0, **common)
     model.compile("adam", "binary_crossentropy", metrics=["auc", "logloss"])  # Adam, lr 1e-3
     rss_setup = peak_rss_mb()
     eval_seconds: list[float] = []
@@ -420,7 +440,7 @@ def speed_child(which: str, args: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     data = load_frappe(args.data_dir, args.cache_dir)
-    out = SPEED_RUNNERS[which](data, args.speed_epochs, SEED)
+    out = SPEED_RUNNERS[which](data, args.speed_epochs, SEED, args.speed_model)
     out["peak_rss_mb"] = peak_rss_mb()
     out["torch_threads"] = torch.get_num_threads()
     return out
@@ -438,6 +458,7 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
             settle()
             command = [sys.executable, __file__, "--speed-child", name,
                        "--speed-epochs", str(args.speed_epochs), "--threads", str(args.threads),
+                       "--speed-model", args.speed_model,
                        "--data-dir", str(args.data_dir), "--cache-dir", str(args.cache_dir)]
             done = subprocess.run(command, check=True, capture_output=True, text=True)
             runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -470,7 +491,7 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
         targets[f"mlpkit <= 0.85 x {other} epoch"] = ratios[f"mlpkit/{other} epoch"] <= 0.85
         targets[f"mlpkit val AUC > {other} val AUC"] = median(ours["val_auc"]) > median(theirs["val_auc"])
         targets[f"mlpkit peak RSS < {other} peak RSS"] = ours["peak_rss_mb"] < theirs["peak_rss_mb"]
-    return {"model": SPEED_MODEL, "epochs": args.speed_epochs, "rounds": args.speed_rounds,
+    return {"model": args.speed_model, "epochs": args.speed_epochs, "rounds": args.speed_rounds,
             "torch_threads": args.threads, "results": summary, "ratios": ratios, "targets": targets}
 
 
@@ -557,6 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (see the module docstring)")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+    parser.add_argument("--speed-model", choices=SPEED_MODELS, default=SPEED_MODEL,
+                        help="the model the speed part times; other than deepfm: the speed part only, "
+                             "written to results/ctr_frappe_speed_MODEL.json [deepfm]")
     parser.add_argument("--speed-child", choices=list(SPEED_RUNNERS), help=argparse.SUPPRESS)
     parser.add_argument("--reuse-accuracy", action="store_true",
                         help="take the accuracy table from results/ctr_frappe.json; run the speed part only")
@@ -573,6 +597,8 @@ def main() -> None:
 
     if args.quick:
         args.models, args.max_epochs, args.speed_epochs, args.speed_rounds = list(QUICK_MODELS), 1, 1, 1
+    elif args.speed_model != SPEED_MODEL:
+        args.models, args.reuse_accuracy = [], False  # the accuracy table is DeepFM's run's
     elif args.models is None:
         args.models = list(CTR_MODELS)
     result = benchmark(args)
@@ -584,13 +610,15 @@ def main() -> None:
         "--models", *args.models, "--seeds", *map(str, args.seeds), "--max-epochs", str(args.max_epochs),
         "--speed-epochs", str(args.speed_epochs), "--speed-rounds", str(args.speed_rounds)]
     extra += ["--threads", str(args.threads), "--data-dir", str(args.data_dir),
-              "--cache-dir", str(args.cache_dir)] + (["--reuse-accuracy"] if args.reuse_accuracy else [])
+              "--cache-dir", str(args.cache_dir), "--speed-model", args.speed_model]
+    extra += ["--reuse-accuracy"] if args.reuse_accuracy else []
     unset = rerun_without_blas_env(__file__, extra)
     payload = {"as_configured": result}
     if unset is not None:
         report(unset, "OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset")
         payload["blas_env_unset"] = unset
-    path = write_json("ctr_frappe" + ("_quick" if args.quick else ""), payload)
+    name = "ctr_frappe" if args.speed_model == SPEED_MODEL else f"ctr_frappe_speed_{args.speed_model}"
+    path = write_json(name + ("_quick" if args.quick else ""), payload)
     print(f"\nwrote {path}")
 
 
