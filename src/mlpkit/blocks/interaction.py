@@ -202,6 +202,11 @@ class FFMInteraction(nn.Module):
         return (left * right).sum(dim=(1, 2)).unsqueeze(-1)  # (B, 1)
 
 
+def _check_cross_input(name: str, x0: Tensor, in_features: int) -> None:
+    if x0.ndim != 2 or x0.shape[1] != in_features:
+        raise ValueError(f"{name} expects a tensor of shape (B, {in_features}), got shape {tuple(x0.shape)}")
+
+
 class CrossNetV1(nn.Module):
     """DCN's cross network: ``x_{l+1} = x_0 (x_l · w_l) + b_l + x_l`` for l = 0 .. L-1.
 
@@ -249,19 +254,11 @@ class CrossNetV1(nn.Module):
         -------
         Tensor of shape (B, D)
         """
-        if x0.ndim != 2 or x0.shape[1] != self.in_features:
-            raise ValueError(
-                f"CrossNetV1 expects a tensor of shape (B, {self.in_features}), got shape {tuple(x0.shape)}"
-            )
+        _check_cross_input("CrossNetV1", x0, self.in_features)
         x = x0
         for w, b in zip(self.weight, self.bias, strict=True):
             x = x0 * (x @ w).unsqueeze(-1) + b + x  # (B, D): x0 scaled by the scalar x_l · w_l
         return x
-
-
-def _check_cross_input(name: str, x0: Tensor, in_features: int) -> None:
-    if x0.ndim != 2 or x0.shape[1] != in_features:
-        raise ValueError(f"{name} expects a tensor of shape (B, {in_features}), got shape {tuple(x0.shape)}")
 
 
 class CrossNetV2(nn.Module):

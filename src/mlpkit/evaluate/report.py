@@ -543,10 +543,7 @@ def render_report(
     lines += _run_section(config, summary, provenance)
     lines += _result_section(config, records, summary)
 
-    if figures:
-        lines += ["## Figures", ""]
-        for caption, target in figures.items():
-            lines += [f"![{caption}]({target})", "", f"*{caption[:1].upper() + caption[1:]}.*", ""]
+    lines += _figures_section(figures)
 
     lines += _epochs_section(records, summary.get("best_epoch"))
 
@@ -556,20 +553,16 @@ def render_report(
         lines += _per_class_section(matrix, names)
         lines += _confusion_section(matrix, names)
 
-    lines += ["## Configuration", ""]
-    lines.append(
-        markdown_table(
-            ["section", "key", "value"],
-            [
-                (section, key, value)
-                for section, values in config.items()
-                if isinstance(values, Mapping)  # not the top-level "task" name
-                for key, value in values.items()
-            ],
-        )
-    )
-    lines.append("")
+    lines += _config_section(config)
     return "\n".join(lines)
+
+
+def _figures_section(figures: Mapping[str, str]) -> list[str]:
+    """Each PNG with its caption, in order; nothing without figures."""
+    lines = ["## Figures", ""] if figures else []
+    for caption, target in figures.items():
+        lines += [f"![{caption}]({target})", "", f"*{caption[:1].upper() + caption[1:]}.*", ""]
+    return lines
 
 
 def _config_section(config: Mapping[str, Any]) -> list[str]:
@@ -657,10 +650,7 @@ def render_ctr_report(
         ]
         if summary.get("stop_reason"):
             lines += [f"Training stopped: {summary['stop_reason']}.", ""]
-    if figures:
-        lines += ["## Figures", ""]
-        for caption, target in figures.items():
-            lines += [f"![{caption}]({target})", "", f"*{caption[:1].upper() + caption[1:]}.*", ""]
+    lines += _figures_section(figures)
     lines += _epochs_section(records, summary.get("best_epoch"), _CTR_EPOCH_COLUMNS)
     lines += _config_section(config)
     return "\n".join(lines)

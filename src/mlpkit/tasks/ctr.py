@@ -31,6 +31,7 @@ from mlpkit import __version__
 from mlpkit._io import atomic_path, atomic_write_json, atomic_write_text
 from mlpkit.config import CTRConfig, load_config
 from mlpkit.data.table_fit import FittedTable
+from mlpkit.engine.activations import stable_sigmoid
 from mlpkit.errors import CheckpointError, ConfigError, DataFormatError
 from mlpkit.evaluate.metrics import log_loss, roc_auc
 from mlpkit.evaluate.report import render_ctr_report
@@ -407,13 +408,14 @@ def predict_ctr_run(
         raise OutputError(f"{out}: write predictions to a .csv or .parquet file, got {suffix!r}")
     loaded = load_ctr_run(run_dir)
     split = encode_file(file, loaded.fitted)
-    probability = 1.0 / (1.0 + np.exp(-loaded.predict_logits(split).astype(np.float64)))  # (N,)
+    logits = loaded.predict_logits(split).astype(np.float64)                 # (N,)
+    probability = stable_sigmoid(logits)                                      # (N,), no overflow
     columns: dict[str, np.ndarray] = {"probability": probability}
     result: dict[str, Any] = {"rows": len(split), "out": str(out)}
     if split.label is not None:
         labels = np.asarray(split.label)
         columns["label"] = labels
-        result |= {"auc": roc_auc(labels, probability), "logloss": log_loss(labels, probs=probability)}
+        result |= {"auc": roc_auc(labels, logits), "logloss": log_loss(labels, logits=logits)}
     _write_table(out, columns, kind)
     return result
 

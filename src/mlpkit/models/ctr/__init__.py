@@ -97,8 +97,14 @@ have no BARS Frappe_x1 run (the trainer uses DCN-V2's for the last three)."""
 
 
 def _keywords(cls: type[CTRModel]) -> list[str]:
-    params = inspect.signature(cls.__init__).parameters
-    return sorted(p for p, info in params.items() if info.kind is inspect.Parameter.KEYWORD_ONLY)
+    """The keyword arguments ``cls`` takes: its own, or (a variant whose ``__init__`` passes
+    ``**kwargs`` on) the nearest parent's, less those it pins (``fixed_arguments``)."""
+    for klass in cls.__mro__:
+        params = inspect.signature(klass.__init__).parameters  # type: ignore[misc]
+        keywords = {p for p, info in params.items() if info.kind is inspect.Parameter.KEYWORD_ONLY}
+        if keywords:
+            return sorted(keywords - set(cls.fixed_arguments))
+    return []
 
 
 def model_arguments(name: str) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -60,7 +61,14 @@ class BarsRun:
 
 
 class CTRModel(nn.Module):
-    """Base class of the CTR models: ``forward(batch) -> (B,)`` logits, never probabilities."""
+    """Base class of the CTR models: ``forward(batch) -> (B,)`` logits, never probabilities.
+
+    A registry variant that pins some of its parent's keyword arguments (``dcnv2-stacked`` is DCN-V2
+    with ``structure="stacked"``) names them in :attr:`fixed_arguments`; it takes the parent's other
+    keywords, and the registry refuses the pinned ones.
+    """
+
+    fixed_arguments: ClassVar[Mapping[str, Any]] = {}
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

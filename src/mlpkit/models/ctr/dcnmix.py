@@ -14,7 +14,8 @@ config names r = 32, with which a layer would have 30,196.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -82,24 +83,7 @@ class DCNMix(DCNV2):
 class DCNMixStacked(DCNMix):
     """:class:`DCNMix` with ``structure="stacked"``: the registry's ``dcnmix-stacked``."""
 
-    def __init__(
-        self,
-        spec: FieldSpec,
-        *,
-        embedding_dim: int = 10,
-        num_layers: int = 4,
-        num_experts: int = 4,
-        low_rank: int = 8,
-        cross_activation: str | None = None,
-        hidden_features: Sequence[int] | None = None,
-        dropout: float = 0.4,
-        batch_norm: bool = True,
-        act_layer: ActLayer = "relu",
-        embedding_layout: str = "per_field",
-    ) -> None:
-        super().__init__(
-            spec, embedding_dim=embedding_dim, num_layers=num_layers, structure="stacked",
-            num_experts=num_experts, low_rank=low_rank, cross_activation=cross_activation,
-            hidden_features=hidden_features, dropout=dropout, batch_norm=batch_norm, act_layer=act_layer,
-            embedding_layout=embedding_layout,
-        )
+    fixed_arguments: ClassVar[Mapping[str, Any]] = {"structure": "stacked"}
+
+    def __init__(self, spec: FieldSpec, **kwargs: Any) -> None:
+        super().__init__(spec, **kwargs, **self.fixed_arguments)

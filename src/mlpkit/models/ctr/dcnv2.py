@@ -21,6 +21,7 @@ count (53,890 embeddings + 4 x 10,100 cross + 363,600 tower + Linear(500, 1)).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -139,20 +140,7 @@ class DCNV2(CTRModel):
 class DCNV2Stacked(DCNV2):
     """:class:`DCNV2` with ``structure="stacked"``: the registry's ``dcnv2-stacked``."""
 
-    def __init__(
-        self,
-        spec: FieldSpec,
-        *,
-        embedding_dim: int = 10,
-        num_layers: int = 4,
-        hidden_features: Sequence[int] | None = None,
-        dropout: float = 0.4,
-        batch_norm: bool = True,
-        act_layer: ActLayer = "relu",
-        embedding_layout: str = "per_field",
-    ) -> None:
-        super().__init__(
-            spec, embedding_dim=embedding_dim, num_layers=num_layers, structure="stacked",
-            hidden_features=hidden_features, dropout=dropout, batch_norm=batch_norm, act_layer=act_layer,
-            embedding_layout=embedding_layout,
-        )
+    fixed_arguments: ClassVar[Mapping[str, Any]] = {"structure": "stacked"}
+
+    def __init__(self, spec: FieldSpec, **kwargs: Any) -> None:
+        super().__init__(spec, **kwargs, **self.fixed_arguments)
