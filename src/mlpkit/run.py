@@ -733,48 +733,56 @@ def _torch_run_in_group(
     except BaseException:
         leave_no_empty_directory()
         raise
-    if resume_dir is not None:
-        # Every rank reads the checkpoint; it is checked whole before anything changes.
-        extra = on_every_rank(ctx, "to read the checkpoint", lambda: load_checkpoint(run_dir, trainer), None)
-        _warn_if_config_changed(extra, recorded, run_dir)
-        session.resume(extra, trainer.history.records, run_dir)
-        if (finished := _already_finished(run_dir, config, trainer, rank)) is not None:
-            return finished
-
-    writer = TorchEpochWriter(
-        run_dir, trainer, task=task, data=data, epochs=config.optim.epochs,
-        keep_every_epoch=not restore_best, session=session, hook=hook,
-    )
-    trainer.on_epoch_end = writer  # called on rank 0 only
-    if rank_zero:
-        _write_config(run_dir, task, data)
-        if resume_dir is not None:
-            _restart_files(writer, trainer, restore_best=restore_best)
-            _log_nothing_to_train(trainer, config.optim.epochs)
-    epochs, resumed_at = trainer.remaining_epochs(config.optim.epochs), trainer.epochs_done
+    # DDP's reducer holds the process group: dropping the wrapper on every way out lets
+    # cleanup_distributed destroy the group now, not at interpreter exit, where tearing gloo
+    # down aborts the process now and then (SIGABRT, "terminate called without an active exception").
     try:
-        history = trainer.fit(data.x_train, data.y_train, data.x_val, data.y_val, epochs=epochs)
-    except TrainingDivergedError as exc:
-        if not rank_zero:
-            raise
-        raise _write_diverged_summary(run_dir, exc, writer) from exc
-    except KeyboardInterrupt:
-        if rank_zero:
-            after_interrupt(run_dir, created=created, new_run=resume_dir is None)
-        raise
-    if not rank_zero:
-        return RunResult(run_dir, config, history, {}, rank=rank)
+        if resume_dir is not None:
+            # Every rank reads the checkpoint; it is checked whole before anything changes.
+            extra = on_every_rank(
+                ctx, "to read the checkpoint", lambda: load_checkpoint(run_dir, trainer), None
+            )
+            _warn_if_config_changed(extra, recorded, run_dir)
+            session.resume(extra, trainer.history.records, run_dir)
+            if (finished := _already_finished(run_dir, config, trainer, rank)) is not None:
+                return finished
 
-    engine: dict[str, Any] = {
-        "engine": "torch",
-        "device": str(device),
-        "world_size": 1 if ctx is None else ctx.world_size,
-        "torch_version": torch.__version__,
-    }
-    if resume_dir is not None:
-        engine["resumed_at_epoch"] = resumed_at
-    summary = _finish(task, writer, trainer, history, session, restore_best=restore_best, engine=engine)
-    return RunResult(run_dir, config, history, summary)
+        writer = TorchEpochWriter(
+            run_dir, trainer, task=task, data=data, epochs=config.optim.epochs,
+            keep_every_epoch=not restore_best, session=session, hook=hook,
+        )
+        trainer.on_epoch_end = writer  # called on rank 0 only
+        if rank_zero:
+            _write_config(run_dir, task, data)
+            if resume_dir is not None:
+                _restart_files(writer, trainer, restore_best=restore_best)
+                _log_nothing_to_train(trainer, config.optim.epochs)
+        epochs, resumed_at = trainer.remaining_epochs(config.optim.epochs), trainer.epochs_done
+        try:
+            history = trainer.fit(data.x_train, data.y_train, data.x_val, data.y_val, epochs=epochs)
+        except TrainingDivergedError as exc:
+            if not rank_zero:
+                raise
+            raise _write_diverged_summary(run_dir, exc, writer) from exc
+        except KeyboardInterrupt:
+            if rank_zero:
+                after_interrupt(run_dir, created=created, new_run=resume_dir is None)
+            raise
+        if not rank_zero:
+            return RunResult(run_dir, config, history, {}, rank=rank)
+
+        engine: dict[str, Any] = {
+            "engine": "torch",
+            "device": str(device),
+            "world_size": 1 if ctx is None else ctx.world_size,
+            "torch_version": torch.__version__,
+        }
+        if resume_dir is not None:
+            engine["resumed_at_epoch"] = resumed_at
+        summary = _finish(task, writer, trainer, history, session, restore_best=restore_best, engine=engine)
+        return RunResult(run_dir, config, history, summary)
+    finally:
+        trainer.close()
 
 
 def _restart_files(writer: EpochWriter, trainer: Any, *, restore_best: bool) -> None:

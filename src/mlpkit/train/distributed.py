@@ -21,6 +21,7 @@ rank's generator (:func:`gather_generator_states`), so a resumed run draws the m
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -162,8 +163,15 @@ def init_distributed(
 
 
 def cleanup_distributed() -> None:
-    """Leave the process group if one was joined (safe to call always)."""
+    """Leave the process group if one was joined (safe to call always).
+
+    Whatever still holds the group (a DDP wrapper left in a reference cycle, say) is collected
+    first, so that gloo is torn down here. Left to interpreter exit, its teardown sometimes
+    aborts a process whose run succeeded (SIGABRT, "terminate called without an active
+    exception"): about one torchrun launch in four on a 2-core machine, none in 42 with this.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

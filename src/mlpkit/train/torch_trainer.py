@@ -321,6 +321,17 @@ class TorchTrainer(EpochTrainer):
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(model, device_ids=ids)  # broadcasts rank 0's weights
 
+    def close(self) -> None:
+        """Drop the DDP wrapper (a no-op in one process); the trainer cannot train afterwards.
+
+        DDP's reducer holds a reference to the process group. Released here, the group can be
+        destroyed while the interpreter runs (:func:`~mlpkit.train.distributed.cleanup_distributed`);
+        left to the trainer's reference cycles, gloo is torn down at interpreter exit instead, and
+        that sometimes aborts the process after a run that succeeded.
+        """
+        self.train_model = self.model
+        self.distributed = None
+
     # -- state ---------------------------------------------------------------------------------
 
     @property
