@@ -582,3 +582,14 @@ def test_importing_the_data_package_reads_no_table_library() -> None:
     code = "import sys, mlpkit.data; print(sorted({'pyarrow', 'torch'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_numeric_cells_empty_quoted_or_not_are_missing_and_na_text_is_refused(tmp_path: Path) -> None:
+    # The CSV reader parses numeric columns itself: only an empty cell, quoted or not, is missing.
+    data_dir = make_dir(tmp_path / "d", ["label", "x"], [[1, "1.0"], [0, '""'], [1, ""], [0, "3.0"]])
+    dense = np.asarray(load(data_dir, {"x": {"kind": "numeric"}}).splits["train"].dense)[:, 0]
+    np.testing.assert_array_equal(dense, [1.0, 0.0, 0.0, 3.0])         # untransformed; missing as 0
+    write_csv(data_dir / "train.csv", ["label", "x"], [[1, "1.0"], [0, "NA"]])
+    with pytest.raises(DataFormatError, match=re.escape(
+            f"{data_dir / 'train.csv'}: numeric column 'x' must hold numbers; row 2 holds 'NA'")):
+        load(data_dir, {"x": {"kind": "numeric"}})

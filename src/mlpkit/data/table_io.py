@@ -4,8 +4,8 @@
   ``.parquet``);
 - :func:`read_columns` reads a file's column names without reading its rows;
 - :func:`iter_chunks` streams a file as record batches: CSV through ``pyarrow.csv.open_csv`` with
-  every column read as text (so ``"007"`` stays ``"007"``), Parquet through ``iter_batches`` in its
-  own types;
+  the numeric columns parsed as float64 and every other column read as text (so ``"007"`` stays
+  ``"007"``), Parquet through ``iter_batches`` in its own types;
 - :func:`to_floats` and :func:`to_labels` turn a column into numbers, naming the file, the column,
   the row and the value that is not one;
 - :func:`stable_hash` hashes strings the same way in every process and on every machine;
@@ -19,6 +19,7 @@ No torch here; pyarrow (the ``tables`` extra) is imported when a table is read.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -154,16 +155,22 @@ def read_columns(path: Path) -> list[str]:
     return names
 
 
-def iter_chunks(path: Path, columns: Sequence[str],
-                dictionaries: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
+def iter_chunks(path: Path, columns: Sequence[str], dictionaries: Sequence[str] = (),
+                numbers: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
     """Stream ``columns`` of a CSV or Parquet file as record batches of bounded size.
 
-    CSV columns are all text (``pyarrow.string``), with empty cells as ``""``; those named in
-    ``dictionaries`` come dictionary-encoded (``dictionary<int32, string>``, one dictionary per
-    chunk), which the parser does as it goes, in the reading thread. Parquet columns keep their
-    stored types, with nulls. A background thread reads up to :data:`READ_AHEAD` chunks ahead.
-    Raises :class:`DataFormatError` naming the file when a chunk cannot be parsed (a row with too
-    many fields, say).
+    CSV columns named in ``numbers`` are parsed as float64 by the reader (empty cells null), those
+    in ``dictionaries`` come dictionary-encoded (``dictionary<int32, string>``, one dictionary per
+    chunk), both in the reading thread; the others are text (``pyarrow.string``), with empty cells
+    as ``""``. Parquet columns keep their stored types, with nulls. A background thread reads up to
+    :data:`READ_AHEAD` chunks ahead.
+
+    Raises
+    ------
+    DataFormatError
+        Naming the file when a chunk cannot be parsed (a row with too many fields, say), and the
+        column, row and value when a cell of a ``numbers`` column is not a number: the reader
+        stops at it, and the file is read again as text to find it (:func:`_first_non_number`).
     """
     pa, _ = arrow()
     if _is_parquet(path):
@@ -177,24 +184,48 @@ def iter_chunks(path: Path, columns: Sequence[str],
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataFormatError(f"{path}: cannot read Parquet data: {exc}") from exc
         return
+    try:
+        yield from _read_ahead(_csv_reader(path, columns, dictionaries, numbers), READ_AHEAD)
+    except (pa.ArrowInvalid, OSError) as exc:
+        if numbers and isinstance(exc, pa.ArrowInvalid) and "conversion error" in str(exc):
+            _first_non_number(path, columns, dictionaries, numbers)
+        raise DataFormatError(f"{path}: cannot parse the CSV: {exc}") from exc
+
+
+def _csv_reader(path: Path, columns: Sequence[str], dictionaries: Sequence[str],
+                numbers: Sequence[str]) -> Any:
+    """Arrow's streaming CSV reader for :func:`iter_chunks`."""
+    pa, _ = arrow()
     import pyarrow.csv as pacsv
 
-    names = read_columns(path)
+    def type_of(name: str) -> Any:
+        if name in numbers:
+            return pa.float64()
+        return pa.dictionary(pa.int32(), pa.string()) if name in dictionaries else pa.string()
+
     convert = pacsv.ConvertOptions(
-        column_types={name: pa.dictionary(pa.int32(), pa.string()) if name in dictionaries else pa.string()
-                      for name in names},
+        column_types={name: type_of(name) for name in read_columns(path)},
         include_columns=list(columns),
-        strings_can_be_null=False,
-        quoted_strings_can_be_null=False,
+        null_values=[""],                    # only an empty cell is missing: "NA" as a number is refused
+        strings_can_be_null=False,           # text columns keep "" (missing is decided by the encoder)
+        quoted_strings_can_be_null=True,     # "" quoted or not: the same missing number
     )
-    try:
-        # One parsing thread: _read_ahead already overlaps parsing with the caller's work, and
-        # Arrow's own pool of parsing threads cost more CPU than it saved here.
-        reader = pacsv.open_csv(path, convert_options=convert,
-                                read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False))
-        yield from _read_ahead(reader, READ_AHEAD)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataFormatError(f"{path}: cannot parse the CSV: {exc}") from exc
+    # One parsing thread: _read_ahead already overlaps parsing with the caller's work, and Arrow's
+    # own pool of parsing threads cost more CPU than it saved here.
+    read = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False)
+    return pacsv.open_csv(path, convert_options=convert, read_options=read)
+
+
+def _first_non_number(path: Path, columns: Sequence[str], dictionaries: Sequence[str],
+                      numbers: Sequence[str]) -> None:
+    """Read ``path`` again with ``numbers`` as text and raise :func:`to_floats`'s error for the first
+    chunk holding a cell that is not a number; return if there is none."""
+    rows = 0
+    with contextlib.closing(iter_chunks(path, columns, dictionaries)) as chunks:
+        for chunk in chunks:
+            for name in numbers:
+                to_floats(chunk.column(name), path=path, column=name, first_row=rows)
+            rows += chunk.num_rows
 
 
 _END = object()
@@ -289,7 +320,7 @@ def to_floats(array: pa.Array, *, path: Path, column: str, first_row: int,
         i = int(np.argmax(np.isinf(values)))
         raise DataFormatError(
             f"{path}: {what} {column!r} must hold finite numbers; row {first_row + i + 1} holds "
-            f"{array[i].as_py()!r}"
+            f"{str(array[i].as_py())!r}"  # as text, parsed by the reader or not: 'inf'
         )
     return values, missing
 

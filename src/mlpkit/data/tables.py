@@ -293,8 +293,10 @@ def _encode_chunks(path: Path, encoder: _Encoder, *, with_label: bool) -> Iterat
     fitted = encoder.fitted
     wanted = [c.name for c in fitted.columns] + ([fitted.label] if with_label else [])
     categorical = [c.name for c in fitted.columns if c.config.kind == "categorical"]
+    numbers = [c.name for c in fitted.columns if c.config.kind == "numeric"]
     rows = 0
-    with contextlib.closing(iter_chunks(path, wanted, categorical)) as chunks:   # stop reading on errors
+    # closing(): on an error the reading thread stops now.
+    with contextlib.closing(iter_chunks(path, wanted, categorical, numbers)) as chunks:
         for chunk in chunks:
             yield encoder.encode(chunk, path=path, first_row=rows, with_label=with_label)
             rows += chunk.num_rows

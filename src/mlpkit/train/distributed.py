@@ -51,6 +51,7 @@ __all__ = [
     "local_batch_size",
     "on_every_rank",
     "shard_batch",
+    "shard_bounds",
     "shard_weight",
     "wait_for_every_rank",
 ]
@@ -300,8 +301,15 @@ def local_batch_size(batch_size: int, world_size: int) -> int:
     return batch_size // world_size
 
 
-def _bounds(size: int, rank: int, world_size: int) -> tuple[int, int]:
-    """Contiguous piece ``rank`` of ``size`` items split into ``world_size`` near-equal pieces."""
+def shard_bounds(size: int, rank: int, world_size: int) -> tuple[int, int]:
+    """``(start, stop)`` of piece ``rank`` of ``size`` items cut into ``world_size`` contiguous,
+    near-equal pieces: the first ``size % world_size`` pieces have one item more.
+
+    Examples
+    --------
+    >>> [shard_bounds(5, rank, 2) for rank in range(2)]
+    [(0, 3), (3, 5)]
+    """
     base, extra = divmod(size, world_size)
     start = rank * base + min(rank, extra)
     return start, start + base + (rank < extra)
@@ -326,7 +334,7 @@ def shard_batch(batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor
     >>> shard_batch(torch.arange(6), rank=1, world_size=2)
     tensor([3, 4, 5])
     """
-    start, stop = _bounds(len(batch), rank, world_size)
+    start, stop = shard_bounds(len(batch), rank, world_size)
     return batch[start:stop]
 
 
@@ -342,7 +350,7 @@ def shard_weight(global_size: int, rank: int, world_size: int) -> float:
     >>> shard_weight(256, 0, 2), shard_weight(5, 0, 2)
     (1.0, 1.2)
     """
-    start, stop = _bounds(global_size, rank, world_size)
+    start, stop = shard_bounds(global_size, rank, world_size)
     return world_size * (stop - start) / global_size
 
 
@@ -357,7 +365,8 @@ def gather_rows(mine: torch.Tensor, n: int, ctx: DistributedContext) -> torch.Te
     padded[: mine.shape[0]] = mine
     pieces = [torch.empty_like(padded) for _ in range(ctx.world_size)]
     dist.all_gather(pieces, padded)
-    sizes = [len(shard_batch(torch.arange(n), rank, ctx.world_size)) for rank in range(ctx.world_size)]
+    bounds = [shard_bounds(n, rank, ctx.world_size) for rank in range(ctx.world_size)]
+    sizes = [stop - start for start, stop in bounds]
     return torch.cat([piece[:size] for piece, size in zip(pieces, sizes, strict=True)])
 
 

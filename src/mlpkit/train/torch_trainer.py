@@ -42,10 +42,12 @@ from mlpkit.train.distributed import (
     gather_rows,
     local_batch_size,
     shard_batch,
+    shard_bounds,
     shard_weight,
 )
 from mlpkit.train.early_stopping import EarlyStopping
 from mlpkit.train.loop import EpochTrainer, Metric
+from mlpkit.train.mapped import MappedRows, is_memory_map
 from mlpkit.train.schedules import Schedule
 
 __all__ = [
@@ -172,7 +174,9 @@ def _shift_flip(augment: ShiftFlip, x: Tensor, rows: Tensor, cols: Tensor) -> Te
 
 Batch = Tensor | dict[str, Tensor]
 """A model's input: one (B, D) tensor, or named tensors of equal first axis (``{"sparse": (B, F) int64,
-"dense": (B, N)}``), which the model takes as they are."""
+"dense": (B, N)}``), which the model takes as they are. A whole data set of named inputs may hold
+:class:`~mlpkit.train.mapped.MappedRows` (a memory-mapped file's rows) in place of tensors: indexed
+with :func:`_take`, they become tensors too."""
 
 
 def _rows(x: Batch) -> int:
@@ -390,10 +394,18 @@ class TorchTrainer(EpochTrainer):
             raise ValueError(f"x must be 2-D (samples, features), got shape {tuple(t.shape)}")
         return t.to(device=self.device, dtype=self.dtype)
 
-    def _tensor(self, name: str, value: Any) -> Tensor:
+    def _tensor(self, name: str, value: Any) -> Tensor | MappedRows:
+        if isinstance(value, MappedRows):  # prepared already (fit's validation inputs)
+            return value
+        if is_memory_map(value):  # a file's rows, read batch by batch: memory does not grow with it
+            if np.issubdtype(value.dtype, np.floating):
+                return MappedRows(value, device=self.device, dtype=self.dtype)
+            if np.issubdtype(value.dtype, np.integer):
+                return MappedRows(value, device=self.device, dtype=torch.int64)
+            raise ValueError(f"input {name!r} must hold numbers, got dtype {value.dtype}")
         if not isinstance(value, Tensor):
             value = np.asarray(value)
-            if not value.flags.writeable:  # a read-only memory map: torch would warn, then share it
+            if not value.flags.writeable:  # read-only memory: torch would warn, then share it
                 value = value.copy()
         t = torch.as_tensor(value)
         if t.ndim == 0:
@@ -547,17 +559,15 @@ class TorchTrainer(EpochTrainer):
         if n == 0:
             raise ValueError("cannot evaluate on an empty array (0 samples)")
         ctx = self.distributed
-        if ctx is not None:  # each rank scores one contiguous piece
-            rows = shard_batch(torch.arange(n), ctx.rank, ctx.world_size)
-            x_t, y_t = _take(x_t, rows.to(self.device)), y_t[rows.to(self.device)]
+        lo, hi = (0, n) if ctx is None else shard_bounds(n, ctx.rank, ctx.world_size)  # one piece a rank
         was_training = self.model.training
         self.model.eval()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         parts: list[Tensor] = []
         try:
-            for start in range(0, _rows(x_t), self.eval_batch_size):
-                piece = slice(start, start + self.eval_batch_size)
+            for start in range(lo, hi, self.eval_batch_size):
+                piece = slice(start, min(start + self.eval_batch_size, hi))
                 xb, yb = _take(x_t, piece), y_t[piece]
                 logits = self.model(xb)  # (B, C) or (B,)
                 loss_sum += self.loss(logits, yb) * len(yb)
@@ -588,8 +598,7 @@ class TorchTrainer(EpochTrainer):
             return self.predict_logits(x)
         x_t = self._inputs(x)
         n = _rows(x_t)
-        rows = shard_batch(torch.arange(n), ctx.rank, ctx.world_size).to(self.device)
-        mine = torch.as_tensor(self.predict_logits(_take(x_t, rows)), device=self.device)
+        mine = self._logits(x_t, *shard_bounds(n, ctx.rank, ctx.world_size))
         return gather_rows(mine, n, ctx).cpu().numpy()
 
     @torch.no_grad()
@@ -607,13 +616,19 @@ class TorchTrainer(EpochTrainer):
         x_t = self._inputs(x)
         if _rows(x_t) == 0:
             raise ValueError("cannot predict on an empty array (0 samples)")
+        return self._logits(x_t, 0, _rows(x_t)).cpu().numpy()
+
+    @torch.no_grad()
+    def _logits(self, x_t: Batch, lo: int, hi: int) -> Tensor:
+        """Logits of rows ``lo:hi`` of device inputs in evaluation mode, in batches: (hi - lo, ...),
+        a (0, ...) tensor when ``lo == hi`` (a rank with no rows)."""
         was_training = self.model.training
         self.model.eval()
         try:
             parts = [
-                self.model(_take(x_t, slice(i, i + self.eval_batch_size)))
-                for i in range(0, _rows(x_t), self.eval_batch_size)
-            ]
+                self.model(_take(x_t, slice(i, min(i + self.eval_batch_size, hi))))
+                for i in range(lo, hi, self.eval_batch_size)
+            ] or [self.model(_take(x_t, slice(0, 0)))]
         finally:
             self.model.train(was_training)
-        return torch.cat(parts).cpu().numpy()
+        return torch.cat(parts)
