@@ -1,5 +1,5 @@
-"""MappedRows: a memory-mapped input read batch by batch equals the array indexed in memory, releases the
-pages it read, and trains a model exactly as the same data held in memory does."""
+"""MappedRows: a memory-mapped input read batch by batch equals the array indexed in memory and trains a
+model exactly as the same data held in memory does; the epoch order is the NumPy trainer's permutation."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from mlpkit.train.mapped import MappedRows, is_memory_map
-from mlpkit.train.torch_trainer import TorchTrainer, build_loss, build_optimizer
+from mlpkit.train.torch_trainer import TorchTrainer, build_loss, build_optimizer, epoch_order
 
 pytestmark = pytest.mark.torch
 
@@ -42,36 +42,13 @@ def test_slices_and_the_dtype_conversion(tmp_path: Path) -> None:
     assert is_memory_map(np.load(tmp_path / "a.npy", mmap_mode="r")) and not is_memory_map(array)
 
 
-def _resident_kib(path: Path) -> int:
-    """Resident KiB of this process's mappings of ``path``, from /proc/self/smaps."""
-    total, inside = 0, False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        first = line.split(maxsplit=1)[0]
-        if "-" in first and not first.endswith(":"):                     # a mapping's header line
-            inside = line.rstrip().endswith(str(path))
-        elif inside and first == "Rss:":
-            total += int(line.split()[1])
-    return total
-
-
-@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads Linux's /proc/self/smaps")
-@pytest.mark.parametrize(("release_bytes", "most_kib", "least_kib"),
-                         [(1 << 20, 2048, 0), (1 << 40, None, 7000)])
-def test_pages_read_are_released_every_release_bytes(
-    tmp_path: Path, release_bytes: int, most_kib: int | None, least_kib: int
-) -> None:
-    # 8 MiB of rows read in random batches: released every MiB, at most about 1 MiB stays resident
-    # (plus one batch's pages); never released, the whole file does.
-    array = np.arange(8 << 17, dtype=np.int64).reshape(-1, 8)            # (131072, 8): 8 MiB
-    rows = MappedRows(mapped(tmp_path, array), device=CPU, dtype=torch.int64, release_bytes=release_bytes)
-    order = torch.from_numpy(np.random.default_rng(2).permutation(len(rows)))
-    for start in range(0, len(rows), 4096):
-        batch = order[start : start + 4096]
-        np.testing.assert_array_equal(rows[batch].numpy(), array[batch.numpy()])
-    resident = _resident_kib(tmp_path / "a.npy")
-    assert resident >= least_kib
-    if most_kib is not None:
-        assert resident <= most_kib
+def test_the_epoch_order_is_the_permutation_the_numpy_trainer_draws() -> None:
+    for n in (1, 5, 1000):
+        ours, numpy_trainer = np.random.default_rng(n), np.random.default_rng(n)
+        order = epoch_order(ours, n)
+        assert order.dtype == np.int32
+        np.testing.assert_array_equal(order, numpy_trainer.permutation(n))
+        assert ours.bit_generator.state == numpy_trainer.bit_generator.state       # the next epochs too
 
 
 class _TinyCTR(nn.Module):
