@@ -13,7 +13,7 @@ import pytest
 
 from fakedata import fake_images, run_cli
 from mlpkit.errors import DataNotFoundError, MissingDependencyError, OutputError
-from mlpkit.experiments import EXPERIMENTS, _common, dropout, initialization
+from mlpkit.experiments import EXPERIMENTS, _common, autograd, dropout, initialization
 
 # The top-level JSON keys each module docstring documents.
 JSON_KEYS = {
@@ -23,12 +23,13 @@ JSON_KEYS = {
     "initialization": {"study", "config", "runs"},
     "activations": {"study", "config", "x", "activations"},
     "nim": {"study", "config", "by_heaps", "by_bits", "by_width"},
+    "autograd": {"study", "config", "moons", "images", "boundary", "timing"},
 }
-NEEDS_FASHION_MNIST = {"dropout", "initialization"}
+NEEDS_FASHION_MNIST = {"dropout", "initialization", "autograd"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def test_registry_names_the_six_studies_with_one_signature():
+def test_registry_names_every_study_with_one_signature():
     assert set(EXPERIMENTS) == set(JSON_KEYS)
     for name, run in EXPERIMENTS.items():
         params = inspect.signature(run).parameters
@@ -83,7 +84,7 @@ def small_images(monkeypatch):
         fake_images(y_train, seed=1).reshape(300, 784).astype(np.float32) / 255, y_train,
         fake_images(y_test, seed=2).reshape(100, 784).astype(np.float32) / 255, y_test,
     )
-    for module in (dropout, initialization):
+    for module in (dropout, initialization, autograd):
         monkeypatch.setattr(module, "load_scaled_fashion_mnist", lambda *args, **kwargs: arrays)
 
 

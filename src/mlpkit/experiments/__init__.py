@@ -21,6 +21,7 @@ Every study checks that matplotlib is installed before it creates ``out_dir``.
 ``initialization``      vanishing/exploding gradients of a 10-layer MLP (d2l 5.4)
 ``activations``         activation functions and their derivatives, from the engine
 ``nim``                 can an MLP learn which Nim positions are lost? (Bouton 1901)
+``autograd``            the scalar-autograd MLP on two moons and 7x7 images; its cost against the engine
 ======================  =====================================================================
 
 Studies import the data loaders, the engine and the trainer; nothing imports the studies but
@@ -33,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mlpkit.experiments.activations import run_activations
+from mlpkit.experiments.autograd import run_autograd
 from mlpkit.experiments.dropout import run_dropout
 from mlpkit.experiments.initialization import run_initialization
 from mlpkit.experiments.model_selection import run_model_selection
@@ -42,6 +44,7 @@ from mlpkit.experiments.weight_decay import run_weight_decay
 __all__ = [
     "EXPERIMENTS",
     "run_activations",
+    "run_autograd",
     "run_dropout",
     "run_initialization",
     "run_model_selection",
@@ -56,5 +59,6 @@ EXPERIMENTS: dict[str, Callable[..., Path]] = {
     "initialization": run_initialization,
     "activations": run_activations,
     "nim": run_nim,
+    "autograd": run_autograd,
 }
 """Command-line name -> ``run_<name>(out_dir, *, quick=False, seed=0, data_dir=None) -> out_dir``."""
