@@ -37,6 +37,7 @@ def test_the_readme_has_the_examples_this_test_runs():
     assert len(BLOCKS) >= 2
     assert any("NumpyTrainer" in code for _, code in BLOCKS)
     assert any("mlpkit.sklearn" in code for _, code in BLOCKS)
+    assert any("mlpkit.autograd" in code for _, code in BLOCKS)
 
 
 def test_blocks_are_found_with_their_line_numbers():
@@ -80,3 +81,7 @@ def test_readme_example_runs(line, code, fake_fashion_mnist):
         assert 0.0 <= namespace["test_accuracy"] <= 1.0
     if "accuracy" in namespace:                                        # the estimator example
         assert 0.0 <= namespace["accuracy"] <= 1.0
+    if "dot" in namespace:                                             # the autograd example
+        assert namespace["dot"].startswith("digraph autograd {")
+        grads = [p.grad for p in namespace["net"].parameters()]
+        assert len(grads) == 2 * 8 + 8 + 8 * 2 + 2 and any(g != 0.0 for g in grads)

@@ -11,8 +11,9 @@ minibatch SGD on two small problems:
 
 Accuracies and the decision boundary are computed by the NumPy engine from the scalar MLP's
 weights (:mod:`mlpkit.autograd.convert`): the same function (tests/autograd checks the two to
-1e-12, and each run records the largest logit difference on its test set), thousands of times
-faster. The loss per epoch is the scalar graph's own, the running mean over the epoch's batches.
+1e-12, and each run records the largest logit difference on its test set), at a fraction of the
+cost (the timing below). The loss per epoch is the scalar graph's own, the running mean over the
+epoch's batches.
 
 Then the cost of one training sample, forward and backward, on the image network: the scalar
 graph, the engine fed one sample at a time, and the engine fed the batch at once, all in float64
