@@ -59,6 +59,7 @@ Usage::
     python benchmarks/ctr_frappe.py --seeds 2021 2022  # more seeds
     python benchmarks/ctr_frappe.py --quick            # LR and DeepFM, 1 epoch each; 1-epoch speed runs
     python benchmarks/ctr_frappe.py --reuse-accuracy   # the speed part again, the accuracy table kept
+    python benchmarks/ctr_frappe.py --reuse-accuracy --add-models dcnv2 dcnmix   # and two more rows
     python benchmarks/ctr_frappe.py --speed-model dcnv2   # speed part only, DCN-V2 against DeepCTR-Torch's
                                                           # DCN with matrix crosses (dcnmix: its DCNMix)
 
@@ -515,7 +516,11 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.reuse_accuracy:
         earlier = json.loads((RESULTS / "ctr_frappe.json").read_text())["as_configured"]
-        result["accuracy"] = earlier["accuracy"]
+        added = args.add_models or []
+        result["accuracy"] = [row for row in earlier["accuracy"] if row["model"] not in added]
+        if added:  # trained now, in this run's settings, beside the rows kept
+            result["accuracy"] += accuracy(data, added, args.seeds, args.max_epochs)
+            result["accuracy_added"] = {"models": added, "settings": result["settings"]}
         result["accuracy_reused"] = {"settings": earlier["settings"], "machine": earlier["machine"],
                                      "load_average_after": earlier.get("load_average_after")}
     elif args.models:
@@ -582,6 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the model the speed part times; other than deepfm: the speed part only, "
                              "written to results/ctr_frappe_speed_MODEL.json [deepfm]")
     parser.add_argument("--speed-child", choices=list(SPEED_RUNNERS), help=argparse.SUPPRESS)
+    parser.add_argument("--add-models", nargs="+", default=None,
+                        help="with --reuse-accuracy: train these models too, replacing their earlier rows")
     parser.add_argument("--reuse-accuracy", action="store_true",
                         help="take the accuracy table from results/ctr_frappe.json; run the speed part only")
     parser.add_argument("--child-json", action="store_true", help=argparse.SUPPRESS)
@@ -612,6 +619,7 @@ def main() -> None:
     extra += ["--threads", str(args.threads), "--data-dir", str(args.data_dir),
               "--cache-dir", str(args.cache_dir), "--speed-model", args.speed_model]
     extra += ["--reuse-accuracy"] if args.reuse_accuracy else []
+    extra += ["--add-models", *args.add_models] if args.add_models else []
     unset = rerun_without_blas_env(__file__, extra)
     payload = {"as_configured": result}
     if unset is not None:
