@@ -331,7 +331,8 @@ class CrossNetMix(nn.Module):
     each expert's r-vector ``h_i`` before the up-projection, so the K experts cost one (B, D) x
     (D, K·r + K) product down (the gate's scores ride along in the last K columns), one batched
     (r, r) product, and one (B, K·r) x (K·r, D) product up; no loop over experts and no (B, K, D)
-    tensor. Parameters per layer: K·(2·D·r + r²) + D·K + D; at D =
+    tensor; with ``g`` the identity, ``U_i C_i`` is formed on the weights' side and the batched (r, r)
+    product disappears. Parameters per layer: K·(2·D·r + r²) + D·K + D; at D =
     100 (Frappe's 10 fields x 10) with K = 4 and r = 8 that is 7,156 against CrossNetV2's 10,100.
 
     Cost against :class:`CrossNetV2` (``benchmarks/crossnet_speed.py``: 3 layers, K = 4, r = 16,
@@ -434,16 +435,25 @@ class CrossNetMix(nn.Module):
         _check_cross_input("CrossNetMix", x0, self.in_features)
         B, K, D, r = x0.shape[0], self.num_experts, self.in_features, self.low_rank
         g = self.activation
+        linear = isinstance(g, nn.Identity)
         x = x0
         for layer in range(self.num_layers):
             # Down and gate scores in one product: (B, D) @ (D, K·r + K) -> the K r-vectors and K scores.
             down = torch.cat([self.V[layer].view(D, K * r), self.gate[layer]], dim=1)
             both = x @ down                                                     # (B, K·r + K)
             h, scores = both[:, : K * r].view(B, K, r), both[:, K * r :]
-            # C_i per expert: (K, B, r) @ (K, r, r)ᵀ -> (K, B, r), batched over the experts.
-            h = g(torch.bmm(g(h).transpose(0, 1), self.C[layer].transpose(1, 2))).transpose(0, 1)  # (B, K, r)
-            h = h * torch.softmax(scores, dim=-1).unsqueeze(-1)                                    # (B, K, r)
+            if linear:
+                # With g the identity, U_i C_i is one (D, r) matrix: C is folded into the up-projection
+                # on the weights' side, (K, r, r) @ (K, r, D), instead of a (K, B, r) product per batch.
+                up = torch.bmm(self.C[layer].transpose(1, 2), self.U[layer]).view(K * r, D)  # (U_i C_i)ᵀ
+            else:
+                # C_i per expert: (K, B, r) @ (K, r, r)ᵀ -> (K, B, r), batched over the experts.
+                h = g(torch.bmm(g(h).transpose(0, 1), self.C[layer].transpose(1, 2))).transpose(0, 1)
+                up = self.U[layer].view(K * r, D)                               # U_iᵀ stacked (K·r, D)
+            h = h * torch.softmax(scores, dim=-1).unsqueeze(-1)                 # (B, K, r): G_i h_i
             # Up: (B, K·r) @ (K·r, D) -> (B, D) = Σ_i G_i U_i h_i, all experts in one product.
-            mixed = torch.addmm(self.bias[layer], h.reshape(B, K * r), self.U[layer].view(K * r, D))  # (B, D)
-            x = torch.addcmul(x, x0, mixed)                                     # x0 ⊙ mixed + x
+            mixed = torch.addmm(self.bias[layer], h.reshape(B, K * r), up)      # (B, D)
+            # Not addcmul: its backward multiplies both gradients by its scale once more (two extra
+            # (B, D) passes a layer), which a product and a sum do not.
+            x = x0 * mixed + x
         return x
