@@ -1,4 +1,5 @@
-"""MLP and GatedMLP: shapes (batch of one included), hand-written references, gradients, errors."""
+"""MLP and StackedGatedMLP: shapes (batch of one included), hand-written references, gradients, errors;
+the signature family they share with GatedMLP (whose own tests are in test_gated_mlp.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlpkit.blocks import MLP, GatedMLP
+from mlpkit.blocks import MLP, GatedMLP, StackedGatedMLP
 from mlpkit.spec import MLPSpec
 
 pytestmark = pytest.mark.torch  # needs torch (the `torch` extra)
@@ -94,13 +95,13 @@ def test_mlp_rejects_bad_arguments_with_a_message(kwargs, message):
         MLP(args.pop("in_features"), args.pop("hidden_features"), args.pop("out_features"), **args)
 
 
-# -- GatedMLP ----------------------------------------------------------------------------------
+# -- StackedGatedMLP ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("batch_size", [1, 4])
-def test_gated_mlp_is_the_llama_feed_forward(batch_size):
+def test_one_stacked_gated_unit_is_the_llama_feed_forward(batch_size):
     torch.manual_seed(0)
-    ffn = GatedMLP(8, (12,), 8)
+    ffn = StackedGatedMLP(8, (12,), 8)
     x = torch.randn(batch_size, 8)
     w1, w3, w2 = ffn.units[0].gate.weight, ffn.units[0].up.weight, ffn.fc_out.weight
     expected = (F.silu(x @ w1.T) * (x @ w3.T)) @ w2.T  # w2(silu(w1 x) * w3 x), no biases
@@ -108,11 +109,15 @@ def test_gated_mlp_is_the_llama_feed_forward(batch_size):
     assert out.shape == (batch_size, 8)
     torch.testing.assert_close(out, expected)
     assert all(p.ndim == 2 for p in ffn.parameters())  # bias=False by default, as LLaMA
+    # The same function as GatedMLP under other names.
+    gated = GatedMLP(8, 12, 8)
+    gated.load_state_dict({"gate_proj.weight": w1, "up_proj.weight": w3, "down_proj.weight": w2})
+    torch.testing.assert_close(gated(x), out)
 
 
-def test_gated_mlp_rounds_widths_up_to_multiple_of():
+def test_stacked_gated_mlp_rounds_widths_up_to_multiple_of():
     # LLaMA: hidden_dim = multiple_of * ((hidden_dim + multiple_of - 1) // multiple_of)
-    ffn = GatedMLP(16, (100, 256, 1), multiple_of=64)
+    ffn = StackedGatedMLP(16, (100, 256, 1), multiple_of=64)
     assert ffn.hidden_features == (128, 256, 64)
     assert ffn.units[0].gate.weight.shape == (128, 16)
     assert ffn.units[1].up.weight.shape == (256, 128)
@@ -121,7 +126,7 @@ def test_gated_mlp_rounds_widths_up_to_multiple_of():
 
 def test_stacked_gated_units_with_gelu_norm_and_bias():
     torch.manual_seed(0)
-    ffn = GatedMLP(5, (6, 7), 3, act_layer="gelu", norm_layer=nn.LayerNorm, bias=True).eval()
+    ffn = StackedGatedMLP(5, (6, 7), 3, act_layer="gelu", norm_layer=nn.LayerNorm, bias=True).eval()
     x = torch.randn(2, 5)
     h = x
     for unit in ffn.units:
@@ -131,24 +136,29 @@ def test_stacked_gated_units_with_gelu_norm_and_bias():
     torch.testing.assert_close(ffn(x), ffn.fc_out(h))
 
 
-def test_every_gated_mlp_parameter_gets_a_finite_grad_and_gradcheck_passes():
+def test_every_stacked_gated_mlp_parameter_gets_a_finite_grad_and_gradcheck_passes():
     torch.manual_seed(0)
-    ffn = GatedMLP(4, (6,), 2, dropout=0.1)
+    ffn = StackedGatedMLP(4, (6,), 2, dropout=0.1)
     ffn(torch.randn(3, 4)).sum().backward()
     for name, p in ffn.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), f"no usable gradient for {name}"
-    ffn = GatedMLP(3, (4,), 2).double()
+    ffn = StackedGatedMLP(3, (4,), 2).double()
     assert torch.autograd.gradcheck(ffn, (torch.randn(2, 3, dtype=torch.float64, requires_grad=True),))
 
 
-def test_mlp_and_gated_mlp_share_one_signature():
+def test_the_mlp_blocks_share_one_signature_family():
     import inspect
 
-    mlp = inspect.signature(MLP).parameters
-    gated = inspect.signature(GatedMLP).parameters
-    assert list(mlp) == [name for name in gated if name != "multiple_of"]
-    for cls in (MLP, GatedMLP):  # a consumer can swap the class
-        assert cls(4, (8,), 2, act_layer="relu", dropout=0.0)(torch.zeros(1, 4)).shape == (1, 2)
+    mlp = list(inspect.signature(MLP).parameters)
+    stacked = list(inspect.signature(StackedGatedMLP).parameters)
+    gated = list(inspect.signature(GatedMLP).parameters)
+    assert mlp == [name for name in stacked if name != "multiple_of"]
+    # GatedMLP has MLP's names, less norm_layer (LLaMA's MLP has none), plus its layout.
+    assert [name for name in mlp if name != "norm_layer"] == [name for name in gated if name != "layout"]
+    for cls in (MLP, StackedGatedMLP, GatedMLP):  # a consumer can swap the class: one-width tuples go to all
+        net = cls(4, (8,), 2, act_layer="relu", dropout=0.0)
+        assert net(torch.zeros(1, 4)).shape == (1, 2)
+        assert net.hidden_features in ((8,), 8)
 
 
 @pytest.mark.parametrize(
@@ -163,7 +173,7 @@ def test_mlp_and_gated_mlp_share_one_signature():
         ),
     ],
 )
-def test_gated_mlp_rejects_bad_arguments_with_a_message(kwargs, message):
+def test_stacked_gated_mlp_rejects_bad_arguments_with_a_message(kwargs, message):
     args = {"hidden_features": (8,)} | kwargs
     with pytest.raises(ValueError, match=message):
-        GatedMLP(4, args.pop("hidden_features"), **args)
+        StackedGatedMLP(4, args.pop("hidden_features"), **args)

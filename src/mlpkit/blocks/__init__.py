@@ -17,7 +17,7 @@ from mlpkit.blocks.interaction import (
     FMInteraction,
     InnerProduct,
 )
-from mlpkit.blocks.mlp import MLP, GatedMLP, GatedUnit
+from mlpkit.blocks.mlp import MLP, GatedMLP, GatedUnit, StackedGatedMLP, load_llama_mlp, read_llama_mlp
 
 __all__ = [
     "ACT_LAYERS",
@@ -33,9 +33,12 @@ __all__ = [
     "GatedUnit",
     "InnerProduct",
     "LinearEmbedding",
+    "StackedGatedMLP",
     "calculate_gain",
     "get_act_layer",
     "init_linear_",
     "init_weight_",
+    "load_llama_mlp",
     "make_activation",
+    "read_llama_mlp",
 ]

@@ -8,11 +8,13 @@ LeakyReLU slope 0.01 and exact (erf) GELU, as ``torch.nn``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from torch import nn
 
 from mlpkit.errors import ConfigError
 
-__all__ = ["ACT_LAYERS", "get_act_layer", "make_activation"]
+__all__ = ["ACT_LAYERS", "GATE_ACT_LAYERS", "GELUTanh", "get_act_layer", "make_activation"]
 
 ACT_LAYERS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -26,13 +28,31 @@ ACT_LAYERS: dict[str, type[nn.Module]] = {
 """Registered activations; the keys equal :data:`mlpkit.spec.ACTIVATION_NAMES`."""
 
 
-def get_act_layer(act_layer: str | type[nn.Module]) -> type[nn.Module]:
+class GELUTanh(nn.GELU):
+    """GELU with the tanh approximation (Hendrycks & Gimpel 2016, sec. 2), the gate of GeGLU as
+    Gemma's ``gelu_pytorch_tanh`` computes it; the NumPy engine has no counterpart, so it is
+    registered for gated blocks only (:data:`GATE_ACT_LAYERS`)."""
+
+    def __init__(self) -> None:
+        super().__init__(approximate="tanh")
+
+
+GATE_ACT_LAYERS: dict[str, type[nn.Module]] = {**ACT_LAYERS, "gelu_tanh": GELUTanh}
+"""Activations a gated block may put on its gate: the registry plus ``"gelu_tanh"`` (Shazeer 2020's
+GeGLU with the tanh GELU). SwiGLU is ``"silu"``, GeGLU ``"gelu"``, ReGLU ``"relu"``."""
+
+
+def get_act_layer(
+    act_layer: str | type[nn.Module], *, registry: Mapping[str, type[nn.Module]] = ACT_LAYERS
+) -> type[nn.Module]:
     """Return the activation class for a name, or the class itself when given one.
 
     Parameters
     ----------
     act_layer : str or type of nn.Module
-        A key of :data:`ACT_LAYERS` or an ``nn.Module`` subclass.
+        A key of ``registry`` or an ``nn.Module`` subclass.
+    registry : mapping of str to nn.Module class
+        The names to accept: :data:`ACT_LAYERS`, or :data:`GATE_ACT_LAYERS` for a gate.
 
     Returns
     -------
@@ -50,13 +70,13 @@ def get_act_layer(act_layer: str | type[nn.Module]) -> type[nn.Module]:
     <class 'torch.nn.modules.activation.GELU'>
     """
     if isinstance(act_layer, str):
-        if act_layer not in ACT_LAYERS:
-            raise ConfigError(f"activation must be one of {sorted(ACT_LAYERS)}, got {act_layer!r}")
-        return ACT_LAYERS[act_layer]
+        if act_layer not in registry:
+            raise ConfigError(f"activation must be one of {sorted(registry)}, got {act_layer!r}")
+        return registry[act_layer]
     if isinstance(act_layer, type) and issubclass(act_layer, nn.Module):
         return act_layer
     raise ConfigError(
-        f"activation must be one of {sorted(ACT_LAYERS)} or an nn.Module class, got {act_layer!r}"
+        f"activation must be one of {sorted(registry)} or an nn.Module class, got {act_layer!r}"
     )
 
 
