@@ -18,6 +18,7 @@ from mlpkit.blocks.interaction import (
     InnerProduct,
 )
 from mlpkit.blocks.mlp import MLP, GatedMLP, GatedUnit, StackedGatedMLP, load_llama_mlp, read_llama_mlp
+from mlpkit.blocks.parallel import ParallelGatedMLP
 
 __all__ = [
     "ACT_LAYERS",
@@ -33,6 +34,7 @@ __all__ = [
     "GatedUnit",
     "InnerProduct",
     "LinearEmbedding",
+    "ParallelGatedMLP",
     "StackedGatedMLP",
     "calculate_gain",
     "get_act_layer",
