@@ -57,6 +57,7 @@ from mlpkit.config import (
     DEVICES,
     DTYPES,
     ENGINES,
+    MODEL_NAMES,
     MONITORS,
     OPTIMIZERS,
     SCHEDULES,
@@ -133,6 +134,8 @@ _BOOL = {"action": argparse.BooleanOptionalAction}  # --x / --no-x
 
 # Every config key a flag can set; [default] in the help is the classic recipe.
 _TRAIN_OPTIONS = (
+    _option("--model", "model.name", f"the network: {', '.join(MODEL_NAMES)}; vit trains with the torch "
+            "engine (the default engine with --model vit) [mlp]", metavar="NAME"),
     _option("--hidden", "model.hidden_features", "hidden widths, e.g. 512,256 ('' for none) [256]",
             type=_int_list, metavar="H[,H...]"),
     _option("--activation", "model.activation", f"one for all hidden layers, or one each: "
@@ -141,6 +144,18 @@ _TRAIN_OPTIONS = (
             type=_one_or_list(float), metavar="P[,P...]"),
     _option("--init", "model.init", f"weight init: {', '.join(INIT_NAMES)} [normal]", metavar="NAME"),
     _option("--init-std", "model.init_std", "std of --init normal [0.01]", type=float, metavar="STD"),
+    _option("--patch-size", "model.patch_size", "ViT: side P of the square patches [7]", type=int,
+            metavar="P"),
+    _option("--dim", "model.dim", "ViT: token width [64]", type=int, metavar="D"),
+    _option("--depth", "model.depth", "ViT: encoder blocks [6]", type=int, metavar="L"),
+    _option("--heads", "model.heads", "ViT: attention heads [4]", type=int, metavar="N"),
+    _option("--mlp-dim", "model.mlp_dim", "ViT: hidden width of each block's MLP [128]", type=int,
+            metavar="H"),
+    _option("--dim-head", "model.dim_head", "ViT: width of each attention head [dim / heads]", type=int,
+            metavar="D"),
+    _option("--emb-dropout", "model.emb_dropout", "ViT: dropout on the embedded tokens [0]", type=float,
+            metavar="P"),
+    _option("--pool", "model.pool", "ViT: what the head reads: cls, mean [cls]", metavar="NAME"),
     _option("--optimizer", "optim.optimizer", f"{', '.join(OPTIMIZERS)} [sgd]", metavar="NAME"),
     _option("--lr", "optim.lr", "learning rate [0.1]", type=float),
     _option("--momentum", "optim.momentum", "SGD momentum [0]", type=float),
@@ -292,7 +307,11 @@ def _run_train(args: argparse.Namespace) -> int:
         )
     else:
         config = load_config(args.config) if args.config else RunConfig()
-        if overrides := _overrides(args):
+        overrides = _overrides(args)
+        if overrides.get("model", {}).get("name") == "vit" and "engine" not in overrides.get("run", {}):
+            # The NumPy engine builds MLPs only: --model vit alone means the torch engine.
+            overrides.setdefault("run", {})["engine"] = "torch"
+        if overrides:
             config = config.with_overrides(overrides)
         result = train_run(config, progress=progress, overwrite=args.overwrite, command=args.argv)
     if result.rank != 0:

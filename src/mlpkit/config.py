@@ -3,7 +3,8 @@
 A configuration has five sections, each a frozen dataclass whose defaults are the classic recipe
 (784-256-10, ReLU, weights N(0, 0.01), SGD lr 0.1, batch 256, 10 epochs)::
 
-    [model]           hidden_features, activation, dropout, init, init_std
+    [model]           name, then for an MLP hidden_features, activation, dropout, init, init_std,
+                      for a ViT patch_size, dim, depth, heads, mlp_dim, dim_head, dropout, emb_dropout, pool
     [optim]           optimizer, lr, momentum, nesterov, weight_decay, batch_size, epochs,
                       schedule, min_lr, gamma, step_size, factor, schedule_patience, grad_clip_norm
     [early_stopping]  patience, min_delta, monitor, restore_best
@@ -68,6 +69,7 @@ __all__ = [
     "DEVICES",
     "DTYPES",
     "ENGINES",
+    "MODEL_NAMES",
     "MONITORS",
     "OPTIMIZERS",
     "SCHEDULES",
@@ -125,34 +127,76 @@ def _check_optional_str(name: str, value: object) -> str | None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The network between the 784 pixels and the 10 class logits; see :class:`mlpkit.spec.MLPSpec`.
+    """The network between the pixels and the class logits: an MLP (the default) or a ViT.
+
+    ``name = "mlp"`` is the :class:`mlpkit.spec.MLPSpec` the NumPy engine and torch both build;
+    ``name = "vit"`` is :class:`mlpkit.models.vit.ViT` (torch engine only), sized by the images.
+    A key of the other model set away from its default is an error.
 
     Parameters
     ----------
+    name : {"mlp", "vit"}
+        The model.
     hidden_features : tuple of int
-        Width of each hidden layer; ``()`` is softmax regression.
+        Width of each hidden layer; ``()`` is softmax regression (MLP).
     activation : str or tuple of str
-        One activation for every hidden layer, or one per layer.
+        One activation for every hidden layer, or one per layer (MLP).
     dropout : float or tuple of float
-        Dropout probability after each hidden activation, one for all or one per layer.
+        Dropout probability after each hidden activation, one for all or one per layer (MLP);
+        the ViT's dropout inside its blocks (one float).
     init : str
-        Weight initializer (``"normal"`` draws N(0, ``init_std``²)).
+        Weight initializer (``"normal"`` draws N(0, ``init_std``²)) (MLP).
     init_std : float
-        Standard deviation of ``init="normal"``.
+        Standard deviation of ``init="normal"`` (MLP).
+    patch_size : int
+        P: the image is cut into P x P patches; each image side must be a multiple of it (ViT).
+    dim : int
+        Token width (ViT).
+    depth : int
+        Encoder blocks (ViT).
+    heads : int
+        Attention heads (ViT).
+    mlp_dim : int
+        Hidden width of each block's MLP (ViT).
+    dim_head : int or None
+        Width of each attention head; None (leave it out): ``dim / heads`` (ViT).
+    emb_dropout : float
+        Dropout on the tokens after the position embedding (ViT).
+    pool : {"cls", "mean"}
+        What the ViT's head reads: the class token, or the mean of the patch tokens.
     """
 
+    name: str = "mlp"
     hidden_features: tuple[int, ...] = (256,)
     activation: str | tuple[str, ...] = "relu"
     dropout: float | tuple[float, ...] = 0.0
     init: str = "normal"
     init_std: float = 0.01
+    patch_size: int = 7
+    dim: int = 64
+    depth: int = 6
+    heads: int = 4
+    mlp_dim: int = 128
+    dim_head: int | None = None
+    emb_dropout: float = 0.0
+    pool: str = "cls"
 
     def __post_init__(self) -> None:
         with config_section("model"):
+            check_choice("name", self.name, MODEL_NAMES)
             if isinstance(self.hidden_features, str) or not isinstance(self.hidden_features, Sequence):
                 raise ValueError(
                     f"hidden_features must be a list of positive ints, got {self.hidden_features!r}"
                 )
+            defaults = {f.name: f.default for f in fields(self)}
+            for keys, users in ((_MLP_KEYS, ("mlp",)), (_VIT_KEYS, ("vit",))):
+                for key in keys:
+                    value = getattr(self, key)
+                    value = tuple(value) if isinstance(value, list) else value   # JSON and TOML give lists
+                    _only_with(key, value, defaults[key], "model", self.name, users)
+            if self.name == "vit":
+                self._check_vit()
+                return
             # MLPSpec owns the rules (names, per-layer lengths, ranges); sizes 1 are placeholders.
             spec = self.to_spec(in_features=1, out_features=1)
         set_frozen(self, "hidden_features", spec.hidden_features)
@@ -160,8 +204,29 @@ class ModelConfig:
         set_frozen(self, "dropout", spec.dropout if isinstance(spec.dropout, tuple) else float(spec.dropout))
         set_frozen(self, "init_std", float(spec.init_std))
 
+    def _check_vit(self) -> None:
+        """The ViT's settings that do not depend on the images (the patch size against the image
+        size is checked when the data is loaded)."""
+        set_frozen(self, "hidden_features", tuple(self.hidden_features))
+        if not isinstance(self.dropout, int | float) or isinstance(self.dropout, bool):
+            raise ValueError(f"dropout must be one float for model 'vit', got {self.dropout!r}")
+        set_frozen(self, "dropout", check_probability("dropout", self.dropout))
+        set_frozen(self, "emb_dropout", check_probability("emb_dropout", self.emb_dropout))
+        for key in ("patch_size", "dim", "depth", "heads", "mlp_dim"):
+            check_positive_int(key, getattr(self, key))
+        check_choice("pool", self.pool, VIT_POOLS)
+        if self.dim_head is not None:
+            check_positive_int("dim_head", self.dim_head)
+        elif self.dim % self.heads:
+            raise ValueError(
+                f"dim must be divisible by heads when dim_head is not given, got dim={self.dim} "
+                f"with heads={self.heads}"
+            )
+
     def to_spec(self, in_features: int, out_features: int) -> MLPSpec:
-        """The :class:`~mlpkit.spec.MLPSpec` for inputs of width D and C classes."""
+        """The :class:`~mlpkit.spec.MLPSpec` for inputs of width D and C classes (``name = "mlp"``)."""
+        if self.name != "mlp":
+            raise ConfigError(f"[model] name {self.name!r} is not an MLP: it has no MLPSpec")
         return MLPSpec(
             in_features,
             tuple(self.hidden_features),
@@ -171,6 +236,19 @@ class ModelConfig:
             init=self.init,
             init_std=self.init_std,
         )
+
+    def vit_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`mlpkit.models.vit.ViT` besides the image's and the classes'."""
+        return {key: getattr(self, key) for key in ("patch_size", "dim", "depth", "heads", "mlp_dim",
+                                                     "dim_head", "dropout", "emb_dropout", "pool")}
+
+
+MODEL_NAMES = ("mlp", "vit")
+"""The image task's models: ``mlp`` (both engines) and ``vit`` (torch engine)."""
+VIT_POOLS = ("cls", "mean")
+"""The ViT's pooling choices (:data:`mlpkit.models.vit.POOLS`, known here without importing torch)."""
+_MLP_KEYS = ("hidden_features", "activation", "init", "init_std")
+_VIT_KEYS = ("patch_size", "dim", "depth", "heads", "mlp_dim", "dim_head", "emb_dropout", "pool")
 
 
 # Keys used by some schedules only, and which: a value other than the default elsewhere is an error.
@@ -509,6 +587,11 @@ class RunConfig:
     def __post_init__(self) -> None:
         # Rules across sections: what an engine can do.
         engine = self.run.engine
+        if engine == "numpy" and self.model.name != "mlp":
+            raise ConfigError(
+                f"[model] name {self.model.name!r} needs engine 'torch' (the NumPy engine trains MLPs "
+                f"only), got engine 'numpy'; pass --engine torch"
+            )
         if engine == "numpy" and self.optim.grad_clip_norm is not None:
             raise ConfigError(
                 f"[optim] grad_clip_norm needs engine 'torch' (the NumPy engine does not clip gradients), "
@@ -520,6 +603,9 @@ class RunConfig:
         """``run.name``, or a name from the model and optimizer, e.g. ``"mlp256-sgd"``."""
         if self.run.name:
             return self.run.name
+        if self.model.name == "vit":
+            m = self.model
+            return f"vit-p{m.patch_size}-d{m.dim}x{m.depth}-{self.optim.optimizer}"
         hidden = "-".join(str(width) for width in self.model.hidden_features) or "linear"
         return f"mlp{hidden}-{self.optim.optimizer}"
 

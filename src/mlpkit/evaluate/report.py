@@ -143,7 +143,18 @@ def _per_layer(value: Any) -> list[Any]:
 def _model_words(
     model: Mapping[str, Any], *, in_features: int | None, num_classes: int, parameters: int | None
 ) -> str:
-    """``A 784-256-10 MLP (ReLU, 203,530 parameters)``."""
+    """``A 784-256-10 MLP (ReLU, 203,530 parameters)``; a ViT's patch, width, depth, heads and MLP."""
+    if model.get("name") == "vit":
+        details = [
+            f"{model.get('patch_size')}x{model.get('patch_size')} patches",
+            f"dim {model.get('dim')}", f"depth {model.get('depth')}", f"{model.get('heads')} heads",
+            f"MLP {model.get('mlp_dim')}", f"{model.get('pool')} pooling",
+        ]
+        if model.get("dropout"):
+            details.append(f"dropout {model['dropout']:g}")
+        if parameters is not None:
+            details.append(f"{_count(parameters)} parameters")
+        return f"A Vision Transformer ({', '.join(details)})"
     hidden = [int(width) for width in model.get("hidden_features", ())]
     # The layer widths from input to classes; without the input width they would read as shifted.
     shape = "-".join(map(str, [in_features, *hidden, num_classes])) if in_features and num_classes else ""

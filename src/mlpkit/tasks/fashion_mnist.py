@@ -34,7 +34,6 @@ from mlpkit.data.fashion_mnist import FASHION_MNIST, FashionMNIST, load_fashion_
 from mlpkit.data.images import read_images
 from mlpkit.engine import build_mlp, load_weights
 from mlpkit.engine.losses import log_softmax
-from mlpkit.engine.network import Sequential
 from mlpkit.errors import CheckpointError, ConfigError, DataFormatError
 from mlpkit.evaluate.metrics import accuracy, classification_scores, confusion_matrix, log_loss
 from mlpkit.evaluate.report import render_report
@@ -55,6 +54,7 @@ __all__ = [
     "MAX_PIXEL",
     "PREVIEW_IMAGES",
     "FashionMNISTTask",
+    "ImageModel",
     "ImageSplits",
     "LoadedRun",
     "Predictions",
@@ -277,11 +277,20 @@ def log_model(spec: MLPSpec, config: RunConfig, n_train: int) -> None:
 # -- the task given to the runner ------------------------------------------------------------------
 
 
-def model_metadata(spec: MLPSpec, classes: tuple[str, ...], epoch: int, engine: str) -> dict[str, str]:
-    """safetensors metadata (str -> str): enough to rebuild the network without config.json."""
+def model_metadata(
+    spec: MLPSpec | Mapping[str, Any], classes: tuple[str, ...], epoch: int, engine: str
+) -> dict[str, str]:
+    """safetensors metadata (str -> str): enough to rebuild the network without config.json.
+
+    ``spec`` is an MLP's :class:`MLPSpec`, or a ViT's constructor arguments (``ViT.arguments``).
+    """
+    described = (
+        {"format": "mlpkit.mlp", "spec": json.dumps(spec.to_dict())}
+        if isinstance(spec, MLPSpec)
+        else {"format": "mlpkit.vit", "vit": json.dumps(dict(spec))}
+    )
     return {
-        "format": "mlpkit.mlp",
-        "spec": json.dumps(spec.to_dict()),
+        **described,
         "classes": json.dumps(list(classes)),
         "epoch": str(epoch),
         "engine": engine,
@@ -289,11 +298,149 @@ def model_metadata(spec: MLPSpec, classes: tuple[str, ...], epoch: int, engine: 
     }
 
 
-def score(network: Sequential, x: np.ndarray, y: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
-    """Accuracy and mean cross-entropy of ``network`` on (x (N, D), y (N,)); also the predictions (N,)."""
-    logits = predict_logits(network, x)                                    # (N, C)
+def score(model: ImageModel, x: np.ndarray, y: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+    """Accuracy and mean cross-entropy of ``model`` on (x (N, D), y (N,)); also the predictions (N,)."""
+    logits = model.logits(x)                                               # (N, C)
     predicted = logits.argmax(axis=1)                                      # (N,)
     return {"accuracy": accuracy(y, predicted), "loss": log_loss(y, logits=logits)}, predicted
+
+
+def image_shape(n_features: int) -> tuple[int, int]:
+    """(H, W) of square images flattened to ``n_features`` pixels (28 x 28 for Fashion-MNIST).
+
+    Raises
+    ------
+    ConfigError
+        If ``n_features`` is not a square number (a ViT needs the image's sides).
+    """
+    side = math.isqrt(n_features)
+    if side * side != n_features:
+        raise ConfigError(
+            f"[model] name 'vit' needs square images, but the data has {n_features} pixels per image"
+        )
+    return side, side
+
+
+def _vit_logits(module: Any, x: np.ndarray, *, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """Logits (N, C) of the torch ``module`` on features (N, D), in evaluation mode and in batches."""
+    import torch
+
+    dtype = next(module.parameters()).dtype
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            parts = [
+                module(torch.as_tensor(x[i : i + batch_size], dtype=dtype)).numpy()
+                for i in range(0, len(x), batch_size)
+            ]
+    finally:
+        module.train(was_training)
+    if not parts:
+        raise ValueError("cannot predict on an empty array (0 samples)")
+    return np.concatenate(parts)
+
+
+@dataclass(frozen=True, eq=False)
+class ImageModel:
+    """An image run's network outside training, rebuilt from the weights file's metadata.
+
+    The one path by which an image run is scored: :meth:`FashionMNISTTask.finish` rebuilds its
+    model from the metadata it writes into ``model.safetensors``, and :func:`load_run` from the
+    metadata it reads back, so ``summary.json`` and ``mlpkit evaluate`` compute the same numbers
+    the same way. An MLP is scored by the NumPy network (its weights load in either engine); a
+    ViT by its torch module.
+
+    Parameters
+    ----------
+    kind : {"mlp", "vit"}
+    network : Sequential or torch.nn.Module
+        The NumPy engine's network (``kind`` mlp) or :class:`mlpkit.models.vit.ViT`.
+    spec : MLPSpec or None
+        The MLP's spec (None for a ViT).
+    image_shape : (int, int) or None
+        (H, W) for a ViT, None for an MLP (which takes any flattened row of ``in_features``).
+    in_features : int
+        D, pixels per image.
+    num_classes : int
+    num_parameters : int
+    description : str
+        One line for reports and figure titles.
+    """
+
+    kind: str
+    network: Any
+    spec: MLPSpec | None
+    image_shape: tuple[int, int] | None
+    in_features: int
+    num_classes: int
+    num_parameters: int
+    description: str
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str], dtype: np.dtype) -> ImageModel:
+        """The network the metadata describes (``format`` ``mlpkit.mlp`` or ``mlpkit.vit``), weights
+        not loaded yet.
+
+        Raises
+        ------
+        KeyError, TypeError, ValueError
+            When the metadata does not describe either.
+        """
+        if metadata.get("format") == "mlpkit.vit":
+            import torch
+
+            from mlpkit.models.vit import ViT
+
+            arguments = json.loads(metadata["vit"])
+            module = ViT(**arguments).to(getattr(torch, np.dtype(dtype).name))
+            module.eval()
+            h, w = module.image_size
+            m = arguments
+            description = (
+                f"ViT {h}x{w}/{m['patch_size'][0]}, dim {m['dim']}, depth {m['depth']}, heads {m['heads']}, "
+                f"mlp {m['mlp_dim']}, pool {m['pool']}"
+            )
+            count = sum(p.numel() for p in module.parameters())
+            return cls("vit", module, None, (h, w), h * w * module.channels, arguments["num_classes"],
+                       count, description)
+        spec = MLPSpec.from_dict(json.loads(metadata["spec"]))
+        network = build_mlp(spec, rng=np.random.default_rng(0), dtype=np.dtype(dtype))
+        network.eval()
+        return cls("mlp", network, spec, None, spec.in_features, spec.out_features, spec.num_parameters,
+                   spec.describe())
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype the network computes in (features are cast to it)."""
+        if self.kind == "mlp":
+            return np.dtype(self.network.dtype)
+        return np.dtype(str(next(self.network.parameters()).dtype).removeprefix("torch."))
+
+    def load_state(self, state: Mapping[str, np.ndarray]) -> None:
+        """Copy weights in the file layout (the names and shapes of ``model.safetensors``) in."""
+        if self.kind == "mlp":
+            self.network.load_state_dict(dict(state))
+        else:
+            from mlpkit.torch_engine import load_state_arrays
+
+            load_state_arrays(self.network, state)
+
+    def load_file(self, path: Path) -> None:
+        """Load the weights of a ``model.safetensors`` file (checked against the network)."""
+        if self.kind == "mlp":
+            load_weights(self.network, path)
+        else:
+            from mlpkit.torch_engine import load_torch_weights
+
+            load_torch_weights(self.network, path)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Logits (N, C) of features (N, D), in evaluation mode."""
+        x = np.asarray(x, dtype=self.dtype)
+        if self.kind == "mlp":
+            return predict_logits(self.network, x)
+        return _vit_logits(self.network, x)
 
 
 class FashionMNISTTask(Task):
@@ -337,18 +484,54 @@ class FashionMNISTTask(Task):
         data = dataclasses.replace(self.config.data, data_dir=data_dir)
         return FashionMNISTTask(dataclasses.replace(self.config, data=data))
 
+    @property
+    def is_vit(self) -> bool:
+        """Whether the model is a ViT (torch engine only) rather than an MLP."""
+        return self.config.model.name == "vit"
+
     def load(self, split_rng: np.random.Generator, *, log: bool = True) -> ImageSplits:
         data = load_splits(self.config, split_rng)
-        if log:
+        if log and not self.is_vit:
             log_model(self.spec(data), self.config, len(data.y_train))
         return data
 
     def spec(self, data: Splits) -> MLPSpec:
-        """The network, sized by the data: D pixels in, C classes out."""
+        """The network, sized by the data: D pixels in, C classes out (an MLP run)."""
         classes = len(data.extra.classes)
         return self.config.model.to_spec(in_features=data.x_train.shape[1], out_features=classes)
 
+    def vit_arguments(self, data: Splits) -> dict[str, Any]:
+        """The ViT's constructor arguments (as ``ViT.arguments`` records them), sized by the data.
+
+        Raises
+        ------
+        ConfigError
+            Naming the values when the images are not square or their side is not a multiple of
+            the patch size.
+        """
+        from mlpkit.models.vit import check_vit_arguments
+
+        model = self.config.model
+        h, w = image_shape(data.x_train.shape[1])
+        try:
+            _, _, dim_head = check_vit_arguments(
+                image_size=(h, w), patch_size=model.patch_size, dim=model.dim, heads=model.heads,
+                dim_head=model.dim_head, pool=model.pool,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"[model] {exc}") from exc
+        p = model.patch_size
+        return {
+            "image_size": [h, w], "patch_size": [p, p], "num_classes": len(data.extra.classes),
+            "dim": model.dim, "depth": model.depth, "heads": model.heads, "mlp_dim": model.mlp_dim,
+            "channels": 1, "dim_head": dim_head, "dropout": float(model.dropout),
+            "emb_dropout": model.emb_dropout, "pool": model.pool,
+        }
+
     def check_resources(self, data: Splits, *, device: str) -> None:
+        if self.is_vit:
+            self.vit_arguments(data)  # the geometry, before anything is built
+            return
         check_memory(self.spec(data), self.config, len(data.y_train), device=device)
 
     def build_model(self, data: Splits, init_rng: np.random.Generator) -> Any:
@@ -356,7 +539,20 @@ class FashionMNISTTask(Task):
 
         from mlpkit.torch_engine import build_torch_mlp
 
-        return build_torch_mlp(self.spec(data), rng=init_rng, dtype=getattr(torch, self.config.run.dtype))
+        dtype = getattr(torch, self.config.run.dtype)
+        if self.is_vit:
+            from mlpkit.models.vit import ViT
+
+            # Drawn from torch's generator, which the runner seeded from the run's seed.
+            vit = ViT(**self.vit_arguments(data)).to(dtype)
+            count = sum(p.numel() for p in vit.parameters())
+            logger.info("model: %s, %s parameters", self.image_model(data).description, f"{count:,}")
+            return vit
+        return build_torch_mlp(self.spec(data), rng=init_rng, dtype=dtype)
+
+    def image_model(self, data: Splits) -> ImageModel:
+        """The run's network as :func:`load_run` rebuilds it, for scoring (weights not loaded)."""
+        return ImageModel.from_metadata(self.model_metadata(data, 0, ""), np.dtype(self.config.run.dtype))
 
     def trainer_options(self, model: Any) -> dict[str, Any]:
         from mlpkit.train.torch_trainer import build_loss
@@ -364,7 +560,8 @@ class FashionMNISTTask(Task):
         return {"loss": build_loss("cross_entropy"), "augment": make_augment(self.config)}
 
     def model_metadata(self, data: Splits, epoch: int, engine: str) -> dict[str, str]:
-        return model_metadata(self.spec(data), data.extra.classes, epoch, engine)
+        described = self.vit_arguments(data) if self.is_vit else self.spec(data)
+        return model_metadata(described, data.extra.classes, epoch, engine)
 
     def describe_epoch(self, record: Mapping[str, Any]) -> str:
         return (
@@ -376,17 +573,18 @@ class FashionMNISTTask(Task):
     def finish(self, run: FinishedRun) -> dict[str, Any]:
         """Score the last and the best weights on the test set; write the figures, summary and report.
 
-        Both engines score with the NumPy network (their weights share one layout), so
+        The model is rebuilt from the weights file's metadata (:class:`ImageModel`), as
+        :func:`evaluate_run` rebuilds it: an MLP is scored by the NumPy network whichever engine
+        trained it (their weights share one layout), a ViT by its torch module. So
         ``summary.json`` holds the numbers :func:`evaluate_run` reproduces.
         """
         data, history, run_dir = run.data, run.history, run.run_dir
-        spec = self.spec(data)
         extra: ImageExtras = data.extra
-        network = build_mlp(spec, rng=np.random.default_rng(0), dtype=np.dtype(self.config.run.dtype))
-        network.load_state_dict(run.last_state)
-        final, final_pred = score(network, data.x_test, data.y_test)
-        network.load_state_dict(run.best_state)
-        best, best_pred = score(network, data.x_test, data.y_test)
+        model = self.image_model(data)
+        model.load_state(run.last_state)
+        final, final_pred = score(model, data.x_test, data.y_test)
+        model.load_state(run.best_state)
+        best, best_pred = score(model, data.x_test, data.y_test)
         # model.safetensors already holds these weights: the epoch writer saved them when they were current.
         saved, predicted = (best, best_pred) if run.restore_best else (final, final_pred)
         best_record = history.records[history.best_epoch - 1]
@@ -395,7 +593,7 @@ class FashionMNISTTask(Task):
         if importlib.util.find_spec("matplotlib") is not None:
             from mlpkit.evaluate.plots import plot_curves, plot_predictions
 
-            title = f"{run_dir.name}: test accuracy {saved['accuracy']:.4f} ({spec.describe()})"
+            title = f"{run_dir.name}: test accuracy {saved['accuracy']:.4f} ({model.description})"
             plot_curves(history.records, run_dir / CURVES_FILE, best_epoch=history.best_epoch, title=title)
             shown = slice(0, PREVIEW_IMAGES)
             images, labels = extra.test_images[shown], data.y_test[shown]
@@ -435,8 +633,8 @@ class FashionMNISTTask(Task):
             class_names=extra.classes,
             figures=figures,
             provenance=run.provenance,
-            in_features=spec.in_features,
-            parameters=spec.num_parameters,
+            in_features=model.in_features,
+            parameters=model.num_parameters,
         )
         atomic_write_text(run_dir / REPORT_FILE, report)
         return summary
@@ -457,19 +655,22 @@ class LoadedRun:
     ----------
     run_dir : Path
     config : RunConfig
-    spec : MLPSpec
-        From the weights file's metadata.
+    spec : MLPSpec or None
+        From the weights file's metadata; None for a ViT.
     classes : tuple of str
         Class names in label order, from the weights file's metadata.
-    network : Sequential
-        In evaluation mode.
+    network : Sequential or torch.nn.Module
+        In evaluation mode: the NumPy network of an MLP, the torch module of a ViT.
+    model : ImageModel
+        The network with what scores it (:meth:`ImageModel.logits`).
     """
 
     run_dir: Path
     config: RunConfig
-    spec: MLPSpec
+    spec: MLPSpec | None
     classes: tuple[str, ...]
-    network: Sequential
+    network: Any
+    model: ImageModel
 
 
 def load_run(run_dir: str | os.PathLike[str]) -> LoadedRun:
@@ -479,7 +680,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> LoadedRun:
     ------
     CheckpointError
         Naming the path: no such directory, a missing or invalid ``config.json``, a missing or
-        corrupt ``model.safetensors``, or metadata that does not describe an mlpkit MLP.
+        corrupt ``model.safetensors``, or metadata that does not describe an mlpkit MLP or ViT.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -505,19 +706,18 @@ def load_run(run_dir: str | os.PathLike[str]) -> LoadedRun:
             SUMMARY_FILE,
         )
     metadata = read_metadata(model_path)
+    kind = "ViT" if metadata.get("format") == "mlpkit.vit" else "MLP"
     try:
-        spec = MLPSpec.from_dict(json.loads(metadata["spec"]))
+        model = ImageModel.from_metadata(metadata, np.dtype(config.run.dtype))
         classes = tuple(str(name) for name in json.loads(metadata["classes"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(
-            f"{model_path}: metadata does not describe an mlpkit MLP ({type(exc).__name__}: {exc})"
+            f"{model_path}: metadata does not describe an mlpkit {kind} ({type(exc).__name__}: {exc})"
         ) from exc
-    if len(classes) != spec.out_features:
-        raise CheckpointError(f"{model_path}: {len(classes)} class names for {spec.out_features} outputs")
-    network = build_mlp(spec, rng=np.random.default_rng(0), dtype=np.dtype(config.run.dtype))
-    load_weights(network, model_path)
-    network.eval()
-    return LoadedRun(run_dir, config, spec, classes, network)
+    if len(classes) != model.num_classes:
+        raise CheckpointError(f"{model_path}: {len(classes)} class names for {model.num_classes} outputs")
+    model.load_file(model_path)
+    return LoadedRun(run_dir, config, model.spec, classes, model.network, model)
 
 
 def evaluate_run(
@@ -546,8 +746,8 @@ def evaluate_run(
         raise CheckpointError(
             f"{run_dir}: the model's classes {loaded.classes} differ from the data's {dataset.classes}"
         )
-    x_test = pixels_to_features(dataset.x_test, loaded.network.dtype)
-    scores, predicted = score(loaded.network, x_test, dataset.y_test)
+    x_test = pixels_to_features(dataset.x_test, loaded.model.dtype)
+    scores, predicted = score(loaded.model, x_test, dataset.y_test)
     confusion = confusion_matrix(dataset.y_test, predicted, num_classes=len(loaded.classes))  # (C, C)
     per_class = classification_scores(confusion)
     return {
@@ -666,16 +866,19 @@ def predict_run(
         If ``file`` is missing or malformed, or holds images of another size than the model's.
     """
     loaded = load_run(run_dir)
-    side = math.isqrt(loaded.spec.in_features)
-    shape = FASHION_MNIST.image_shape if side * side != loaded.spec.in_features else (side, side)
+    in_features = loaded.model.in_features
+    side = math.isqrt(in_features)
+    shape = loaded.model.image_shape or (
+        FASHION_MNIST.image_shape if side * side != in_features else (side, side)
+    )
     images = read_images(file, image_shape=shape, input_scale=input_scale)
     for note in images.notes:
         logger.info("%s: %s", file, note)
-    if images.pixels.shape[1] != loaded.spec.in_features:
+    if images.pixels.shape[1] != in_features:
         raise DataFormatError(
-            f"{file} has {images.pixels.shape[1]} features, but the model expects {loaded.spec.in_features}"
+            f"{file} has {images.pixels.shape[1]} features, but the model expects {in_features}"
         )
-    logits = predict_logits(loaded.network, pixels_to_features(images.pixels, loaded.network.dtype))  # (N, C)
+    logits = loaded.model.logits(pixels_to_features(images.pixels, loaded.model.dtype))             # (N, C)
     probabilities = np.exp(log_softmax(logits.astype(np.float64)))                                    # (N, C)
     predictions = Predictions(probabilities, loaded.classes, images.names, images.labels, images.notes)
     if images.labels is not None:
