@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import inspect
 import json
 import logging
 import os
@@ -439,6 +440,11 @@ def _add_experiment(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a small, fast version (for smoke tests)")
     parser.add_argument("--seed", type=int, default=0, help="seed [0]")
     parser.add_argument(
+        "--run", metavar="RUN_DIR", help="the trained run a study reads (vit-mlp: a run of 'mlpkit train "
+        "--model vit')"
+    )
+    parser.add_argument("--data-dir", metavar="DIR", help="where Fashion-MNIST is [the usual search]")
+    parser.add_argument(
         "--overwrite", action="store_true", help="write into an existing, non-empty --out directory"
     )
 
@@ -474,7 +480,17 @@ def _run_experiment(args: argparse.Namespace) -> int:
         raise OutputError(
             f"{out} already exists and is not empty; nothing was changed. Pass --overwrite to write into it"
         )
-    result = registry[args.name](out, quick=args.quick, seed=args.seed)
+    study = registry[args.name]
+    kwargs: dict[str, Any] = {"quick": args.quick, "seed": args.seed}
+    if args.data_dir is not None:
+        kwargs["data_dir"] = Path(args.data_dir)
+    if args.run is not None:
+        if "run_dir" not in inspect.signature(study).parameters:
+            raise ConfigError(
+                f"--run applies to studies that read a trained run; {args.name!r} trains its own"
+            )
+        kwargs["run_dir"] = Path(args.run)
+    result = study(out, **kwargs)
     _print_table([("experiment", args.name), ("written to", str(result))])
     return EXIT_OK
 

@@ -13,7 +13,7 @@ import pytest
 
 from fakedata import fake_images, run_cli
 from mlpkit.errors import DataNotFoundError, MissingDependencyError, OutputError
-from mlpkit.experiments import EXPERIMENTS, _common, autograd, dropout, initialization
+from mlpkit.experiments import EXPERIMENTS, _common, autograd, dropout, initialization, vit_mlp
 
 # The top-level JSON keys each module docstring documents.
 JSON_KEYS = {
@@ -24,8 +24,10 @@ JSON_KEYS = {
     "activations": {"study", "config", "x", "activations"},
     "nim": {"study", "config", "by_heaps", "by_bits", "by_width"},
     "autograd": {"study", "config", "moons", "images", "boundary", "timing"},
+    "vit-mlp": {"study", "config", "parameters", "flops", "accuracy", "ablation"},
 }
-NEEDS_FASHION_MNIST = {"dropout", "initialization", "autograd"}
+NEEDS_FASHION_MNIST = {"dropout", "initialization", "autograd", "vit-mlp"}
+READS_A_RUN = {"vit-mlp"}  # these take one more keyword, run_dir
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -33,7 +35,10 @@ def test_registry_names_every_study_with_one_signature():
     assert set(EXPERIMENTS) == set(JSON_KEYS)
     for name, run in EXPERIMENTS.items():
         params = inspect.signature(run).parameters
-        assert list(params) == ["out_dir", "quick", "seed", "data_dir"], name
+        extra = ["run_dir"] if name in READS_A_RUN else []
+        assert list(params) == ["out_dir", "quick", "seed", "data_dir", *extra], name
+        for key in extra:
+            assert params[key].kind is inspect.Parameter.KEYWORD_ONLY and params[key].default is None
         assert params["out_dir"].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
         assert all(params[k].kind is inspect.Parameter.KEYWORD_ONLY for k in ("quick", "seed", "data_dir"))
         defaults = (params["quick"].default, params["seed"].default, params["data_dir"].default)
@@ -84,7 +89,7 @@ def small_images(monkeypatch):
         fake_images(y_train, seed=1).reshape(300, 784).astype(np.float32) / 255, y_train,
         fake_images(y_test, seed=2).reshape(100, 784).astype(np.float32) / 255, y_test,
     )
-    for module in (dropout, initialization, autograd):
+    for module in (dropout, initialization, autograd, vit_mlp):
         monkeypatch.setattr(module, "load_scaled_fashion_mnist", lambda *args, **kwargs: arrays)
 
 

@@ -22,7 +22,11 @@ Every study checks that matplotlib is installed before it creates ``out_dir``.
 ``activations``         activation functions and their derivatives, from the engine
 ``nim``                 can an MLP learn which Nim positions are lost? (Bouton 1901)
 ``autograd``            the scalar-autograd MLP on two moons and 7x7 images; its cost against the engine
+``vit-mlp``             the MLP blocks of a trained ViT: parameter and FLOP shares, accuracy without each
 ======================  =====================================================================
+
+A study that reads a trained run takes one more keyword, ``run_dir`` (``--run RUN_DIR``), after
+the four above: ``vit-mlp`` reads a run of ``mlpkit train --model vit``.
 
 Studies import the data loaders, the engine and the trainer; nothing imports the studies but
 the command line.
@@ -39,6 +43,7 @@ from mlpkit.experiments.dropout import run_dropout
 from mlpkit.experiments.initialization import run_initialization
 from mlpkit.experiments.model_selection import run_model_selection
 from mlpkit.experiments.nim import run_nim
+from mlpkit.experiments.vit_mlp import run_vit_mlp
 from mlpkit.experiments.weight_decay import run_weight_decay
 
 __all__ = [
@@ -49,6 +54,7 @@ __all__ = [
     "run_initialization",
     "run_model_selection",
     "run_nim",
+    "run_vit_mlp",
     "run_weight_decay",
 ]
 
@@ -60,5 +66,6 @@ EXPERIMENTS: dict[str, Callable[..., Path]] = {
     "activations": run_activations,
     "nim": run_nim,
     "autograd": run_autograd,
+    "vit-mlp": run_vit_mlp,
 }
 """Command-line name -> ``run_<name>(out_dir, *, quick=False, seed=0, data_dir=None) -> out_dir``."""
