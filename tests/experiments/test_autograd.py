@@ -7,6 +7,7 @@ files and JSON keys on generated images.
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import sys
@@ -133,6 +134,8 @@ def test_training_learns_and_the_engine_scores_the_scalar_network(blobs):
     curves = study.train_scalar_mlp(net, train, test, epochs=5, lr=0.3, batch_size=8,
                                     rng=np.random.default_rng(0))
     assert len(curves.train_loss) == len(curves.test_accuracy) == len(curves.running_train_loss) == 5
+    # Cosine decay (Loshchilov & Hutter 2017): epoch t of T trains with lr (1 + cos(π t / T)) / 2.
+    assert curves.extra["lr"] == pytest.approx([0.3 * (1 + math.cos(math.pi * t / 5)) / 2 for t in range(5)])
     assert curves.test_accuracy[-1] > 0.9 and curves.running_train_loss[-1] < curves.running_train_loss[0]
     # The curves come from the engine with the scalar weights: recompute the last ones in the scalar graph.
     rows, labels = train[0].tolist(), train[1].tolist()

@@ -5,7 +5,8 @@ chain rule applied edge by edge; Rumelhart, Hinton & Williams, Nature 323, 1986)
 minibatch SGD on two small problems:
 
 - **two moons** (scikit-learn's ``make_moons``, noise 0.2): two interleaved half circles that no
-  line separates; the figure draws the decision boundary the network found;
+  line separates, standardized with the training points' mean and standard deviation; the figure
+  draws the decision boundary the network found, in the original coordinates;
 - **Fashion-MNIST at 7x7**: a few hundred images, each 28x28 image averaged over 4x4 blocks to
   49 inputs, ten classes.
 
@@ -64,6 +65,7 @@ from mlpkit.experiments._common import (
     write_study,
 )
 from mlpkit.spec import MLPSpec
+from mlpkit.train.schedules import CosineLR
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -236,8 +238,11 @@ def train_scalar_mlp(
     """Minibatch SGD on the scalar MLP with softmax cross-entropy, scored after each epoch.
 
     Each step builds one graph for the batch (``cross_entropy_loss`` of the batch's logits),
-    calls ``backward()`` and moves every parameter by ``−lr · grad``. After each epoch the
-    weights are copied into a NumPy engine network, which scores the training and test sets.
+    calls ``backward()`` and moves every parameter by ``−lr · grad``. The learning rate follows
+    the trainers' cosine schedule (:class:`~mlpkit.train.schedules.CosineLR`, from ``lr`` in the
+    first epoch towards 0), so that the last epochs settle instead of ending on one large step's
+    jump. After each epoch the weights are copied into a NumPy engine network, which scores the
+    training and test sets.
 
     Parameters
     ----------
@@ -246,12 +251,14 @@ def train_scalar_mlp(
     train, test : (ndarray of shape (N, D), ndarray of shape (N,) int)
     epochs, batch_size : int
     lr : float
+        The first epoch's learning rate.
     rng : numpy.random.Generator
         Shuffles the training set every epoch.
 
     Returns
     -------
     Curves
+        With ``extra["lr"]``, each epoch's learning rate.
     """
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
@@ -259,8 +266,11 @@ def train_scalar_mlp(
     x_train, y_train = train
     rows, labels = x_train.tolist(), y_train.tolist()                  # Python floats and ints
     params = net.parameters()
-    curves = Curves([], [], [], [], [], stop_reason=f"completed {count(epochs, 'epoch')}")
+    curves = Curves([], [], [], [], [], extra={"lr": []}, stop_reason=f"completed {count(epochs, 'epoch')}")
+    schedule = CosineLR(lr, epochs=epochs)
     for _ in range(epochs):
+        step_size = schedule.lr
+        curves.extra["lr"].append(step_size)
         order = rng.permutation(len(rows)).tolist()
         losses = []
         for start in range(0, len(order), batch_size):
@@ -269,8 +279,9 @@ def train_scalar_mlp(
             net.zero_grad()
             loss.backward()
             for p in params:
-                p.data -= lr * p.grad
+                p.data -= step_size * p.grad
             losses.append(loss.data * len(batch))
+        schedule.step()
         network = _engine_twin(net)
         curves.running_train_loss.append(sum(losses) / len(rows))
         for (loss_list, acc_list), (x, y) in (
@@ -318,11 +329,22 @@ def _run_task(
     return net, run
 
 
-def _boundary(net: MLP, x_train: np.ndarray, y_train: np.ndarray, *, resolution: int) -> Boundary:
+def _boundary(
+    net: MLP,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    *,
+    resolution: int,
+    scale: Callable[[np.ndarray], np.ndarray] = lambda x: x,
+) -> Boundary:
+    """P(class 1) on a grid around the training points (N, 2), in their own coordinates.
+
+    ``scale`` maps those coordinates to the network's inputs (the standardization it was trained with).
+    """
     low, high = x_train.min(axis=0) - 0.5, x_train.max(axis=0) + 0.5
     x1, x2 = np.linspace(low[0], high[0], resolution), np.linspace(low[1], high[1], resolution)
     grid = np.stack(np.meshgrid(x1, x2), axis=-1).reshape(-1, 2)       # (G2·G1, 2), x1 varying fastest
-    logits = _engine_twin(net).forward(grid)                           # (G2·G1, 2)
+    logits = _engine_twin(net).forward(scale(grid))                    # (G2·G1, 2)
     # P(class 1) = softmax(z)_1 = σ(z_1 − z_0), in a form that cannot overflow.
     probability = 0.5 * (1.0 + np.tanh(0.5 * (logits[:, 1] - logits[:, 0])))
     return Boundary(
@@ -424,7 +446,8 @@ def autograd_study(
     moons_epochs: int = 40,
     image_hidden: tuple[int, ...] = (32,),
     image_epochs: int = 10,
-    lr: float = 0.3,
+    moons_lr: float = 0.5,
+    image_lr: float = 0.3,
     batch_size: int = 16,
     timing_samples: int = 32,
     timing_repeats: int = 5,
@@ -446,8 +469,10 @@ def autograd_study(
     moons_hidden, image_hidden : tuple of int
         Hidden widths (tanh) of the two networks.
     moons_epochs, image_epochs : int
-    lr, batch_size
-        SGD's settings, for both tasks.
+    moons_lr, image_lr : float
+        SGD's learning rates.
+    batch_size : int
+        SGD's, for both tasks.
     timing_samples, timing_repeats : int
         Samples per timing measurement (the engine's batch), and rounds.
     resolution : int
@@ -461,17 +486,26 @@ def autograd_study(
 
     seed = fresh_seed(rng) % 2**32                                     # scikit-learn takes a 32-bit seed
     points, classes = make_moons(n_samples=sum(n_moons), noise=MOONS_NOISE, random_state=seed)
-    moons_train = (points[: n_moons[0]], classes[: n_moons[0]])
-    moons_test = (points[n_moons[0] :], classes[n_moons[0] :])
-    sgd = {"activation": "tanh", "lr": lr, "batch_size": batch_size, "rng": rng}
+    # Standardized with the training points' mean and standard deviation: centred inputs of unit
+    # scale keep the tanh units off their flat tails at the start (LeCun et al., "Efficient
+    # BackProp", 1998, sec. 4.3). The figure draws the boundary in the original coordinates.
+    mean, std = points[: n_moons[0]].mean(axis=0), points[: n_moons[0]].std(axis=0)
+
+    def scale(x: np.ndarray) -> np.ndarray:
+        return (x - mean) / std
+
+    moons_train = (scale(points[: n_moons[0]]), classes[: n_moons[0]])
+    moons_test = (scale(points[n_moons[0] :]), classes[n_moons[0] :])
+    sgd = {"activation": "tanh", "batch_size": batch_size, "rng": rng}
     moons_net, moons = _run_task(
-        "two moons", moons_train, moons_test, hidden_features=moons_hidden, epochs=moons_epochs, **sgd
+        "two moons", moons_train, moons_test, hidden_features=moons_hidden, epochs=moons_epochs, lr=moons_lr,
+        **sgd,
     )
     images_train = (downsample(x_images), y_images)
     images_test = (downsample(x_images_test), y_images_test)
     images_net, images = _run_task(
         f"Fashion-MNIST {IMAGE_SIDE}x{IMAGE_SIDE}", images_train, images_test, hidden_features=image_hidden,
-        epochs=image_epochs, **sgd,
+        epochs=image_epochs, lr=image_lr, **sgd,
     )
     n = min(timing_samples, len(images_train[0]))
     x_time, y_time = images_train[0][:n], images_train[1][:n]
@@ -481,7 +515,8 @@ def autograd_study(
     return AutogradResult(
         moons=moons,
         images=images,
-        boundary=_boundary(moons_net, *moons_train, resolution=resolution),
+        boundary=_boundary(moons_net, points[: n_moons[0]], moons_train[1], resolution=resolution,
+                           scale=scale),
         timing=timing,
     )
 
@@ -555,17 +590,21 @@ def _summary(result: AutogradResult) -> str:
         ["NumPy engine, one sample at a time", _duration(t.engine_seconds), f"{t.ratio:,.0f}"],
         [f"NumPy engine, batch of {t.n_samples}", _duration(t.engine_batch_seconds), f"{t.batch_ratio:,.0f}"],
     ]
-    lr, batch = result.moons.lr, result.moons.batch_size
+    m, i = result.moons, result.images
     return "\n".join(
         [
             "# The scalar-autograd MLP: two moons, Fashion-MNIST at 7x7, and its cost against the engine",
             "",
             f"![decision boundary, accuracy curves and time per sample]({NAME}.png)",
             "",
-            f"Minibatch SGD (lr {lr:g}, batch {batch}) on `mlpkit.autograd.MLP`, softmax cross-entropy;",
-            "every gradient comes from `Value.backward()`. Accuracies are after the last epoch, computed by",
-            "the NumPy engine from the scalar MLP's weights; the last column is the largest difference",
-            "between the two implementations' logits on the test set.",
+            f"Minibatch SGD (batch {m.batch_size}; lr {m.lr:g} on the moons, {i.lr:g} on the images, with",
+            "cosine decay) on `mlpkit.autograd.MLP` with softmax cross-entropy; every gradient comes from",
+            "`Value.backward()`.",
+            "The moons are standardized with the training points' mean and standard deviation; the images",
+            f"are Fashion-MNIST averaged over 4x4 blocks to {IMAGE_SIDE}x{IMAGE_SIDE}, pixels in [0, 1].",
+            "Accuracies are after the last epoch, computed by the NumPy engine from the scalar MLP's",
+            "weights; the last column is the largest difference between the two implementations' logits",
+            "on the test set.",
             "",
             markdown_table(["task", "network", "train / test", "epochs", "train acc", "test acc",
                             "max logit difference"], task_rows),
