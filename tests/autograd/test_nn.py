@@ -94,6 +94,12 @@ def test_zero_grad_clears_every_parameter():
     net = MLP(2, (3,), 2, activation="tanh", rng=random.Random(0))
     cross_entropy_loss([net([1.0, -1.0])], [0]).backward()
     assert sum(abs(p.grad) for p in net.parameters()) > 0
+    first_layer, output_neuron = net.layers[0], net.layers[1].neurons[0]
+    output_neuron.zero_grad()                                          # one neuron: its weights and bias
+    assert [p.grad for p in output_neuron.parameters()] == [0.0] * 4
+    assert sum(abs(p.grad) for p in first_layer.parameters()) > 0
+    first_layer.zero_grad()
+    assert [p.grad for p in first_layer.parameters()] == [0.0] * 9
     net.zero_grad()
     assert [p.grad for p in net.parameters()] == [0.0] * len(net.parameters())
 

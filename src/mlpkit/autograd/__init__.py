@@ -27,13 +27,14 @@ True
 from __future__ import annotations
 
 from mlpkit.autograd.graph import render, to_dot
-from mlpkit.autograd.nn import ACTIVATIONS, MLP, Layer, Neuron, Vector, cross_entropy_loss, mse_loss
+from mlpkit.autograd.nn import ACTIVATIONS, MLP, Layer, Module, Neuron, Vector, cross_entropy_loss, mse_loss
 from mlpkit.autograd.value import Value, backward, topological_order
 
 __all__ = [
     "ACTIVATIONS",
     "MLP",
     "Layer",
+    "Module",
     "Neuron",
     "Value",
     "Vector",

@@ -28,6 +28,7 @@ __all__ = [
     "ACTIVATIONS",
     "MLP",
     "Layer",
+    "Module",
     "Neuron",
     "Vector",
     "cross_entropy_loss",
@@ -64,7 +65,20 @@ def _check_input(x: Sequence[Value | float], in_features: int) -> None:
         raise ValueError(f"x must have in_features={in_features} entries, got {len(x)}")
 
 
-class Neuron:
+class Module:
+    """What Neuron, Layer and MLP share: a list of parameters, and clearing their gradients."""
+
+    def parameters(self) -> list[Value]:
+        """Every trainable Value, in a fixed order."""
+        raise NotImplementedError
+
+    def zero_grad(self) -> None:
+        """Set every parameter's ``grad`` to 0: leaves accumulate over ``backward()`` calls, as in torch."""
+        for p in self.parameters():
+            p.grad = 0.0
+
+
+class Neuron(Module):
     """``f(b + Σ_j w_j x_j)`` with ``in_features`` weights.
 
     Parameters
@@ -114,7 +128,7 @@ class Neuron:
         return f"Neuron(in_features={self.in_features}, activation={self.activation!r})"
 
 
-class Layer:
+class Layer(Module):
     """``out_features`` neurons reading the same input: ``f(x W + b)`` one unit at a time.
 
     Parameters
@@ -161,7 +175,7 @@ class Layer:
         )
 
 
-class MLP:
+class MLP(Module):
     """Hidden layers with an activation, then a linear output layer: ``x -> logits``.
 
     The same network as ``mlpkit.engine.build_mlp(MLPSpec(in_features, hidden_features,
@@ -241,11 +255,6 @@ class MLP:
             named[f"{2 * i}.weight"] = layer.weight
             named[f"{2 * i}.bias"] = layer.bias
         return named
-
-    def zero_grad(self) -> None:
-        """Set every parameter's ``grad`` to 0 (leaves accumulate over ``backward()`` calls)."""
-        for p in self.parameters():
-            p.grad = 0.0
 
     @property
     def spec(self) -> MLPSpec:
