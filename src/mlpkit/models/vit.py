@@ -169,7 +169,16 @@ class EncoderBlock(nn.Module):
         self.mlp_dropout = nn.Dropout(dropout)
 
     def forward(self, z: Tensor) -> Tensor:
-        """Parameters: z, Tensor of shape (B, T, D). Returns: Tensor of shape (B, T, D)."""
+        """One block over the tokens.
+
+        Parameters
+        ----------
+        z : Tensor of shape (B, T, D)
+
+        Returns
+        -------
+        Tensor of shape (B, T, D)
+        """
         z = z + self.attention(z)                                    # (B, T, D)
         if isinstance(self.mlp, nn.Identity):
             return z                                                 # the MLP branch removed, not doubled
@@ -284,6 +293,15 @@ class ViT(nn.Module):
 
     def images(self, x: Tensor) -> Tensor:
         """Inputs as images: (B, C, H, W) as they are, or flattened rows (B, H·W·C) reshaped.
+
+        Parameters
+        ----------
+        x : Tensor of shape (B, C, H, W) or (B, H·W·C)
+
+        Returns
+        -------
+        Tensor of shape (B, C, H, W)
+            A view of ``x``.
 
         Raises
         ------
