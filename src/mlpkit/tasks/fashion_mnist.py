@@ -393,7 +393,8 @@ class ImageModel:
             from mlpkit.models.vit import ViT
 
             arguments = json.loads(metadata["vit"])
-            module = ViT(**arguments).to(getattr(torch, np.dtype(dtype).name))
+            with torch.random.fork_rng():  # the initial draw is overwritten: leave torch's generator alone
+                module = ViT(**arguments).to(getattr(torch, np.dtype(dtype).name))
             module.eval()
             h, w = module.image_size
             m = arguments
