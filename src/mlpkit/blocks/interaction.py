@@ -336,10 +336,10 @@ class CrossNetMix(nn.Module):
     100 (Frappe's 10 fields x 10) with K = 4 and r = 8 that is 7,156 against CrossNetV2's 10,100.
 
     Cost against :class:`CrossNetV2` (``benchmarks/crossnet_speed.py``: 3 layers, K = 4, r = 16,
-    batch 1024, forward + backward, one CPU thread): 1.94x its time at D = 100, 1.39x at D = 160,
-    0.54x at D = 400. At Frappe's width full rank is cheaper; the mixture pays off from a width
-    between 160 and 400, where D² outgrows K·r·(2·D + r). Against the per-expert loop on (B, D, 1)
-    columns of the public implementations: 0.23-0.29x.
+    batch 1024, forward + backward, one CPU thread, two runs): 1.75-1.81x its time at D = 100,
+    1.24-1.29x at D = 160, 0.52x at D = 400. At Frappe's width full rank is cheaper; the mixture
+    pays off from a width between 160 and 400, where D² outgrows K·r·(2·D + r). Against the
+    per-expert loop on (B, D, 1) columns of the public implementations: 0.22-0.24x.
 
     Each layer has its own gate W_g (D·K parameters a layer); FuxiCTR and DeepCTR-Torch share one
     gate across the layers, the paper's notation leaves it open.
