@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
+from torch import nn
 
 from mlpkit.blocks import GatedMLP, load_llama_mlp, read_llama_mlp
 from mlpkit.blocks.mlp import pack_gate_up, split_gate_up
@@ -116,6 +117,21 @@ def test_either_layouts_keys_load_into_either_layout(layout, source):
     mlp.load_state_dict(original.state_dict())
     for key, value in original.hf_tensors().items():
         assert torch.equal(mlp.hf_tensors()[key], value), key
+
+
+def test_a_packed_mlp_inside_a_model_saves_and_loads_under_its_prefix():
+    torch.manual_seed(0)
+    model = nn.ModuleDict({"norm": nn.LayerNorm(8), "mlp": GatedMLP(8, 12, layout="packed")})
+    state = model.state_dict()
+    assert list(state) == ["norm.weight", "norm.bias", "mlp.gate_up_proj.weight", "mlp.down_proj.weight"]
+    twin = nn.ModuleDict({"norm": nn.LayerNorm(8), "mlp": GatedMLP(8, 12, layout="split")})
+    twin.load_state_dict(state)
+    x = torch.randn(2, 8)
+    torch.testing.assert_close(twin["mlp"](twin["norm"](x)), model["mlp"](model["norm"](x)))
+    with pytest.raises(RuntimeError, match=r'Unexpected key\(s\) in state_dict: "mlp.extra.weight"'):
+        model.load_state_dict(state | {"mlp.extra.weight": torch.zeros(1)})
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "mlp.down_proj.weight"'):
+        model.load_state_dict({k: v for k, v in state.items() if k != "mlp.down_proj.weight"})
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
