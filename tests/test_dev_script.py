@@ -29,6 +29,9 @@ def needs_torch(*args: str | Path) -> bool:
         (("--config", ROOT / "configs" / "classic.toml"), False),
         (("--config", ROOT / "configs" / "classic.toml", "--engine", "torch"), True),
         (("--config", "missing.toml"), False),   # mlpkit itself reports the missing file
+        (("--model", "vit"), True),                 # a ViT trains on the torch engine only
+        (("--model", "mlp"), False),
+        (("--config", ROOT / "configs" / "vit_fashion_mnist.toml"), True),
     ],
 )
 def test_needs_torch_reads_the_options_and_the_config_file(
