@@ -428,20 +428,19 @@ class GatedMLP(nn.Module):
 
         tokens  pass                1 thread         2 threads
                                     split  packed    split  packed
-        1       forward              1.03    1.33     1.02    1.29
-        1       forward+backward     1.00    0.98     0.98    0.98
-        16      forward              1.00    0.90     1.00    1.35
-        16      forward+backward     1.00    1.03     1.00    1.19
-        512     forward              1.00    0.97     1.01    1.06
-        512     forward+backward     1.00    0.99     0.99    1.04
+        1       forward              1.03    1.33     0.99    1.31
+        1       forward+backward     1.00    0.98     0.99    0.98
+        16      forward              1.00    0.90     1.01    0.85
+        16      forward+backward     1.00    1.03     1.00    0.99
+        512     forward              1.00    0.97     1.01    0.97
+        512     forward+backward     1.00    0.99     1.01    0.99
 
     Decoding a token at a time, use ``"packed"``: the pass is a stream over the 35 MB of weights,
-    which it reads at 15-17 GB/s against ``LlamaMLP``'s 12-13 GB/s (a plain copy moves 22-23 GB/s
-    here). With two threads it is also ahead at 16 and 512 tokens, where it synchronizes the
-    threads over one product fewer. With one thread, ``"split"`` is 10% faster at 16 tokens and
-    the two are level at 512, where both run at 99% of the same rounds' 2048³ GEMM rate (with
-    two threads on the busy machine: packed 76% and 70% forward and forward+backward, ``LlamaMLP``
-    70% and 66%).
+    which it reads at 15-17 GB/s against ``LlamaMLP``'s 12-13 GB/s (a plain copy moves 22-32 GB/s
+    here). From 16 tokens on, use ``"split"``: packed is 10-15% slower at 16 tokens forward and
+    level or 3% behind at 512, where split runs at 98-99% of the same rounds' 2048³ GEMM rate
+    (94.6% forward+backward with two threads). A run with two threads on a loaded machine had put
+    packed ahead at 16 and 512 tokens; the quiet run above did not confirm it.
 
     ``forward(x, tp_slices=k)`` is the ``pretraining_tp`` computation of Hugging Face's LLaMA
     code: the gate and up weights are cut into k row blocks and the down weight into k column
