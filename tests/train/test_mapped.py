@@ -10,9 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from mlpkit.train.loop import epoch_order
 from mlpkit.train.mapped import MappedRows, is_memory_map
-from mlpkit.train.torch_trainer import TorchTrainer, build_loss, build_optimizer
+from mlpkit.train.torch_trainer import TorchTrainer, build_loss, build_optimizer, epoch_order
 
 pytestmark = pytest.mark.torch
 

@@ -43,23 +43,6 @@ Metric = tuple[Callable[[np.ndarray, np.ndarray], float], str]
 better (ROC AUC needs every score at once, so it cannot be averaged over batches as the loss is)."""
 
 
-def epoch_order(rng: np.random.Generator, n: int) -> np.ndarray:
-    """An epoch's minibatch order, for both trainers: ``rng.permutation(n)``, the same order and the
-    generator left in the same state, but (N,) int32 while N < 2**31: 4 bytes a row instead of 8
-    (the one array of an epoch that grows with the data; the shuffle draws the same numbers
-    whatever the array's dtype).
-
-    Examples
-    --------
-    >>> a, b = np.random.default_rng(0), np.random.default_rng(0)
-    >>> bool((epoch_order(a, 10) == b.permutation(10)).all()), epoch_order(a, 3).dtype
-    (True, dtype('int32'))
-    """
-    order = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
-    rng.shuffle(order)
-    return order
-
-
 class EpochTrainer:
     """Base of :class:`~mlpkit.train.NumpyTrainer` and ``TorchTrainer``: the loop, not the maths.
 

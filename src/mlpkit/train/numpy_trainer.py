@@ -17,7 +17,7 @@ from mlpkit.engine.losses import BCEWithLogitsLoss, Loss, SoftmaxCrossEntropyLos
 from mlpkit.engine.network import Sequential
 from mlpkit.engine.optimizers import Optimizer
 from mlpkit.errors import TrainingDivergedError
-from mlpkit.train.loop import MONITORS, EpochTrainer, epoch_order
+from mlpkit.train.loop import MONITORS, EpochTrainer
 
 __all__ = ["MONITORS", "NumpyTrainer", "count_correct", "predict_logits"]
 
@@ -162,7 +162,7 @@ class NumpyTrainer(EpochTrainer):
         n = len(x)
         if n == 0:
             raise ValueError("cannot train on an empty array (0 samples)")
-        order = epoch_order(self.rng, n)
+        order = self.rng.permutation(n)
         epoch = self.epochs_done + 1
         total_loss, correct, counted = 0.0, 0, True
         seen = 0
