@@ -39,11 +39,12 @@ from mlpkit.run import (
     resume_run,
     train_run,
 )
-from mlpkit.rundir import TABLE_FILE
+from mlpkit.rundir import PREDICTED_FILE, PREPROCESSING_FILE, RESIDUALS_FILE, TABLE_FILE
 from mlpkit.tasks.fashion_mnist import pixels_to_features, split_validation
 from mlpkit.train import NumpyTrainer
 
-IMAGE_RUN_FILES = set(RUN_FILES) - {TABLE_FILE}  # table.json is the CTR task's
+# table.json is the CTR task's; the preprocessing and the regression plots are the table task's.
+IMAGE_RUN_FILES = set(RUN_FILES) - {TABLE_FILE, PREPROCESSING_FILE, PREDICTED_FILE, RESIDUALS_FILE}
 
 N_VAL = 60
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

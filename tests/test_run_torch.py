@@ -26,7 +26,7 @@ from fakedata import interrupt_after, snapshot, write_fake_fashion_mnist
 from mlpkit.config import DataConfig, EarlyStoppingConfig, ModelConfig, OptimConfig, RunConfig, RunSettings
 from mlpkit.errors import CheckpointError, ConfigError
 from mlpkit.run import RUN_FILES, evaluate_run, load_run, resume_run, train_run
-from mlpkit.rundir import TABLE_FILE
+from mlpkit.rundir import PREDICTED_FILE, PREPROCESSING_FILE, RESIDUALS_FILE, TABLE_FILE
 from mlpkit.torch_engine import build_torch_mlp, load_torch_weights
 from mlpkit.train import predict_logits
 from mlpkit.train.checkpoint import CHECKPOINT_JSON, read_checkpoint
@@ -35,7 +35,8 @@ pytestmark = pytest.mark.torch  # needs torch (the `torch` extra)
 
 N_VAL = 60
 
-IMAGE_RUN_FILES = set(RUN_FILES) - {TABLE_FILE}  # table.json is the CTR task's
+# table.json is the CTR task's; the preprocessing and the regression plots are the table task's.
+IMAGE_RUN_FILES = set(RUN_FILES) - {TABLE_FILE, PREPROCESSING_FILE, PREDICTED_FILE, RESIDUALS_FILE}
 
 
 def small_config(data_dir: Path, out: Path | None, **sections: dict[str, Any]) -> RunConfig:

@@ -150,6 +150,7 @@ def test_vit_settings_come_from_the_command_line(data_dir: Path, tmp_path: Path)
     code, _, err = run_cli(
         "train", "--model", "vit", "--patch-size", "4", "--dim", "12", "--depth", "1", "--heads", "3",
         "--mlp-dim", "20", "--dim-head", "5", "--pool", "mean", "--emb-dropout", "0.1",
+        "--pos-embedding", "sincos", "--patch-norm",
         "--data-dir", data_dir, "--no-verify", "--no-download", "--val-size", "60", "--epochs", "1",
         "--optimizer", "adamw", "--lr", "0.003", "--out", tmp_path / "cli", "--no-progress",
     )
@@ -160,7 +161,7 @@ def test_vit_settings_come_from_the_command_line(data_dir: Path, tmp_path: Path)
     assert loaded.network.arguments == {
         "image_size": [28, 28], "patch_size": [4, 4], "num_classes": 10, "dim": 12, "depth": 1,
         "heads": 3, "mlp_dim": 20, "channels": 1, "dim_head": 5, "dropout": 0.0, "emb_dropout": 0.1,
-        "pool": "mean",
+        "pool": "mean", "pos_embedding": "sincos", "patch_norm": True,
     }
 
 
@@ -174,10 +175,12 @@ def test_the_shipped_vit_config_reads_as_a_vit_on_the_torch_engine() -> None:
 def test_toml_model_section_takes_the_vit_keys(tmp_path: Path) -> None:
     path = tmp_path / "vit.toml"
     path.write_text(
-        '[model]\nname = "vit"\npatch_size = 4\ndim = 32\npool = "mean"\n[run]\nengine = "torch"\n'
+        '[model]\nname = "vit"\npatch_size = 4\ndim = 32\npool = "mean"\npos_embedding = "sincos"\n'
+        'patch_norm = true\n[run]\nengine = "torch"\n'
     )
     config = load_config(path)
     assert (config.model.patch_size, config.model.dim, config.model.pool) == (4, 32, "mean")
+    assert (config.model.pos_embedding, config.model.patch_norm) == ("sincos", True)
     path.write_text('[model]\npatch_size = 4\n')
     with pytest.raises(ConfigError, match=r"\[model\] patch_size applies to model 'vit' only, got "
                                           r"patch_size=4 with model 'mlp'"):
@@ -194,6 +197,9 @@ def test_toml_model_section_takes_the_vit_keys(tmp_path: Path) -> None:
          "dim must be divisible by heads when dim_head is not given, got dim=18 with heads=4"),
         (["--hidden", "64"], "hidden_features applies to model 'mlp' only"),
         (["--pool", "max"], "pool must be one of"),
+        (["--pos-embedding", "rope"], r"pos_embedding must be one of \['learned', 'sincos'\], got 'rope'"),
+        (["--pos-embedding", "sincos", "--dim", "18", "--heads", "2"],
+         "pos_embedding 'sincos' needs dim divisible by 4, got dim=18"),
     ],
 )
 def test_bad_vit_settings_are_named_and_nothing_is_written(

@@ -64,6 +64,7 @@ from mlpkit.config import (
     SCHEDULES,
     CTRConfig,
     RunConfig,
+    TableConfig,
     load_config,
 )
 from mlpkit.data.images import INPUT_SCALES
@@ -157,6 +158,10 @@ _TRAIN_OPTIONS = (
     _option("--emb-dropout", "model.emb_dropout", "ViT: dropout on the embedded tokens [0]", type=float,
             metavar="P"),
     _option("--pool", "model.pool", "ViT: what the head reads: cls, mean [cls]", metavar="NAME"),
+    _option("--pos-embedding", "model.pos_embedding", "ViT: position embedding: learned, sincos [learned]",
+            metavar="NAME"),
+    _option("--patch-norm", "model.patch_norm", "ViT: LayerNorm before and after the patch embedding [off]",
+            **_BOOL),
     _option("--optimizer", "optim.optimizer", f"{', '.join(OPTIMIZERS)} [sgd]", metavar="NAME"),
     _option("--lr", "optim.lr", "learning rate [0.1]", type=float),
     _option("--momentum", "optim.momentum", "SGD momentum [0]", type=float),
@@ -198,6 +203,17 @@ _TRAIN_OPTIONS = (
             metavar="PIXELS"),
     _option("--flip-p", "data.flip_p", "probability of a horizontal flip in shift_flip [0.5]", type=float,
             metavar="P"),
+    _option("--data", "data.path", "a table to learn from: a CSV or Parquet file (split by seed into train, "
+            "validation and test) or a directory of train/valid/test files; needs --target",
+            metavar="FILE_OR_DIR"),
+    _option("--target", "data.target", "table: the column to predict", metavar="COLUMN"),
+    _option("--task", "data.task", "table: classification, regression, or auto (from the target) [auto]",
+            metavar="KIND"),
+    _option("--categorical", "data.categorical", "table: columns read as categories, whatever their values",
+            type=_split, metavar="COL[,COL...]"),
+    _option("--numeric", "data.numeric", "table: columns read as numbers", type=_split,
+            metavar="COL[,COL...]"),
+    _option("--ignore", "data.ignore", "table: columns not read", type=_split, metavar="COL[,COL...]"),
     _option("--seed", "run.seed", "seed of the split, init, dropout and batch order [0]", type=int),
     _option("--out", "run.out", "run directory [runs/<timestamp>-<name>]", metavar="DIR"),
     _option("--name", "run.name", "name in the default run directory [config stem, or from the model]"),
@@ -307,8 +323,12 @@ def _run_train(args: argparse.Namespace) -> int:
             command=args.argv,
         )
     else:
-        config = load_config(args.config) if args.config else RunConfig()
         overrides = _overrides(args)
+        table = {"path", "target"} & set(overrides.get("data", {}))
+        if args.config:
+            config = load_config(args.config, task="table" if table else None)
+        else:
+            config = TableConfig() if table else RunConfig()
         if overrides.get("model", {}).get("name") == "vit" and "engine" not in overrides.get("run", {}):
             # The NumPy engine builds MLPs only: --model vit alone means the torch engine.
             overrides.setdefault("run", {})["engine"] = "torch"
@@ -318,6 +338,10 @@ def _run_train(args: argparse.Namespace) -> int:
     if result.rank != 0:
         return EXIT_OK  # rank 0 reports for every process of a torchrun job
     s = result.summary
+    if s.get("task") in ("classification", "regression"):  # a table run
+        _print_table([*_table_scores(s), ("stopped", s["stop_reason"]),
+                      ("wall time", f"{s['wall_seconds']:.1f} s"), ("run directory", str(result.run_dir))])
+        return EXIT_OK
     _print_table(
         [
             (
@@ -335,6 +359,20 @@ def _run_train(args: argparse.Namespace) -> int:
         ]
     )
     return EXIT_OK
+
+
+def _table_scores(s: Mapping[str, Any]) -> list[tuple[str, object]]:
+    """The test scores of a table run (``summary.json`` or ``evaluate``), as rows to print."""
+    if s["task"] == "regression":
+        return [("test RMSE", f"{s['test_rmse']:.5g}  (MAE {s['test_mae']:.5g}, R² {_fmt(s['test_r2'])}, "
+                 f"{s['n_test']} rows)")]
+    auc = s.get("test_auc")
+    return [
+        ("test accuracy", f"{_fmt(s['test_accuracy'])}  (balanced {_fmt(s['test_balanced_accuracy'])}, "
+         f"{s['n_test']} rows)"),
+        ("test AUC", _fmt(auc) if auc is not None else "-"),
+        ("test log loss", _fmt(s["test_logloss"])),
+    ]
 
 
 def _add_evaluate(parser: argparse.ArgumentParser) -> None:
@@ -356,6 +394,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     scores = evaluate_run(args.run_dir, data_dir=args.data_dir)
     if args.json:
         print(json.dumps({"run_dir": str(args.run_dir), **scores}, indent=2))
+        return EXIT_OK
+    if scores.get("task") in ("classification", "regression"):  # a table run
+        _print_table([*_table_scores(scores), ("run directory", args.run_dir)])
+        if scores["task"] == "classification":
+            print()
+            print("confusion matrix (rows: true class, columns: predicted class)")
+            names, matrix = scores["class_names"], scores["test_confusion_matrix"]
+            _print_grid(["", *names], [[name, *row] for name, row in zip(names, matrix, strict=True)])
         return EXIT_OK
     if "test_auc" in scores:  # a CTR run
         _print_table(
@@ -397,7 +443,9 @@ def _add_predict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "file",
         metavar="FILE",
-        help="one image or many: a PNG/JPEG file or a folder of them (made grayscale and 28x28, with a "
+        help="for a table run, a CSV or Parquet file with the columns the model reads (others ignored; "
+        "writes the predicted class and each class's probability, or the predicted value). For an image "
+        "run, one image or many: a PNG/JPEG file or a folder of them (made grayscale and 28x28, with a "
         "note), or grey levels as IDX, .npy ((28,28), (784,), (N,784), (N,28,28), (N,28,28,1)) or .csv "
         "(N rows of 784, an optional header and label column)",
     )
@@ -420,10 +468,20 @@ def _add_predict(parser: argparse.ArgumentParser) -> None:
 
 def _run_predict(args: argparse.Namespace) -> int:
     from mlpkit._io import atomic_write_text
-    from mlpkit.run import predict_run
+    from mlpkit.run import predict_run, run_task
 
     if args.out and Path(args.out).exists() and not args.overwrite:
         raise OutputError(f"{args.out} already exists; nothing was changed. Pass --overwrite to replace it")
+    if run_task(args.run_dir) == "table":
+        from mlpkit.tasks.tabular import predict_table_run
+
+        text, facts = predict_table_run(args.run_dir, args.file)
+        if args.out:
+            atomic_write_text(args.out, text)
+            print(f"wrote {facts['rows']} predictions to {args.out}")
+        else:
+            sys.stdout.write(text)
+        return EXIT_OK
     predictions = predict_run(args.run_dir, args.file, input_scale=args.input_scale)
     text = predictions.to_csv(top_k=args.top_k, probabilities=args.probabilities)
     if args.out:

@@ -4,7 +4,8 @@ A configuration has five sections, each a frozen dataclass whose defaults are th
 (784-256-10, ReLU, weights N(0, 0.01), SGD lr 0.1, batch 256, 10 epochs)::
 
     [model]           name, then for an MLP hidden_features, activation, dropout, init, init_std,
-                      for a ViT patch_size, dim, depth, heads, mlp_dim, dim_head, dropout, emb_dropout, pool
+                      for a ViT patch_size, dim, depth, heads, mlp_dim, dim_head, dropout, emb_dropout, pool,
+                      pos_embedding, patch_norm
     [optim]           optimizer, lr, momentum, nesterov, weight_decay, batch_size, epochs,
                       schedule, min_lr, gamma, step_size, factor, schedule_patience, grad_clip_norm
     [early_stopping]  patience, min_delta, monitor, restore_best
@@ -73,6 +74,7 @@ __all__ = [
     "MONITORS",
     "OPTIMIZERS",
     "SCHEDULES",
+    "TABLE_TASKS",
     "TASKS",
     "CTRConfig",
     "CTRDataConfig",
@@ -84,6 +86,10 @@ __all__ = [
     "OptimConfig",
     "RunConfig",
     "RunSettings",
+    "TableConfig",
+    "TableDataConfig",
+    "TableEarlyStoppingConfig",
+    "TableModelConfig",
     "load_config",
 ]
 
@@ -108,7 +114,7 @@ CTR_MODEL_NAMES = (
 )
 """The keys of :data:`mlpkit.models.ctr.CTR_MODELS`, known here without importing torch (a test keeps
 the two equal)."""
-TASKS = ("fashion_mnist", "ctr")
+TASKS = ("fashion_mnist", "ctr", "table")
 """What a run trains on: each task has its config class and its plug-in in :mod:`mlpkit.tasks`."""
 
 
@@ -164,6 +170,10 @@ class ModelConfig:
         Dropout on the tokens after the position embedding (ViT).
     pool : {"cls", "mean"}
         What the ViT's head reads: the class token, or the mean of the patch tokens.
+    pos_embedding : {"learned", "sincos"}
+        The ViT's position embedding: learned, or fixed 2-D sine-cosine codes.
+    patch_norm : bool
+        LayerNorm on each patch before the ViT's patch embedding and on the token after it.
     """
 
     name: str = "mlp"
@@ -180,6 +190,8 @@ class ModelConfig:
     dim_head: int | None = None
     emb_dropout: float = 0.0
     pool: str = "cls"
+    pos_embedding: str = "learned"
+    patch_norm: bool = False
 
     def __post_init__(self) -> None:
         with config_section("model"):
@@ -215,6 +227,11 @@ class ModelConfig:
         for key in ("patch_size", "dim", "depth", "heads", "mlp_dim"):
             check_positive_int(key, getattr(self, key))
         check_choice("pool", self.pool, VIT_POOLS)
+        check_choice("pos_embedding", self.pos_embedding, VIT_POSITION_EMBEDDINGS)
+        if self.pos_embedding == "sincos" and self.dim % 4:
+            raise ValueError(f"pos_embedding 'sincos' needs dim divisible by 4, got dim={self.dim}")
+        if not isinstance(self.patch_norm, bool):
+            raise ValueError(f"patch_norm must be true or false, got {self.patch_norm!r}")
         if self.dim_head is not None:
             check_positive_int("dim_head", self.dim_head)
         elif self.dim % self.heads:
@@ -240,7 +257,8 @@ class ModelConfig:
     def vit_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :class:`mlpkit.models.vit.ViT` besides the image's and the classes'."""
         return {key: getattr(self, key) for key in ("patch_size", "dim", "depth", "heads", "mlp_dim",
-                                                     "dim_head", "dropout", "emb_dropout", "pool")}
+                                                     "dim_head", "dropout", "emb_dropout", "pool",
+                                                     "pos_embedding", "patch_norm")}
 
 
 MODEL_NAMES = ("mlp", "vit")
@@ -248,7 +266,10 @@ MODEL_NAMES = ("mlp", "vit")
 VIT_POOLS = ("cls", "mean")
 """The ViT's pooling choices (:data:`mlpkit.models.vit.POOLS`, known here without importing torch)."""
 _MLP_KEYS = ("hidden_features", "activation", "init", "init_std")
-_VIT_KEYS = ("patch_size", "dim", "depth", "heads", "mlp_dim", "dim_head", "emb_dropout", "pool")
+VIT_POSITION_EMBEDDINGS = ("learned", "sincos")
+"""The ViT's position embeddings (:data:`mlpkit.models.vit.POSITION_EMBEDDINGS`)."""
+_VIT_KEYS = ("patch_size", "dim", "depth", "heads", "mlp_dim", "dim_head", "emb_dropout", "pool",
+             "pos_embedding", "patch_norm")
 
 
 # Keys used by some schedules only, and which: a value other than the default elsewhere is an error.
@@ -839,8 +860,192 @@ class CTRConfig:
         return type(self).from_dict(_merged(self.to_dict(), overrides, source), source=source)
 
 
-AnyConfig = RunConfig | CTRConfig
-CONFIGS: dict[str, type[RunConfig] | type[CTRConfig]] = {"fashion_mnist": RunConfig, "ctr": CTRConfig}
+# -- a user's own table ------------------------------------------------------------------------
+
+
+TABLE_TASKS = ("auto", "classification", "regression")
+
+
+@dataclass(frozen=True)
+class TableModelConfig:
+    """The MLP on a table's columns (:class:`mlpkit.spec.MLPSpec` on the NumPy engine's one-hot input,
+    :class:`mlpkit.models.tabular.TabularMLP` with embeddings on the torch engine).
+
+    Parameters
+    ----------
+    hidden_features : tuple of int
+    activation : str or tuple of str
+    dropout : float or tuple of float
+    init : str
+        The Linear weights' initializer (NumPy engine and torch alike).
+    init_std : float
+        Std of ``init = "normal"``.
+    embedding_dims : dict of str to int
+        Torch engine: the embedding width of a categorical column; the others take fastai's rule
+        :func:`mlpkit.data.tabular.embedding_size`.
+    """
+
+    hidden_features: tuple[int, ...] = (256, 128)
+    activation: str | tuple[str, ...] = "relu"
+    dropout: float | tuple[float, ...] = 0.0
+    init: str = "kaiming_uniform"
+    init_std: float = 0.01
+    embedding_dims: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        with config_section("model"):
+            if isinstance(self.hidden_features, str) or not isinstance(self.hidden_features, Sequence):
+                raise ValueError(
+                    f"hidden_features must be a list of positive ints, got {self.hidden_features!r}"
+                )
+            spec = self.to_spec(1, 1)
+            set_frozen(self, "hidden_features", spec.hidden_features)
+            set_frozen(self, "activation", spec.activation)
+            dropout = spec.dropout if isinstance(spec.dropout, tuple) else float(spec.dropout)
+            set_frozen(self, "dropout", dropout)
+            set_frozen(self, "init_std", float(spec.init_std))
+            if not isinstance(self.embedding_dims, Mapping):
+                raise ValueError(
+                    f"embedding_dims must be a table of column = width, got {self.embedding_dims!r}"
+                )
+            for column, width in self.embedding_dims.items():
+                check_positive_int(f"embedding_dims[{column!r}]", width)
+            set_frozen(self, "embedding_dims", dict(self.embedding_dims))
+
+    def to_spec(self, in_features: int, out_features: int) -> MLPSpec:
+        """The NumPy engine's MLP for ``in_features`` one-hot inputs and ``out_features`` logits."""
+        return MLPSpec(in_features, tuple(self.hidden_features), out_features, activation=self.activation,
+                       dropout=self.dropout, init=self.init, init_std=self.init_std)
+
+
+@dataclass(frozen=True)
+class TableDataConfig:
+    """Which table, which column to predict, and how the columns are read (:mod:`mlpkit.data.tabular`).
+
+    Parameters
+    ----------
+    path : str or None
+        One CSV or Parquet file (split by seed into train, validation and test), or a directory
+        holding ``train``, ``valid`` and ``test`` files; required to train.
+    target : str or None
+        The column to predict; required to train.
+    task : {"auto", "classification", "regression"}
+        ``auto`` infers it from the target (:func:`mlpkit.data.tabular.infer_task`) and logs why.
+    categorical, numeric, ignore : tuple of str
+        Columns read as categories, as numbers, or not at all, whatever their values; the others
+        are typed by :func:`mlpkit.data.tabular.plan_columns`.
+    val_fraction, test_fraction : float
+        One file: the share of rows (of each class, for classification) held out for validation
+        (which picks the best epoch) and for the test scores.
+    max_categories : int
+        Integer columns (and targets) with at most this many distinct values are categorical.
+    """
+
+    path: str | None = None
+    target: str | None = None
+    task: str = "auto"
+    categorical: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    max_categories: int = 20
+
+    def __post_init__(self) -> None:
+        with config_section("data"):
+            _check_optional_str("path", self.path)
+            _check_optional_str("target", self.target)
+            check_choice("task", self.task, TABLE_TASKS)
+            for key in ("categorical", "numeric", "ignore"):
+                names = getattr(self, key)
+                if isinstance(names, str) or not isinstance(names, Sequence) or not all(
+                    isinstance(n, str) and n for n in names
+                ):
+                    raise ValueError(f"{key} must be a list of column names, got {names!r}")
+                set_frozen(self, key, tuple(names))
+            for key in ("val_fraction", "test_fraction"):
+                set_frozen(self, key, check_probability(key, getattr(self, key)))
+            if self.val_fraction + self.test_fraction >= 1:
+                raise ValueError(
+                    f"val_fraction + test_fraction must leave rows to train on, got "
+                    f"{self.val_fraction:g} + {self.test_fraction:g}"
+                )
+            check_positive_int("max_categories", self.max_categories)
+
+
+TABLE_OPTIM_DEFAULTS: dict[str, Any] = {"optimizer": "adam", "lr": 1e-3, "batch_size": 128, "epochs": 200}
+"""Adam at 1e-3 (Kingma & Ba 2015) as scikit-learn's MLP, in batches of 128, for at most 200 epochs;
+early stopping on the validation loss ends most runs long before."""
+
+
+@dataclass(frozen=True)
+class TableEarlyStoppingConfig(EarlyStoppingConfig):
+    """:class:`EarlyStoppingConfig` stopping after 10 epochs without a better validation loss
+    (scikit-learn's ``n_iter_no_change``)."""
+
+    patience: int | None = 10
+
+
+_TABLE_SECTIONS: dict[str, type[Any]] = {
+    "model": TableModelConfig,
+    "optim": OptimConfig,
+    "early_stopping": TableEarlyStoppingConfig,
+    "data": TableDataConfig,
+    "run": RunSettings,
+}
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """Everything a run on a user's table depends on (``mlpkit train --data FILE --target COLUMN``);
+    the same five sections as :class:`RunConfig`, with a table's ``[data]`` and defaults for tables.
+
+    Examples
+    --------
+    >>> config = TableConfig.from_dict({"data": {"path": "houses.csv", "target": "price"}})
+    >>> config.optim.optimizer, config.model.hidden_features, config.name
+    ('adam', (256, 128), 'table-price')
+    """
+
+    model: TableModelConfig = field(default_factory=TableModelConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(**TABLE_OPTIM_DEFAULTS))
+    early_stopping: TableEarlyStoppingConfig = field(default_factory=TableEarlyStoppingConfig)
+    data: TableDataConfig = field(default_factory=TableDataConfig)
+    run: RunSettings = field(default_factory=RunSettings)
+
+    task: ClassVar[str] = "table"
+    sections: ClassVar[Mapping[str, type[Any]]] = _TABLE_SECTIONS
+
+    @property
+    def name(self) -> str:
+        """``run.name``, or ``"table-<target>"``."""
+        return self.run.name or f"table-{self.data.target or 'data'}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready nested dict: ``"task": "table"``, then one entry per section."""
+        return _to_dict(self, self.sections)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], *, source: str = "config") -> TableConfig:
+        """As :meth:`RunConfig.from_dict`; sections and keys left out take the table defaults."""
+        try:
+            sections = _check_sections(raw, cls.sections, cls.task)
+            given = {name: raw.get(name, {}) for name in sections}
+            values = _merged({"optim": dict(TABLE_OPTIM_DEFAULTS)}, given, source)
+            built = {name: _build_section(name, values.get(name, {}), cls.sections) for name in sections}
+            return cls(**built)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
+
+    def with_overrides(
+        self, overrides: Mapping[str, Mapping[str, Any]], *, source: str = "command-line options"
+    ) -> TableConfig:
+        """A copy with some keys replaced, checked like a file: ``{"data": {"target": "price"}}``."""
+        return type(self).from_dict(_merged(self.to_dict(), overrides, source), source=source)
+
+
+AnyConfig = RunConfig | CTRConfig | TableConfig
+CONFIGS: dict[str, type[Any]] = {"fashion_mnist": RunConfig, "ctr": CTRConfig, "table": TableConfig}
 """The config class of each task."""
 
 
@@ -915,8 +1120,9 @@ def load_config(path: str | Path, *, task: str | None = "fashion_mnist") -> Any:
         The file; the suffix picks the parser.
     task : str or None
         The task the file must configure (``"fashion_mnist"``: a :class:`RunConfig`; ``"ctr"``: a
-        :class:`CTRConfig`); None takes the file's own top-level ``task`` (a run's ``config.json``
-        names it; without one, ``fashion_mnist``).
+        :class:`CTRConfig`; ``"table"``: a :class:`TableConfig`); None takes the file's own top-level
+        ``task`` (a run's ``config.json`` names it; without one, ``table`` when ``[data]`` names a
+        ``target`` or ``path``, else ``fashion_mnist``).
 
     Returns
     -------
@@ -930,7 +1136,11 @@ def load_config(path: str | Path, *, task: str | None = "fashion_mnist") -> Any:
     """
     path = Path(path)
     raw = _read_raw(path)
-    chosen = task if task is not None else raw.get("task", "fashion_mnist")
+    data = raw.get("data")
+    # A file that names a target column configures a table run, whether or not it says task = "table".
+    names_a_table = isinstance(data, Mapping) and ("target" in data or "path" in data)
+    implied = "table" if names_a_table else "fashion_mnist"
+    chosen = task if task is not None else raw.get("task", implied)
     if chosen not in CONFIGS:
         raise ConfigError(f"{path}: unknown task {chosen!r}; the tasks are {list(TASKS)}")
     return CONFIGS[chosen].from_dict(raw, source=str(path))

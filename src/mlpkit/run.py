@@ -49,7 +49,7 @@ import numpy as np
 from mlpkit._io import atomic_write_json
 from mlpkit._optional import require
 from mlpkit.config import load_config
-from mlpkit.engine import SoftmaxCrossEntropyLoss, build_mlp, make_optimizer
+from mlpkit.engine import build_mlp, make_optimizer
 from mlpkit.engine.network import to_file_layout
 from mlpkit.errors import CheckpointError, ConfigError, MlpkitError, TrainingDivergedError
 from mlpkit.rundir import (
@@ -69,15 +69,8 @@ from mlpkit.rundir import (
     write_config,
 )
 from mlpkit.tasks import task_for
-from mlpkit.tasks.base import FinishedRun, Splits, Task, run_facts
-from mlpkit.tasks.fashion_mnist import (
-    FashionMNISTTask,
-    LoadedRun,
-    Predictions,
-    load_run,
-    make_augment,
-    predict_run,
-)
+from mlpkit.tasks.base import FinishedRun, Splits, Task, run_facts, run_seeds
+from mlpkit.tasks.fashion_mnist import LoadedRun, Predictions, load_run, predict_run
 from mlpkit.tasks.fashion_mnist import evaluate_run as evaluate_image_run
 from mlpkit.train import EarlyStopping, History, NumpyTrainer
 from mlpkit.train.checkpoint_files import has_checkpoint
@@ -128,17 +121,6 @@ class RunResult:
     history: History
     summary: dict[str, Any]
     rank: int = 0
-
-
-def run_seeds(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator, int]:
-    """The run's independent random streams, all from its one seed.
-
-    Returns the generators of the validation split, the initial weights (and the NumPy engine's
-    dropout masks) and the batch order, and a seed for torch's generator (torch dropout masks).
-    """
-    children = np.random.SeedSequence(seed).spawn(4)  # the first three are spawn(3)'s: old runs repeat
-    split_rng, init_rng, train_rng = (np.random.default_rng(child) for child in children[:3])
-    return split_rng, init_rng, train_rng, int(children[3].generate_state(1)[0])
 
 
 # -- what both engines share ---------------------------------------------------------------------
@@ -410,7 +392,7 @@ def _numpy_run(
     """:func:`train_run` and :func:`resume_run` on the NumPy engine (tasks with an MLPSpec model)."""
     from mlpkit.train.numpy_checkpoint import load_numpy_checkpoint
 
-    if not isinstance(task, FashionMNISTTask):
+    if not task.numpy_engine:
         raise ConfigError(
             f"the NumPy engine trains MLPSpec models only; task {task.name!r} needs engine 'torch'"
         )
@@ -433,7 +415,7 @@ def _numpy_run(
     network = build_mlp(task.spec(data), rng=init_rng, dtype=np.dtype(config.run.dtype))
     trainer = NumpyTrainer(
         network,
-        loss=SoftmaxCrossEntropyLoss(),
+        loss=task.numpy_loss(data),
         optimizer=make_optimizer(
             config.optim.optimizer, network.parameters().values(), **config.optim.optimizer_kwargs()
         ),
@@ -443,7 +425,7 @@ def _numpy_run(
         monitor=monitor,
         restore_best=False,  # the run scores both the last and the best weights
         schedule=_schedule(task, monitor),
-        augment=make_augment(config),
+        augment=task.numpy_augment(),
         progress=progress,
     )
     restore_best = config.early_stopping.restore_best
@@ -838,8 +820,9 @@ def evaluate_run(
 
     An image run returns ``test_accuracy``, ``test_loss``, ``n_test``, per-class scores and the
     confusion matrix (:func:`mlpkit.tasks.fashion_mnist.evaluate_run`); a CTR run ``test_auc``,
-    ``test_logloss`` and ``n_test`` (:func:`mlpkit.tasks.ctr.evaluate_ctr_run`): the numbers of
-    its ``summary.json``.
+    ``test_logloss`` and ``n_test`` (:func:`mlpkit.tasks.ctr.evaluate_ctr_run`); a table run the
+    scores of its kind (:func:`mlpkit.tasks.tabular.evaluate_table_run`): the numbers of its
+    ``summary.json``.
 
     Raises
     ------
@@ -848,10 +831,15 @@ def evaluate_run(
     DataNotFoundError, DataFormatError
         If the test data cannot be loaded.
     """
-    if run_task(run_dir) == "ctr":
+    task = run_task(run_dir)
+    if task == "ctr":
         from mlpkit.tasks.ctr import evaluate_ctr_run
 
         return evaluate_ctr_run(run_dir, data_dir=data_dir)
+    if task == "table":
+        from mlpkit.tasks.tabular import evaluate_table_run
+
+        return evaluate_table_run(run_dir, data_dir=data_dir)
     return evaluate_image_run(run_dir, data_dir=data_dir)
 
 

@@ -43,7 +43,10 @@ __all__ = [
     "CONFIG_FILE",
     "METRICS_FILE",
     "MODEL_FILE",
+    "PREDICTED_FILE",
+    "PREPROCESSING_FILE",
     "REPORT_FILE",
+    "RESIDUALS_FILE",
     "RUN_FILES",
     "SUMMARY_FILE",
     "TABLE_FILE",
@@ -71,9 +74,13 @@ CURVES_FILE = "curves.png"
 PREDICTIONS_FILE = "predictions.png"
 TABLE_FILE = "table.json"
 """A CTR run's fitted encoding (vocabularies, numeric transforms): what predict encodes new rows with."""
+PREPROCESSING_FILE = "preprocessing.json"
+"""A table run's preprocessing fitted on its training rows (medians, scales, categories, classes)."""
+PREDICTED_FILE = "predicted.png"
+RESIDUALS_FILE = "residuals.png"
 RUN_FILES = (
     CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, MODEL_FILE, REPORT_FILE, CURVES_FILE, PREDICTIONS_FILE,
-    TABLE_FILE,
+    TABLE_FILE, PREPROCESSING_FILE, PREDICTED_FILE, RESIDUALS_FILE,
 )
 """Every file a run writes; ``overwrite`` removes these and a checkpoint from an existing directory."""
 CHECKPOINT_FILE, CHECKPOINT_TENSORS_GLOB = CHECKPOINT_JSON, TENSORS_GLOB

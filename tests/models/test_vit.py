@@ -3,13 +3,15 @@ depth-0 reduction against formulas written out here, its MLP blocks, and its err
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from mlpkit.blocks import MLP
-from mlpkit.models.vit import ViT
+from mlpkit.models.vit import ViT, sincos_position_embedding
 
 pytestmark = pytest.mark.torch  # needs torch (the `torch` extra)
 
@@ -108,6 +110,61 @@ def test_depth_zero_mean_pool_is_a_linear_model_of_mean_patch_embeddings(batch_s
     torch.testing.assert_close(vit(x), normed @ vit.head.weight.T + vit.head.bias)
 
 
+def test_sincos_codes_are_the_written_out_sines_and_cosines() -> None:
+    # D = 8: D/4 = 2 frequencies ω = T^(-k / (D/4 - 1)) for k = 0, 1, i.e. 1 and 1/T.
+    codes = sincos_position_embedding((2, 3), 8, temperature=100.0)          # (6, 8)
+    assert codes.shape == (6, 8)
+    for i in range(2):
+        for j in range(3):
+            expected = [math.sin(j), math.sin(j / 100), math.cos(j), math.cos(j / 100),
+                        math.sin(i), math.sin(i / 100), math.cos(i), math.cos(i / 100)]
+            torch.testing.assert_close(codes[3 * i + j], torch.tensor(expected, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_sincos_positions_are_fixed_and_the_class_token_gets_none(batch_size: int) -> None:
+    vit = small_vit(pos_embedding="sincos")
+    names = {name for name, _ in vit.named_parameters()}
+    assert "pos_embedding" not in names and "pos_embedding" not in vit.state_dict()
+    torch.manual_seed(1)
+    x = torch.rand(batch_size, 784, dtype=torch.float64)
+    tokens = vit.embed(x)                                                    # (B, 17, D)
+    e, b = vit.patch_embedding.weight, vit.patch_embedding.bias
+    codes = sincos_position_embedding((4, 4), 16).double()                   # (16, D)
+    torch.testing.assert_close(tokens[:, 1:], vit.patches(x) @ e.T + b + codes)
+    torch.testing.assert_close(tokens[:, 0], vit.cls_token[0].expand(batch_size, -1))
+
+
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_patch_norm_normalizes_each_patch_and_each_token(batch_size: int) -> None:
+    vit = small_vit(patch_norm=True)
+    torch.manual_seed(1)
+    for norm in (vit.patch_norm, vit.token_norm):      # not the identity affine, so it is checked
+        nn.init.normal_(norm.weight)
+        nn.init.normal_(norm.bias)
+    x = torch.rand(batch_size, 784, dtype=torch.float64)
+    p = vit.patches(x)                                                       # (B, 16, 49)
+    p = (p - p.mean(-1, keepdim=True)) / (p.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+    normed = p * vit.patch_norm.weight + vit.patch_norm.bias
+    t = normed @ vit.patch_embedding.weight.T + vit.patch_embedding.bias
+    t = (t - t.mean(-1, keepdim=True)) / (t.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+    t = t * vit.token_norm.weight + vit.token_norm.bias                      # (B, 16, D)
+    torch.testing.assert_close(vit.embed(x)[:, 1:], t + vit.pos_embedding[:, 1:])
+
+
+def test_linear_weights_start_xavier_uniform_and_biases_zero() -> None:
+    vit = small_vit(dim=64, depth=2, heads=4, dim_head=16, mlp_dim=128)
+    linears = [m for m in vit.modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == 1 + 2 * 4 + 1                     # patch embedding, 4 per block, head
+    for linear in linears:
+        fan_out, fan_in = linear.weight.shape
+        bound = math.sqrt(6 / (fan_in + fan_out))            # Glorot & Bengio's U(-a, a)
+        w = linear.weight
+        assert w.abs().max() <= bound and w.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1)
+        assert linear.bias is None or not linear.bias.any()
+    assert not vit.cls_token.any() and vit.pos_embedding.std().item() == pytest.approx(0.02, rel=0.1)
+
+
 def test_every_mlp_block_is_mlpkits_mlp() -> None:
     vit = small_vit(depth=3, mlp_dim=24, dropout=0.1)
     assert len(vit.mlps) == 3
@@ -158,6 +215,10 @@ def test_attention_matches_the_written_out_softmax() -> None:
         ({"dim": 18, "heads": 4, "dim_head": None},
          "dim must be divisible by heads when dim_head is not given, got dim=18 with heads=4"),
         ({"pool": "max"}, "pool must be one of \\['cls', 'mean'\\], got 'max'"),
+        ({"pos_embedding": "rope"}, "pos_embedding must be one of \\['learned', 'sincos'\\], got 'rope'"),
+        ({"pos_embedding": "sincos", "dim": 18, "heads": 2, "dim_head": 9},
+         "pos_embedding 'sincos' needs dim divisible by 4 .*got dim=18"),
+        ({"patch_norm": 1}, "patch_norm must be true or false, got 1"),
         ({"depth": -1}, "depth must be a non-negative int, got -1"),
         ({"patch_size": 0}, "patch_size must be a positive int, got 0"),
         ({"dropout": 1.5}, "dropout"),

@@ -25,7 +25,7 @@ from mlpkit.errors import DataFormatError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["plot_curves", "plot_predictions"]
+__all__ = ["plot_curves", "plot_predictions", "plot_regression", "plot_scores"]
 
 _DPI = 100
 _MISTAKE_COLOR = "tab:red"
@@ -250,3 +250,59 @@ def plot_scores(
     if path is not None:
         save_png(figure, path)
     return figure
+
+
+def plot_regression(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    *,
+    predicted_path: str | os.PathLike[str] | None = None,
+    residuals_path: str | os.PathLike[str] | None = None,
+    target: str = "target",
+) -> tuple[Figure, Figure]:
+    """A regression's two diagnostic figures: predicted against true (the diagonal is a perfect
+    model), and the residual ``ŷ - y`` against the prediction (a trend or a funnel is a misfit).
+
+    Parameters
+    ----------
+    y_true, y_pred : ndarray of shape (N,)
+        In the target's own units.
+    predicted_path, residuals_path : path, optional
+        Where to write each PNG.
+    target : str
+        The target's name, for the axis labels.
+
+    Returns
+    -------
+    (Figure, Figure)
+        Each with one axes: N points, plus the diagonal or the zero line.
+    """
+    y_true, y_pred = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1:
+        raise ValueError(f"y_true and y_pred must both be (N,), got {y_true.shape} and {y_pred.shape}")
+    alpha = float(np.clip(30 / np.sqrt(max(len(y_true), 1)), 0.1, 0.8))   # dense clouds stay readable
+
+    predicted = new_figure(5.0, 5.0, feature="plotting predictions (predicted.png)")
+    ax = predicted.subplots()
+    ax.scatter(y_true, y_pred, s=8, alpha=alpha)
+    low, high = float(min(y_true.min(), y_pred.min())), float(max(y_true.max(), y_pred.max()))
+    ax.plot([low, high], [low, high], color="grey", linestyle="--", label="predicted = true")
+    ax.set_xlabel(f"true {target}")
+    ax.set_ylabel(f"predicted {target}")
+    ax.set_title("predicted against true (test)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+
+    residuals = new_figure(6.0, 4.0, feature="plotting residuals (residuals.png)")
+    ax = residuals.subplots()
+    ax.scatter(y_pred, y_pred - y_true, s=8, alpha=alpha)
+    ax.axhline(0.0, color="grey", linestyle="--")
+    ax.set_xlabel(f"predicted {target}")
+    ax.set_ylabel("residual (predicted - true)")
+    ax.set_title("residuals (test)")
+    ax.grid(alpha=0.3)
+    if predicted_path is not None:
+        save_png(predicted, predicted_path)
+    if residuals_path is not None:
+        save_png(residuals, residuals_path)
+    return predicted, residuals

@@ -24,7 +24,7 @@ import numpy as np
 
 from mlpkit.evaluate.metrics import classification_scores
 
-__all__ = ["markdown_table", "render_ctr_report", "render_report"]
+__all__ = ["markdown_table", "render_ctr_report", "render_report", "render_table_report"]
 
 # Per-epoch columns of the report, in order: (record key, header, format of a finite number).
 _EPOCH_COLUMNS = (
@@ -663,5 +663,93 @@ def render_ctr_report(
             lines += [f"Training stopped: {summary['stop_reason']}.", ""]
     lines += _figures_section(figures)
     lines += _epochs_section(records, summary.get("best_epoch"), _CTR_EPOCH_COLUMNS)
+    lines += _config_section(config)
+    return "\n".join(lines)
+
+
+_TABLE_EPOCH_COLUMNS = (
+    ("epoch", "epoch", "{}".format),
+    ("train_loss", "train loss", "{:.4f}".format),
+    ("val_loss", "val loss", "{:.4f}".format),
+    ("val_accuracy", "val accuracy", "{:.4f}".format),
+    ("lr", "lr", "{:.4g}".format),
+    ("seconds", "seconds", "{:.2f}".format),
+)
+
+
+def render_table_report(
+    *,
+    title: str,
+    config: Mapping[str, Any],
+    records: Sequence[Mapping[str, Any]],
+    summary: Mapping[str, Any],
+    figures: Mapping[str, str],
+    provenance: Mapping[str, Any] | None = None,
+) -> str:
+    """Render a run on a user's table as Markdown: the data and its columns, the test scores, the epochs.
+
+    Parameters
+    ----------
+    title : str
+    config : mapping
+        ``config.json`` of a table run.
+    records : sequence of mapping
+        Per-epoch records.
+    summary : mapping
+        ``summary.json``: ``task``, the ``test_*`` scores, ``columns``, ``classes``, sizes, ...
+    figures : mapping of str -> str
+        Caption -> relative path of each PNG.
+    provenance : mapping, optional
+        As for :func:`render_report`.
+
+    Examples
+    --------
+    >>> summary = {"task": "regression", "test_rmse": 3.5, "test_mae": 2.25, "test_r2": 0.8125,
+    ...            "columns": {"rooms": "numeric"}, "n_train": 70, "n_val": 15, "n_test": 15}
+    >>> text = render_table_report(title="t", config={"data": {"target": "price"}}, records=[],
+    ...                            summary=summary, figures={})
+    >>> [line for line in text.splitlines() if line.startswith("**Test")]
+    ['**Test RMSE 3.5** (MAE 2.25, R² 0.8125) with the weights of epoch None, the best by val_loss.']
+    """
+    provenance = provenance or {}
+    data, optim = config.get("data", {}), config.get("optim", {})
+    kinds: dict[str, list[str]] = {}
+    for name, kind in summary.get("columns", {}).items():
+        kinds.setdefault(kind, []).append(name)
+    task = summary.get("task", "?")
+    words = (
+        f"An MLP predicting {data.get('target', 'the target')!r} ({task}) from "
+        + _join([f"{len(names)} {kind} column{'' if len(names) == 1 else 's'}"
+                 for kind, names in kinds.items() if kind != "ignore"])
+        + f", trained with {_optim_words(optim)}"
+    )
+    if summary.get("n_train") is not None:
+        words += (f" on {_count(summary['n_train'])} training, {_count(summary.get('n_val', 0))} validation "
+                  f"and {_count(summary.get('n_test', 0))} test rows.")
+    lines = [f"# mlpkit table run: {title}", "", words, ""]
+    if kinds.get("ignore"):
+        lines += [f"Columns not read: {', '.join(kinds['ignore'])}.", ""]
+    lines += _run_section(config, summary, provenance)
+    lines += ["## Result", ""]
+    which = (f"epoch {summary.get('best_epoch')}, the best by {summary.get('monitor', 'val_loss')}"
+             if summary.get("saved_weights", "best_epoch") == "best_epoch"
+             else f"the last epoch ({summary.get('epochs_run')})")
+    if task == "regression" and summary.get("test_rmse") is not None:
+        lines += [f"**Test RMSE {summary['test_rmse']:.4g}** (MAE {summary['test_mae']:.4g}, "
+                  f"R² {_number(summary.get('test_r2'))}) with the weights of {which}.", ""]
+    elif summary.get("test_accuracy") is not None:
+        lines += [f"**Test accuracy {summary['test_accuracy']:.4f}** (balanced accuracy "
+                  f"{_number(summary.get('test_balanced_accuracy'))}, AUC "
+                  f"{_number(summary.get('test_auc'))}, log loss {_number(summary.get('test_logloss'))}) "
+                  f"with the weights of {which}.", ""]
+    else:
+        lines += [f"No test score: {summary.get('stop_reason') or 'the run did not complete'}.", ""]
+    lines += _figures_section(figures)
+    if summary.get("test_confusion_matrix") is not None:
+        matrix = np.asarray(summary["test_confusion_matrix"])
+        names = list(summary.get("classes") or [str(k) for k in range(len(matrix))])
+        lines += _per_class_section(matrix, names)
+        lines += _confusion_section(matrix, names)
+    lines += _epochs_section(records, summary.get("best_epoch"), _TABLE_EPOCH_COLUMNS)
     lines += _config_section(config)
     return "\n".join(lines)

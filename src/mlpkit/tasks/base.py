@@ -30,12 +30,23 @@ import numpy as np
 
 from mlpkit.train.history import History
 
-__all__ = ["FinishedRun", "Splits", "Task", "absolute", "run_facts"]
+__all__ = ["FinishedRun", "Splits", "Task", "absolute", "run_facts", "run_seeds"]
 
 
 def absolute(path: str | os.PathLike[str]) -> str:
     """``path`` made absolute, ``~`` expanded: what a run records, so it works from any directory."""
     return str(Path(path).expanduser().resolve())
+
+
+def run_seeds(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator, int]:
+    """The run's independent random streams, all from its one seed.
+
+    Returns the generators of the validation split, the initial weights (and the NumPy engine's
+    dropout masks) and the batch order, and a seed for torch's generator (torch dropout masks).
+    """
+    children = np.random.SeedSequence(seed).spawn(4)  # the first three are spawn(3)'s: old runs repeat
+    split_rng, init_rng, train_rng = (np.random.default_rng(child) for child in children[:3])
+    return split_rng, init_rng, train_rng, int(children[3].generate_state(1)[0])
 
 
 @dataclass(frozen=True)
@@ -138,6 +149,8 @@ class Task(ABC):
     name: str
     monitor_modes: Mapping[str, str]
     test_scores: tuple[str, ...]
+    numpy_engine: bool = False
+    """Whether the task's model is an MLPSpec the NumPy engine can train (:meth:`spec`)."""
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -173,6 +186,20 @@ class Task(ABC):
     @abstractmethod
     def build_model(self, data: Splits, init_rng: np.random.Generator) -> Any:
         """The torch module to train, initial weights from ``init_rng`` (or torch's seeded generator)."""
+
+    def spec(self, data: Splits) -> Any:
+        """The :class:`~mlpkit.spec.MLPSpec` the NumPy engine builds (tasks with :attr:`numpy_engine`)."""
+        raise NotImplementedError(f"task {self.name!r} has no NumPy-engine model")
+
+    def numpy_loss(self, data: Splits) -> Any:
+        """The NumPy engine's loss: softmax cross-entropy on class indices, unless the task says otherwise."""
+        from mlpkit.engine.losses import SoftmaxCrossEntropyLoss
+
+        return SoftmaxCrossEntropyLoss()
+
+    def numpy_augment(self) -> Any:
+        """The NumPy engine's training-batch augmentation, or None (the default)."""
+        return None
 
     @abstractmethod
     def trainer_options(self, model: Any) -> dict[str, Any]:

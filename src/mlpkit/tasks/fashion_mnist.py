@@ -449,6 +449,7 @@ class FashionMNISTTask(Task):
     cross-entropy, accuracy; both engines (the NumPy engine builds from :meth:`spec`)."""
 
     name = "fashion_mnist"
+    numpy_engine = True
     monitor_modes: ClassVar[Mapping[str, str]] = {
         "val_loss": "min", "val_accuracy": "max", "train_loss": "min",
     }
@@ -517,7 +518,7 @@ class FashionMNISTTask(Task):
         try:
             _, _, dim_head = check_vit_arguments(
                 image_size=(h, w), patch_size=model.patch_size, dim=model.dim, heads=model.heads,
-                dim_head=model.dim_head, pool=model.pool,
+                dim_head=model.dim_head, pool=model.pool, pos_embedding=model.pos_embedding,
             )
         except ValueError as exc:
             raise ConfigError(f"[model] {exc}") from exc
@@ -527,6 +528,7 @@ class FashionMNISTTask(Task):
             "dim": model.dim, "depth": model.depth, "heads": model.heads, "mlp_dim": model.mlp_dim,
             "channels": 1, "dim_head": dim_head, "dropout": float(model.dropout),
             "emb_dropout": model.emb_dropout, "pool": model.pool,
+            "pos_embedding": model.pos_embedding, "patch_norm": model.patch_norm,
         }
 
     def check_resources(self, data: Splits, *, device: str) -> None:
@@ -554,6 +556,9 @@ class FashionMNISTTask(Task):
     def image_model(self, data: Splits) -> ImageModel:
         """The run's network as :func:`load_run` rebuilds it, for scoring (weights not loaded)."""
         return ImageModel.from_metadata(self.model_metadata(data, 0, ""), np.dtype(self.config.run.dtype))
+
+    def numpy_augment(self) -> ShiftFlip | None:
+        return make_augment(self.config)
 
     def trainer_options(self, model: Any) -> dict[str, Any]:
         from mlpkit.train.torch_trainer import build_loss

@@ -1,0 +1,299 @@
+"""A user's own table: ``mlpkit train --data ... --target ...`` beside scikit-learn, dataset by dataset.
+
+Every table a user can get offline here: scikit-learn's bundled data sets (iris, wine, breast
+cancer, digits: classification; diabetes: regression) and, as a smoke case with missing numbers
+and hashed categories, the 200-row Criteo sample of DeepCTR (research use only: read from the
+shared datasets directory given by ``--criteo``, never copied). For each data set and seed the rows
+are split once, stratified for classification (:func:`mlpkit.data.tabular.split_rows`: 70% train,
+15% validation, 15% test) and written as ``train``/``valid``/``test`` CSV files; then, in one
+process, on the same rows:
+
+- **mlpkit**: :func:`mlpkit.run.train_run` on that directory with the defaults of
+  ``mlpkit train --data DIR --target COLUMN`` (NumPy engine; MLP 256-128, Adam 1e-3, batch 128, up to
+  200 epochs, the best epoch by validation loss, early stopping after 10 without improvement). It
+  uses the validation file to pick its epoch.
+- **sklearn MLP**: ``Pipeline(ColumnTransformer(numeric: median imputer with missing indicators +
+  StandardScaler; categorical: OneHotEncoder), MLPClassifier | MLPRegressor)`` with default settings,
+  fitted on train + validation (it selects nothing on them). The columns are typed as mlpkit typed
+  them, so both read the same features.
+- **HistGradientBoosting** (context): the same columns, categories ordinal-encoded and declared
+  categorical, default settings, on train + validation.
+
+Scores on the test rows: accuracy and AUC (binary, or one-vs-rest macro) for classification, RMSE
+for regression. Times: mlpkit's whole run (reading the CSV files, typing and preprocessing, training,
+and writing the run directory with its checkpoints, plots and report), beside its training loop
+alone (the sum of its epochs' seconds); the scikit-learn pipelines' ``fit`` on in-memory frames.
+The check per data set: mlpkit's mean score within 0.005 (accuracy, AUC) or 2% (RMSE) of the
+scikit-learn MLP pipeline's, or better, in less time.
+
+Usage::
+
+    python benchmarks/tabular.py [--seeds 3] [--criteo DIR] [--blas-env-unset]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import BLAS_ENV_VARS, machine_info, mean_sd, print_table, rerun_without_blas_env, write_json
+
+from mlpkit.config import TableConfig
+from mlpkit.data.tabular import plan_columns, split_rows
+from mlpkit.run import train_run
+
+ACCURACY_MARGIN, RMSE_MARGIN = 0.005, 0.02
+
+
+def datasets(criteo: Path | None) -> dict[str, tuple[pd.DataFrame, str, str]]:
+    """name -> (frame, target column, task)."""
+    from sklearn import datasets as sk
+
+    out: dict[str, tuple[pd.DataFrame, str, str]] = {}
+    for name, loader in (
+        ("iris", sk.load_iris),
+        ("wine", sk.load_wine),
+        ("breast_cancer", sk.load_breast_cancer),
+        ("digits", sk.load_digits),
+    ):
+        bunch = loader(as_frame=True)
+        frame = bunch.frame.rename(columns={"target": "label"})
+        frame["label"] = (
+            np.asarray(bunch.target_names)[frame["label"]] if name != "digits" else frame["label"]
+        )
+        out[name] = (frame, "label", "classification")
+    diabetes = sk.load_diabetes(as_frame=True, scaled=False).frame
+    out["diabetes"] = (diabetes, "target", "regression")
+    if criteo is not None:
+        out["criteo_sample"] = (pd.read_csv(criteo / "criteo_sample.txt"), "label", "classification")
+    return out
+
+
+def _sklearn_models(task: str, numeric: list[str], categorical: list[str], seed: int) -> dict[str, Any]:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.impute import SimpleImputer
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+    one_hot = ColumnTransformer(
+        [
+            (
+                "numeric",
+                make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler()),
+                numeric,
+            ),
+            ("categorical", OneHotEncoder(handle_unknown="ignore"), categorical),
+        ]
+    )
+    ordinal = ColumnTransformer(
+        [
+            ("numeric", "passthrough", numeric),
+            (
+                "categorical",
+                OrdinalEncoder(
+                    handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1
+                ),
+                categorical,
+            ),
+        ]
+    )
+    mask = [False] * len(numeric) + [True] * len(categorical)
+    if task == "classification":
+        mlp: Any = MLPClassifier(random_state=seed)
+        hgb: Any = HistGradientBoostingClassifier(random_state=seed, categorical_features=mask)
+    else:
+        mlp = MLPRegressor(random_state=seed)
+        hgb = HistGradientBoostingRegressor(random_state=seed, categorical_features=mask)
+    return {"sklearn MLP": make_pipeline(one_hot, mlp), "HistGradientBoosting": make_pipeline(ordinal, hgb)}
+
+
+def _scores(task: str, y: np.ndarray, predicted: Any, proba: np.ndarray | None) -> dict[str, float | None]:
+    from sklearn import metrics
+
+    if task == "regression":
+        return {"rmse": float(np.sqrt(metrics.mean_squared_error(y, predicted)))}
+    auc = None
+    if proba is not None:
+        auc = float(
+            metrics.roc_auc_score(y, proba[:, 1])
+            if proba.shape[1] == 2
+            else metrics.roc_auc_score(y, proba, multi_class="ovr")
+        )
+    return {"accuracy": float(metrics.accuracy_score(y, predicted)), "auc": auc}
+
+
+def one_seed(name: str, frame: pd.DataFrame, target: str, task: str, seed: int, work: Path) -> dict[str, Any]:
+    from mlpkit.run import run_seeds
+
+    rng = run_seeds(seed)[0]
+    classes = frame[target].astype(str).to_numpy() if task == "classification" else None
+    train, val, test = split_rows(len(frame), rng, classes=classes)
+    data = work / f"{name}-{seed}"
+    data.mkdir()
+    parts = {"train": frame.iloc[train], "valid": frame.iloc[val], "test": frame.iloc[test]}
+    for split, part in parts.items():
+        part.to_csv(data / f"{split}.csv", index=False)
+    # The CSV round trip, as mlpkit reads it, for every library.
+    read = {split: pd.read_csv(data / f"{split}.csv") for split in parts}
+    fit_rows = pd.concat([read["train"], read["valid"]], ignore_index=True)
+    plans = plan_columns(read["train"], target)
+    numeric = [p.name for p in plans if p.kind == "numeric"]
+    categorical = [p.name for p in plans if p.kind == "categorical"]
+    for column in categorical:  # OneHotEncoder wants one type per column
+        for part in (fit_rows, read["test"]):
+            part[column] = part[column].astype(str).where(part[column].notna(), "missing")
+
+    results: dict[str, Any] = {}
+    config = TableConfig.from_dict(
+        {
+            "data": {"path": str(data), "target": target, "task": task},
+            "run": {"seed": seed, "out": str(work / f"run-{name}-{seed}")},
+        }
+    )
+    start = time.perf_counter()
+    run = train_run(config)
+    seconds = time.perf_counter() - start
+    s = run.summary
+    score = (
+        {"rmse": s["test_rmse"]}
+        if task == "regression"
+        else {"accuracy": s["test_accuracy"], "auc": s["test_auc"]}
+    )
+    loop = sum(r["seconds"] for r in run.history.records)
+    results["mlpkit"] = {**score, "seconds": seconds, "loop_seconds": loop, "epochs": s["epochs_run"]}
+
+    y_fit, y_test = fit_rows[target].to_numpy(), read["test"][target].to_numpy()
+    if task == "classification":
+        y_fit, y_test = y_fit.astype(str), y_test.astype(str)
+    for label, model in _sklearn_models(task, numeric, categorical, seed).items():
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scikit-learn's MLP warns when 200 epochs did not converge
+            model.fit(fit_rows[numeric + categorical], y_fit)
+        seconds = time.perf_counter() - start
+        x_test = read["test"][numeric + categorical]
+        proba = model.predict_proba(x_test) if task == "classification" else None
+        results[label] = {
+            **_scores(task, y_test, model.predict(x_test), proba),
+            "seconds": seconds,
+            "epochs": getattr(model[-1], "n_iter_", None),
+        }
+    return results
+
+
+def run(seeds: int, criteo: Path | None) -> dict[str, Any]:
+    logging.disable(logging.INFO)  # the runs' per-epoch log lines
+    out: dict[str, Any] = {"machine": machine_info(), "seeds": seeds, "datasets": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (frame, target, task) in datasets(criteo).items():
+            per_seed = [one_seed(name, frame, target, task, seed, Path(tmp)) for seed in range(seeds)]
+            libraries = per_seed[0].keys()
+            summary: dict[str, Any] = {"task": task, "rows": len(frame), "columns": frame.shape[1] - 1}
+            for library in libraries:
+                keys = [k for k in per_seed[0][library] if per_seed[0][library][k] is not None]
+                summary[library] = {k: mean_sd([r[library][k] for r in per_seed]) for k in keys}
+            summary["per_seed"] = per_seed
+            summary["check"] = _check(task, summary)
+            out["datasets"][name] = summary
+    return out
+
+
+def _check(task: str, summary: dict[str, Any]) -> dict[str, Any]:
+    ours, theirs = summary["mlpkit"], summary["sklearn MLP"]
+    if task == "regression":
+        score_ok = ours["rmse"]["mean"] <= theirs["rmse"]["mean"] * (1 + RMSE_MARGIN)
+    else:
+        score_ok = all(
+            ours[k]["mean"] >= theirs[k]["mean"] - ACCURACY_MARGIN
+            for k in ("accuracy", "auc")
+            if k in ours and k in theirs
+        )
+    return {
+        "score": bool(score_ok),
+        "time_run": bool(ours["seconds"]["mean"] < theirs["seconds"]["mean"]),
+        "time_loop": bool(ours["loop_seconds"]["mean"] < theirs["seconds"]["mean"]),
+    }
+
+
+def report(result: dict[str, Any]) -> None:
+    rows = []
+    for name, d in result["datasets"].items():
+        for library in ("mlpkit", "sklearn MLP", "HistGradientBoosting"):
+            r = d[library]
+            score = (
+                f"RMSE {r['rmse']['mean']:.2f} ± {r['rmse']['sd']:.2f}"
+                if d["task"] == "regression"
+                else f"acc {r['accuracy']['mean']:.4f} ± {r['accuracy']['sd']:.4f}"
+            )
+            auc = f"{r['auc']['mean']:.4f}" if "auc" in r else "-"
+            loop = f"{r['loop_seconds']['mean']:.2f}" if "loop_seconds" in r else "-"
+            epochs = f"{r['epochs']['mean']:.0f}" if "epochs" in r else "-"
+            rows.append(
+                [
+                    name if library == "mlpkit" else "",
+                    library,
+                    score,
+                    auc,
+                    f"{r['seconds']['mean']:.2f}",
+                    loop,
+                    epochs,
+                ]
+            )
+        c = d["check"]
+        rows.append(
+            [
+                "",
+                "check",
+                f"score {'ok' if c['score'] else 'NOT met'}",
+                "",
+                f"run {'faster' if c['time_run'] else 'SLOWER'}",
+                f"loop {'faster' if c['time_loop'] else 'SLOWER'}",
+                "",
+            ]
+        )
+    print_table(rows, ["dataset", "library", "test score (mean ± sd)", "AUC", "seconds", "loop s", "epochs"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--criteo", type=Path, help="the directory holding criteo_sample.txt (DeepCTR's sample)"
+    )
+    parser.add_argument(
+        "--blas-env-unset",
+        action="store_true",
+        help=f"also re-run in a child process with {', '.join(BLAS_ENV_VARS)} unset",
+    )
+    parser.add_argument("--child-json", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    result = run(args.seeds, args.criteo)
+    if args.child_json:
+        print(json.dumps(result))
+        return
+    report(result)
+    if args.blas_env_unset:
+        extra = ["--seeds", str(args.seeds)] + (["--criteo", str(args.criteo)] if args.criteo else [])
+        unset = rerun_without_blas_env(__file__, extra)
+        if unset is not None:
+            print("\nwith the BLAS variables unset:")
+            report(unset)
+            result["blas_env_unset"] = unset
+    print(f"wrote {write_json('tabular', result)}")
+
+
+if __name__ == "__main__":
+    main()
