@@ -39,6 +39,7 @@ import logging
 import sys
 import tempfile
 import time
+import tomllib
 import warnings
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ from mlpkit.data.tabular import plan_columns, split_rows
 from mlpkit.run import train_run
 
 ACCURACY_MARGIN, RMSE_MARGIN = 0.005, 0.02
+OVERRIDES: dict[str, dict[str, Any]] = {}
+"""``--set section.key=value`` settings applied over mlpkit's defaults (to compare them; none by default)."""
 
 
 def datasets(criteo: Path | None) -> dict[str, tuple[pd.DataFrame, str, str]]:
@@ -162,7 +165,7 @@ def one_seed(name: str, frame: pd.DataFrame, target: str, task: str, seed: int, 
             "data": {"path": str(data), "target": target, "task": task},
             "run": {"seed": seed, "out": str(work / f"run-{name}-{seed}")},
         }
-    )
+    ).with_overrides(OVERRIDES)
     start = time.perf_counter()
     run = train_run(config)
     seconds = time.perf_counter() - start
@@ -194,11 +197,13 @@ def one_seed(name: str, frame: pd.DataFrame, target: str, task: str, seed: int, 
     return results
 
 
-def run(seeds: int, criteo: Path | None) -> dict[str, Any]:
+def run(seeds: int, criteo: Path | None, only: list[str] | None = None) -> dict[str, Any]:
     logging.disable(logging.INFO)  # the runs' per-epoch log lines
     out: dict[str, Any] = {"machine": machine_info(), "seeds": seeds, "datasets": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (frame, target, task) in datasets(criteo).items():
+            if only and name not in only:
+                continue
             per_seed = [one_seed(name, frame, target, task, seed, Path(tmp)) for seed in range(seeds)]
             libraries = per_seed[0].keys()
             summary: dict[str, Any] = {"task": task, "rows": len(frame), "columns": frame.shape[1] - 1}
@@ -278,15 +283,24 @@ def main() -> None:
         action="store_true",
         help=f"also re-run in a child process with {', '.join(BLAS_ENV_VARS)} unset",
     )
+    parser.add_argument("--datasets", type=lambda s: s.split(","), help="only these, comma-separated")
     parser.add_argument("--child-json", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a setting over mlpkit's defaults, as in a TOML file (e.g. optim.batch_size=32)")
     args = parser.parse_args()
-    result = run(args.seeds, args.criteo)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        OVERRIDES.setdefault(section, {})[name] = tomllib.loads(f"v = {value}")["v"]
+    result = run(args.seeds, args.criteo, args.datasets)
     if args.child_json:
         print(json.dumps(result))
         return
     report(result)
     if args.blas_env_unset:
         extra = ["--seeds", str(args.seeds)] + (["--criteo", str(args.criteo)] if args.criteo else [])
+        extra += ["--datasets", ",".join(args.datasets)] if args.datasets else []
+        extra += [f"--set={item}" for item in args.set]
         unset = rerun_without_blas_env(__file__, extra)
         if unset is not None:
             print("\nwith the BLAS variables unset:")

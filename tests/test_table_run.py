@@ -304,3 +304,18 @@ def test_missing_target_values_are_refused_in_given_splits(tmp_path: Path) -> No
                 {"data": {"path": str(data), "target": "churn"}, "run": {"out": str(tmp_path / "r")}}
             )
         )
+
+
+def test_a_toml_data_section_configures_a_table_run(table: Path, tmp_path: Path) -> None:
+    config = tmp_path / "churn.toml"
+    config.write_text(
+        f'[data]\npath = "{table}"\ntarget = "churn"\nignore = ["tier", "value"]\ncategorical = ["region"]\n'
+        '[optim]\nepochs = 2\n'
+    )
+    code, _, err = run_cli("train", "--config", config, "--out", tmp_path / "run", "--no-progress")
+    assert code == 0, err
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (recorded["task"], recorded["data"]["categorical"], recorded["run"]["name"]) == (
+        "table", ["region"], "churn"
+    )
+    assert "column 'region'                 categorical given" in err

@@ -23,6 +23,7 @@ EXTRAS: dict[str, str] = {
     "sklearn": "sklearn",
     "PIL": "images",
     "pyarrow": "tables",
+    "pandas": "tables",
 }
 """Top-level module -> the ``mlpkit[...]`` extra that installs it (see pyproject.toml)."""
 
