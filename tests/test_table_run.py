@@ -88,7 +88,7 @@ def test_test_scores_equal_scikit_learn_on_the_saved_model(churn_run: Path, tabl
     frame = customers()
     config = TableConfig.from_dict(json.loads((churn_run / "config.json").read_text()))
 
-    test = read_split_frames(config)[0]["test"]
+    test = read_split_frames(config).frames["test"]
     assert (
         len(test)
         == summary["n_test"]
@@ -175,7 +175,7 @@ def test_multiclass_auc_is_one_vs_rest_as_scikit_learn(table: Path, tmp_path: Pa
     assert summary["task"] == "classification" and summary["classes"] == ["0", "1", "2"]
     loaded = load_table_run(tmp_path / "tier")
 
-    test = read_split_frames(loaded.config)[0]["test"]
+    test = read_split_frames(loaded.config).frames["test"]
     logits = loaded.logits(loaded.preprocessor.transform(test))
     p = np.exp(logits - logits.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
@@ -188,7 +188,7 @@ def test_a_regression_reports_rmse_mae_r2_in_the_targets_units(table: Path, tmp_
     assert summary["task"] == "regression"
     loaded = load_table_run(out)
 
-    test = read_split_frames(loaded.config)[0]["test"]
+    test = read_split_frames(loaded.config).frames["test"]
     predicted = loaded.preprocessor.decode_regression(loaded.logits(loaded.preprocessor.transform(test)))
     # rel 1e-6: the run decodes its float32 targets, the test reads the file's float64 values.
     assert summary["test_rmse"] == pytest.approx(
@@ -291,31 +291,72 @@ def test_a_table_without_a_target_says_what_is_missing(table: Path) -> None:
     assert code != 0 and "needs --target" in err
 
 
-def test_missing_target_values_are_refused_in_given_splits(tmp_path: Path) -> None:
-    pre_rows = customers(60).drop(columns=["tier", "value"])
-    pre_rows.loc[3, "churn"] = None
+def test_rows_without_a_target_are_dropped_in_every_split(tmp_path: Path) -> None:
+    rows = customers(60)
+    rows.loc[[3, 7], "churn"] = None
     data = tmp_path / "d"
     data.mkdir()
     for name in ("train", "valid", "test"):
-        pre_rows.to_csv(data / f"{name}.csv", index=False)
-    with pytest.raises(DataFormatError, match=r"the target 'churn' is missing in row 4"):
+        rows.to_csv(data / f"{name}.csv", index=False)
+    summary = train(data, tmp_path / "r", "churn")
+    assert (summary["n_train"], summary["n_val"], summary["n_test"]) == (58, 58, 58)
+
+
+def test_an_empty_validation_split_trains_on_the_training_loss(table: Path, tmp_path: Path) -> None:
+    config = TableConfig.from_dict(
+        {
+            "data": {"path": str(table), "target": "churn", "ignore": ["tier", "value"], "val_fraction": 0.0},
+            "optim": {"epochs": 2},
+            "run": {"out": str(tmp_path / "r")},
+        }
+    )
+    result = train_run(config)
+    assert (result.summary["n_val"], result.summary["monitor"]) == (0, "train_loss")
+
+
+def test_errors_name_the_split_file_and_its_row(tmp_path: Path) -> None:
+    frame = customers(100)[["age", "plan", "churn"]]
+    data = tmp_path / "d"
+    data.mkdir()
+    frame[:60].to_csv(data / "train.csv", index=False)
+    valid = frame[60:80].copy()
+    valid.loc[valid.index[4], "churn"] = "maybe"
+    valid.to_csv(data / "valid.csv", index=False)
+    frame[80:].to_csv(data / "test.csv", index=False)
+    with pytest.raises(DataFormatError, match=r"valid\.csv: target class 'maybe' in row 5 is not one"):
         train_run(
             TableConfig.from_dict(
                 {"data": {"path": str(data), "target": "churn"}, "run": {"out": str(tmp_path / "r")}}
             )
         )
+    # One file: the row of the file, wherever the split put it.
+    one = frame.assign(age=frame.age.astype(object))
+    one.loc[99, "age"] = "unknown"
+    one.to_csv(tmp_path / "one.csv", index=False)
+    named = r"column 'age' .*holds text, (e\.g\. )?'unknown' in row 100"   # from the typing or the transform
+    for seed in (0, 1):
+        with pytest.raises(DataFormatError, match=named):
+            train_run(
+                TableConfig.from_dict(
+                    {
+                        "data": {"path": str(tmp_path / "one.csv"), "target": "churn", "numeric": ["age"]},
+                        "run": {"seed": seed, "out": str(tmp_path / f"s{seed}")},
+                    }
+                )
+            )
 
 
-def test_a_toml_data_section_configures_a_table_run(table: Path, tmp_path: Path) -> None:
-    config = tmp_path / "churn.toml"
-    config.write_text(
-        f'[data]\npath = "{table}"\ntarget = "churn"\nignore = ["tier", "value"]\ncategorical = ["region"]\n'
-        '[optim]\nepochs = 2\n'
-    )
-    code, _, err = run_cli("train", "--config", config, "--out", tmp_path / "run", "--no-progress")
-    assert code == 0, err
-    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert (recorded["task"], recorded["data"]["categorical"], recorded["run"]["name"]) == (
-        "table", ["region"], "churn"
-    )
-    assert "column 'region'                 categorical given" in err
+def test_the_task_is_decided_once_for_the_whole_table(tmp_path: Path) -> None:
+    # 21 distinct whole numbers: regression, whichever split holds the one 20.
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=120), "y": np.r_[rng.integers(0, 20, 119), 20]})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    for seed in range(4):
+        config = TableConfig.from_dict(
+            {
+                "data": {"path": str(tmp_path / "t.csv"), "target": "y"},
+                "optim": {"epochs": 1},
+                "run": {"seed": seed, "out": str(tmp_path / f"{seed}")},
+            }
+        )
+        assert train_run(config).summary["task"] == "regression"

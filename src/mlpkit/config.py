@@ -583,8 +583,58 @@ def _merged(base: Mapping[str, Any], overrides: Mapping[str, Any], source: str) 
     return merged
 
 
+class _Sections:
+    """What every run configuration shares: its sections (class attribute ``sections``), the
+    ``config.json`` round trip and command-line overrides, checked like a file."""
+
+    task: ClassVar[str]
+    sections: ClassVar[Mapping[str, type[Any]]]
+
+    @classmethod
+    def _defaults(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Section values the task sets before the file's own (which win); none by default."""
+        return {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready nested dict: ``"task"``, then one entry per section (tuples become lists)."""
+        return _to_dict(self, self.sections)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], *, source: str = "config") -> Any:
+        """Build a config from nested mappings; missing sections and keys take the task's defaults.
+
+        Parameters
+        ----------
+        raw : mapping of section -> mapping of key -> value
+            E.g. a parsed TOML file or ``config.json``; an optional top-level ``task`` must name
+            this config's task.
+        source : str
+            What ``raw`` came from (a path, or "command-line options"); every error starts with it.
+
+        Raises
+        ------
+        ConfigError
+            For an unknown section or key (listing the valid ones), another task, or an invalid value.
+        """
+        try:
+            sections = _check_sections(raw, cls.sections, cls.task)
+            for name in sections:
+                if not isinstance(raw.get(name, {}), Mapping):
+                    raise ConfigError(f"[{name}] must be a table of keys, got {raw[name]!r}")
+            values = _merged(cls._defaults(raw), {name: raw.get(name, {}) for name in sections}, source)
+            built = {name: _build_section(name, values.get(name, {}), cls.sections) for name in sections}
+            return cls(**built)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
+
+    def with_overrides(self, overrides: Mapping[str, Mapping[str, Any]], *,
+                       source: str = "command-line options") -> Any:
+        """A copy with some keys replaced, checked like a file: ``{"optim": {"lr": 0.05}}``."""
+        return type(self).from_dict(_merged(self.to_dict(), overrides, source), source=source)
+
+
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(_Sections):
     """Everything a Fashion-MNIST training run depends on; ``config.json`` of a run holds :meth:`to_dict`.
 
     Parameters
@@ -629,39 +679,6 @@ class RunConfig:
             return f"vit-p{m.patch_size}-d{m.dim}x{m.depth}-{self.optim.optimizer}"
         hidden = "-".join(str(width) for width in self.model.hidden_features) or "linear"
         return f"mlp{hidden}-{self.optim.optimizer}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready nested dict: ``"task"``, then one entry per section (tuples become lists)."""
-        return _to_dict(self, self.sections)
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any], *, source: str = "config") -> RunConfig:
-        """Build a config from nested mappings; missing sections and keys take their defaults.
-
-        Parameters
-        ----------
-        raw : mapping of section -> mapping of key -> value
-            E.g. a parsed TOML file or ``config.json``; an optional top-level ``task`` must name
-            this config's task.
-        source : str
-            What ``raw`` came from (a path, or "command-line options"); every error starts with it.
-
-        Raises
-        ------
-        ConfigError
-            For an unknown section or key (listing the valid ones), another task, or an invalid value.
-        """
-        try:
-            sections = _check_sections(raw, cls.sections, cls.task)
-            return cls(**{name: _build_section(name, raw.get(name, {}), cls.sections) for name in sections})
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from exc
-
-    def with_overrides(
-        self, overrides: Mapping[str, Mapping[str, Any]], *, source: str = "command-line options"
-    ) -> RunConfig:
-        """A copy with some keys replaced, checked like a file: ``{"optim": {"lr": 0.05}}``."""
-        return type(self).from_dict(_merged(self.to_dict(), overrides, source), source=source)
 
 
 # -- CTR runs ----------------------------------------------------------------------------------
@@ -798,7 +815,7 @@ _CTR_SECTIONS: dict[str, type[Any]] = {
 
 
 @dataclass(frozen=True)
-class CTRConfig:
+class CTRConfig(_Sections):
     """Everything a CTR training run depends on (``mlpkit ctr train``); the same five sections as
     :class:`RunConfig`, with BARS's defaults (:data:`CTR_OPTIM_DEFAULTS`, validation AUC) and the
     torch engine.
@@ -831,33 +848,16 @@ class CTRConfig:
         """``run.name``, or ``"ctr-<model>"``."""
         return self.run.name or f"ctr-{self.model.name}"
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready nested dict: ``"task": "ctr"``, then one entry per section."""
-        return _to_dict(self, self.sections)
-
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any], *, source: str = "config") -> CTRConfig:
-        """As :meth:`RunConfig.from_dict`; sections and keys left out take the CTR defaults."""
-        try:
-            sections = _check_sections(raw, cls.sections, cls.task)
-            optim = dict(CTR_OPTIM_DEFAULTS)
-            given = raw.get("optim", {})
-            chosen = given.get("schedule", "plateau") if isinstance(given, Mapping) else "plateau"
-            if chosen != "plateau":  # the plateau's own settings go with it
-                for key in ("factor", "schedule_patience", "min_lr", "schedule"):
-                    optim.pop(key)
-            defaults = {"optim": optim, "run": {"engine": "torch", "device": "auto"}}
-            values = _merged(defaults, {name: raw.get(name, {}) for name in sections}, source)
-            built = {name: _build_section(name, values.get(name, {}), cls.sections) for name in sections}
-            return cls(**built)
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from exc
-
-    def with_overrides(
-        self, overrides: Mapping[str, Mapping[str, Any]], *, source: str = "command-line options"
-    ) -> CTRConfig:
-        """A copy with some keys replaced, checked like a file: ``{"model": {"name": "fm"}}``."""
-        return type(self).from_dict(_merged(self.to_dict(), overrides, source), source=source)
+    def _defaults(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """BARS's optimizer and the torch engine; the plateau's own settings only with the plateau."""
+        optim = dict(CTR_OPTIM_DEFAULTS)
+        given = raw.get("optim", {})
+        chosen = given.get("schedule", "plateau") if isinstance(given, Mapping) else "plateau"
+        if chosen != "plateau":  # the plateau's own settings go with it
+            for key in ("factor", "schedule_patience", "min_lr", "schedule"):
+                optim.pop(key)
+        return {"optim": optim, "run": {"engine": "torch", "device": "auto"}}
 
 
 # -- a user's own table ------------------------------------------------------------------------
@@ -996,7 +996,7 @@ _TABLE_SECTIONS: dict[str, type[Any]] = {
 
 
 @dataclass(frozen=True)
-class TableConfig:
+class TableConfig(_Sections):
     """Everything a run on a user's table depends on (``mlpkit train --data FILE --target COLUMN``);
     the same five sections as :class:`RunConfig`, with a table's ``[data]`` and defaults for tables.
 
@@ -1016,32 +1016,21 @@ class TableConfig:
     task: ClassVar[str] = "table"
     sections: ClassVar[Mapping[str, type[Any]]] = _TABLE_SECTIONS
 
+    def __post_init__(self) -> None:
+        if self.run.engine == "numpy" and self.optim.grad_clip_norm is not None:
+            raise ConfigError(
+                f"[optim] grad_clip_norm needs engine 'torch' (the NumPy engine does not clip gradients), "
+                f"got grad_clip_norm={self.optim.grad_clip_norm:g} with engine 'numpy'"
+            )
+
     @property
     def name(self) -> str:
         """``run.name``, or ``"table-<target>"``."""
         return self.run.name or f"table-{self.data.target or 'data'}"
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready nested dict: ``"task": "table"``, then one entry per section."""
-        return _to_dict(self, self.sections)
-
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any], *, source: str = "config") -> TableConfig:
-        """As :meth:`RunConfig.from_dict`; sections and keys left out take the table defaults."""
-        try:
-            sections = _check_sections(raw, cls.sections, cls.task)
-            given = {name: raw.get(name, {}) for name in sections}
-            values = _merged({"optim": dict(TABLE_OPTIM_DEFAULTS)}, given, source)
-            built = {name: _build_section(name, values.get(name, {}), cls.sections) for name in sections}
-            return cls(**built)
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from exc
-
-    def with_overrides(
-        self, overrides: Mapping[str, Mapping[str, Any]], *, source: str = "command-line options"
-    ) -> TableConfig:
-        """A copy with some keys replaced, checked like a file: ``{"data": {"target": "price"}}``."""
-        return type(self).from_dict(_merged(self.to_dict(), overrides, source), source=source)
+    def _defaults(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
+        return {"optim": dict(TABLE_OPTIM_DEFAULTS)}
 
 
 AnyConfig = RunConfig | CTRConfig | TableConfig

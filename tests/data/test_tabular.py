@@ -122,7 +122,8 @@ def test_preprocessing_is_fitted_on_the_training_rows_only() -> None:
     # By hand: the median of 1.5, 2.5, 5.5 is 2.5; imputed 1.5, 2.5, 2.5, 5.5 have mean 3 and std
     # sqrt((2.25 + 0.25 + 0.25 + 6.25) / 4) = 1.5.
     assert pre.numeric == [{"name": "size", "median": 2.5, "mean": 3.0, "std": 1.5, "indicator": True}]
-    assert pre.categorical == [{"name": "city", "categories": ["Lima", "Oslo"]}]  # no "Pune": not in train
+    # No "Pune": it is not in train.
+    assert pre.categorical == [{"name": "city", "categories": ["Lima", "Oslo"], "has_missing": True}]
     arrays = pre.transform(test)
     np.testing.assert_allclose(arrays.numeric, [[(1000 - 3) / 1.5, 0.0], [(2.5 - 3) / 1.5, 1.0]], rtol=1e-6)
     assert arrays.categorical[:, 0].tolist() == [UNSEEN_ID, 2]  # Lima is category 0 -> id 2
@@ -132,9 +133,10 @@ def test_preprocessing_is_fitted_on_the_training_rows_only() -> None:
 def test_one_hot_puts_each_id_in_its_column_after_the_numbers() -> None:
     train = pd.DataFrame({"size": [1.5, 2.5], "city": ["Oslo", "Lima"], "y": ["a", "b"]})
     pre = fitted(train)
-    x = pre.one_hot(pre.transform(pd.DataFrame({"size": [3.0], "city": ["Rome"]})))
-    # size standardized: (3 - 2) / 0.5 = 2; city: 4 ids (missing, unseen, Lima, Oslo), Rome is unseen.
-    np.testing.assert_array_equal(x, [[2.0, 0.0, 1.0, 0.0, 0.0]])
+    x = pre.one_hot(pre.transform(pd.DataFrame({"size": [3.0, 2.0, 2.0], "city": ["Rome", "Oslo", None]})))
+    # size standardized: (3 - 2) / 0.5 = 2; city: 4 ids (missing, unseen, Lima, Oslo). Rome is unseen
+    # and training had no missing city: both ids were never trained, so their blocks stay zero.
+    np.testing.assert_array_equal(x, [[2.0, 0, 0, 0, 0], [0.0, 0, 0, 0, 1], [0.0, 0, 0, 0, 0]])
     assert pre.one_hot_width == 5
 
 
@@ -171,3 +173,27 @@ def test_duplicate_column_names_are_refused(tmp_path: Path) -> None:
 def test_fastai_embedding_rule() -> None:
     # min(600, round(1.6 · n^0.56)): n = 10 -> round(5.81) = 6; n = 2 -> round(2.36) = 2.
     assert [embedding_size(n) for n in (2, 10, 10**6)] == [2, 6, 600]
+
+
+def test_every_class_keeps_a_training_row() -> None:
+    classes = np.array(["a"] * 20 + ["rare"] * 2)
+    train, _, _ = split_rows(22, np.random.default_rng(0), classes=classes, val_fraction=0.3,
+                                  test_fraction=0.3)
+    assert "rare" in set(classes[train])
+
+
+def test_distinct_whole_numbers_are_amounts_unless_they_count_rows_or_are_named_id() -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"sqft": rng.choice(np.arange(500, 5000), 100, replace=False),
+                          "row": np.arange(100), "user_id": rng.choice(10**6, 100, replace=False),
+                          "y": rng.normal(size=100)})
+    kinds = {p.name: p.kind for p in plan_columns(frame, "y")}
+    assert kinds == {"sqft": "numeric", "row": "ignore", "user_id": "ignore"}
+
+
+def test_infinite_numbers_are_imputed_like_missing_ones() -> None:
+    train = pd.DataFrame({"v": [1.5, np.inf, 2.5, 4.5], "y": ["a", "b", "a", "b"]})
+    pre = TablePreprocessor.fit(train, plan_columns(train, "y"), "y", "classification")
+    # The median of 1.5, 2.5, 4.5 is 2.5, standing in for inf; the indicator marks the row.
+    assert pre.numeric[0]["median"] == 2.5 and pre.numeric[0]["indicator"]
+    assert np.isfinite(pre.transform(pd.DataFrame({"v": [-np.inf]})).numeric).all()

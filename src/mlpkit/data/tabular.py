@@ -148,6 +148,12 @@ class ColumnPlan:
     reason: str
 
 
+def _whole(x: np.ndarray) -> np.ndarray:
+    """(N,) bool: which values are finite whole numbers."""
+    finite = np.isfinite(x)
+    return finite & (np.floor(np.where(finite, x, 0.0)) == np.where(finite, x, 0.0))
+
+
 def _looks_like_dates(values: pd.Series) -> bool:
     """True when most of a text column's first 100 distinct values parse as ISO dates."""
     import pandas as pd
@@ -157,6 +163,15 @@ def _looks_like_dates(values: pd.Series) -> bool:
         return False
     parsed = pd.to_datetime(pd.Series(sample), errors="coerce", format="ISO8601")
     return bool(parsed.notna().mean() >= 0.9)
+
+
+def _looks_like_id(name: str, present: pd.Series) -> bool:
+    """A column of distinct integers is a row id when they run consecutively (a row number) or its
+    name says id; other distinct integers (a floor area, a price) are amounts."""
+    x = present.to_numpy(dtype=np.float64)
+    consecutive = x.max() - x.min() + 1 == len(x)
+    lowered = name.lower()
+    return bool(consecutive or lowered in ("id", "index", "key") or lowered.endswith(("_id", " id", "-id")))
 
 
 def _plan_one(name: str, values: pd.Series, max_categories: int) -> ColumnPlan:
@@ -179,9 +194,10 @@ def _plan_one(name: str, values: pd.Series, max_categories: int) -> ColumnPlan:
         )
     if pd.api.types.is_numeric_dtype(values):
         integral = pd.api.types.is_integer_dtype(values) or bool(
-            np.all(np.mod(present.to_numpy(dtype=np.float64), 1.0) == 0.0)
+            _whole(present.to_numpy(dtype=np.float64)).all()
         )
-        if integral and distinct == len(values) and len(values) > max_categories:
+        all_distinct = distinct == len(values) and len(values) > max_categories
+        if integral and all_distinct and _looks_like_id(name, present):
             return ColumnPlan(name, "ignore", "an integer id: every row has its own value")
         if integral and distinct <= max_categories:
             return ColumnPlan(
@@ -238,7 +254,7 @@ def plan_columns(
             values = frame[column]
             if kind == "numeric" and not pd.api.types.is_numeric_dtype(values):
                 as_numbers = pd.to_numeric(values, errors="coerce")
-                bad = values[as_numbers.isna() & values.notna()]
+                bad = values[as_numbers.isna().to_numpy() & ~missing_mask(values)]
                 if len(bad):
                     raise DataFormatError(
                         f"{source}: column {name!r} is given as numeric but holds text, e.g. "
@@ -275,7 +291,7 @@ def infer_task(
         else:
             floats = present.to_numpy(dtype=np.float64)
             distinct = present.nunique()
-            if np.all(np.mod(floats, 1.0) == 0.0) and distinct <= max_categories:
+            if _whole(floats).all() and distinct <= max_categories:
                 task, reason = "classification", f"the target holds {distinct} distinct whole numbers"
             else:
                 task, reason = "regression", f"the target holds numbers with {distinct} distinct values"
@@ -311,7 +327,7 @@ def split_rows(
     """Row indices of train, validation and test, drawn by ``rng``; stratified by ``classes`` (N,).
 
     Each class (or the whole table) gives ``round(fraction · count)`` rows to validation and to
-    test, at least one each when it has three or more rows, so every split sees every class.
+    test, at least one each when it has three or more rows, and always keeps one for training.
 
     Returns
     -------
@@ -324,6 +340,9 @@ def split_rows(
         k = len(rows)
         n_test = max(round(test_fraction * k), 1 if k >= 3 and test_fraction > 0 else 0)
         n_val = max(round(val_fraction * k), 1 if k >= 3 and val_fraction > 0 else 0)
+        # Every class keeps a training row: a class the model never saw cannot be scored.
+        n_test = min(n_test, k - 1)
+        n_val = min(n_val, k - 1 - n_test)
         parts[2].append(rows[:n_test])
         parts[1].append(rows[n_test : n_test + n_val])
         parts[0].append(rows[n_test + n_val :])
@@ -349,7 +368,7 @@ def _category_keys(values: pd.Series) -> np.ndarray:
     present = values[~missing]
     if pd.api.types.is_float_dtype(values):
         floats = present.to_numpy(dtype=np.float64)
-        whole = np.mod(floats, 1.0) == 0.0
+        whole = _whole(floats)
         text = np.where(
             whole, np.char.mod("%d", np.where(whole, floats, 0).astype(np.int64)), floats.astype(str)
         )
@@ -357,14 +376,29 @@ def _category_keys(values: pd.Series) -> np.ndarray:
         text = present.astype(str).to_numpy()
     out[~missing] = text
     out[missing] = None
-    empty = np.array([v is not None and v.strip() == "" for v in out])
+    empty = np.array([v is not None and v.strip() == "" for v in out], dtype=bool)   # (N,), also for N = 0
     out[empty] = None  # an empty cell of a text column is a missing value
     return out
+
+
+def _file_row(values: pd.Series, position: int) -> int:
+    """The data row of the file (from 1) of the value at ``position``: a split keeps the file's row
+    labels (:func:`split_rows` selects, it does not renumber)."""
+    return int(values.index[position]) + 1
 
 
 def missing_mask(values: pd.Series) -> np.ndarray:
     """(N,) bool: the cells that are missing, NaN or None or an empty (or blank) text cell."""
     return np.array([k is None for k in _category_keys(values)], dtype=bool)
+
+
+def _numbers(values: pd.Series) -> np.ndarray:
+    """A numeric column as float64 (N,), NaN where a value is missing, infinite or not a number."""
+    import pandas as pd
+
+    x = np.array(pd.to_numeric(values, errors="coerce"), dtype=np.float64)   # a writable copy
+    x[np.isinf(x)] = np.nan      # an overflowed or "inf" cell carries no usable amount: impute it
+    return x
 
 
 @dataclass(frozen=True)
@@ -398,7 +432,8 @@ class TablePreprocessor:
         Per numeric column: ``name``, ``median``, ``mean``, ``std`` (of the imputed training values)
         and ``indicator`` (whether a 0/1 missing column follows).
     categorical : list of dict
-        Per categorical column: ``name`` and ``categories`` (the training values, sorted; id ``2 + i``).
+        Per categorical column: ``name``, ``categories`` (the training values, sorted; id ``2 + i``)
+        and ``has_missing`` (whether a training row lacked a value).
     classes : list of str
         Classification: the class names, sorted; class ``k`` is the model's output ``k``.
     target_mean, target_std : float
@@ -429,7 +464,7 @@ class TablePreprocessor:
         for plan in plans:
             values = train[plan.name]
             if plan.kind == "numeric":
-                x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+                x = _numbers(values)
                 missing = np.isnan(x)
                 median = float(np.median(x[~missing])) if (~missing).any() else 0.0
                 filled = np.where(missing, median, x)
@@ -445,9 +480,10 @@ class TablePreprocessor:
                 )
             elif plan.kind == "categorical":
                 keys = _category_keys(values)
-                pre.categorical.append(
-                    {"name": plan.name, "categories": sorted({k for k in keys if k is not None})}
-                )
+                pre.categorical.append({
+                    "name": plan.name, "categories": sorted({k for k in keys if k is not None}),
+                    "has_missing": any(k is None for k in keys),
+                })
         y = train[target]
         if task == "classification":
             pre.classes = sorted({k for k in _category_keys(y) if k is not None})
@@ -502,14 +538,15 @@ class TablePreprocessor:
         numbers, indicators = [], []
         for c in self.numeric:
             values = frame[c["name"]]
-            x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+            x = _numbers(values)
             missing = np.isnan(x)
-            text = missing & values.notna().to_numpy() & (values.astype(str).str.strip() != "").to_numpy()
+            infinite = np.isinf(pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64))
+            text = missing & ~missing_mask(values) & ~infinite
             if text.any():
                 row = int(np.flatnonzero(text)[0])
                 raise DataFormatError(
                     f"{source}: numeric column {c['name']!r} holds text, {values.iloc[row]!r} "
-                    f"in row {row + 1}"
+                    f"in row {_file_row(values, row)}"
                 )
             numbers.append((np.where(missing, c["median"], x) - c["mean"]) / c["std"])
             if c["indicator"]:
@@ -527,13 +564,21 @@ class TablePreprocessor:
 
     def one_hot(self, arrays: TableArrays) -> np.ndarray:
         """The NumPy engine's input (N, :attr:`one_hot_width`) float32: the numbers, then each
-        categorical column's ids one-hot (the missing and unseen ids included, so both are learnable)."""
+        categorical column's ids one-hot.
+
+        An id no training row had (the unseen id always; the missing id when the training rows had
+        no missing value) is a block of zeros, not a one in its column: that column's weights were
+        never trained, so a one there would shift the logits by whatever the initial weights were,
+        while zeros leave the column out and the prediction rests on the others.
+        """
         out = np.zeros((len(arrays), self.one_hot_width), np.float32)
         out[:, : self.numeric_width] = arrays.numeric
         offset = self.numeric_width
-        rows = np.arange(len(arrays))
-        for j, width in enumerate(self.cardinalities):
-            out[rows, offset + arrays.categorical[:, j]] = 1.0
+        for j, (column, width) in enumerate(zip(self.categorical, self.cardinalities, strict=True)):
+            ids = arrays.categorical[:, j]                                   # (N,)
+            trained = (ids >= 2) | ((ids == MISSING_ID) & bool(column.get("has_missing", True)))
+            rows = np.flatnonzero(trained)
+            out[rows, offset + ids[rows]] = 1.0
             offset += width
         return out
 
@@ -550,14 +595,16 @@ class TablePreprocessor:
         missing = missing_mask(values)
         if missing.any():
             row = int(np.flatnonzero(missing)[0])
-            raise DataFormatError(f"{source}: the target {self.target!r} is missing in row {row + 1}")
+            raise DataFormatError(
+                f"{source}: the target {self.target!r} is missing in row {_file_row(values, row)}"
+            )
         if self.task == "classification":
             keys = _category_keys(values)
             codes = pd.Index(self.classes).get_indexer(keys).astype(np.int64)
             if (codes < 0).any():
                 row = int(np.flatnonzero(codes < 0)[0])
                 raise DataFormatError(
-                    f"{source}: target class {keys[row]!r} in row {row + 1} is not one of the "
+                    f"{source}: target class {keys[row]!r} in row {_file_row(values, row)} is not one of the "
                     f"training classes {self.classes}"
                 )
             return codes
@@ -566,7 +613,7 @@ class TablePreprocessor:
             row = int(np.flatnonzero(np.isnan(y))[0])
             raise DataFormatError(
                 f"{source}: the regression target {self.target!r} holds text, {values.iloc[row]!r} "
-                f"in row {row + 1}"
+                f"in row {_file_row(values, row)}"
             )
         return ((y - self.target_mean) / self.target_std).astype(np.float32)
 

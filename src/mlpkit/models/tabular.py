@@ -39,7 +39,7 @@ class TabularMLP(nn.Module):
         K logits per row (1 for regression, whose output is then squeezed to (B,)).
     activation : str or sequence of str
     dropout : float or sequence of float
-        After each hidden activation (and on the concatenated embeddings, its first value).
+        After each hidden activation (:class:`mlpkit.blocks.MLP`).
     squeeze : bool
         Return (B,) instead of (B, 1) (regression, whose target is (B,)).
 

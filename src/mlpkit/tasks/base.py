@@ -19,18 +19,24 @@ config's class.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mlpkit.config import load_config
+from mlpkit.errors import CheckpointError, ConfigError
+from mlpkit.rundir import CONFIG_FILE, MODEL_FILE
 from mlpkit.train.history import History
 
-__all__ = ["FinishedRun", "Splits", "Task", "absolute", "run_facts", "run_seeds"]
+__all__ = [
+    "FinishedRun", "SavedRun", "Splits", "Task", "absolute", "open_saved_run", "run_facts", "run_seeds",
+]
 
 
 def absolute(path: str | os.PathLike[str]) -> str:
@@ -229,3 +235,58 @@ class Task(ABC):
     @abstractmethod
     def finish(self, run: FinishedRun) -> dict[str, Any]:
         """Score the test set, write figures, ``summary.json`` and ``report.md``; return the summary."""
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    """A run directory's parts that a saved run of a table task is rebuilt from.
+
+    Parameters
+    ----------
+    run_dir : Path
+    config : Any
+        From ``config.json``.
+    fitted : Any
+        The task's fitted encoding, parsed from its JSON file.
+    model_path : Path
+        ``model.safetensors``, which exists.
+    """
+
+    run_dir: Path
+    config: Any
+    fitted: Any
+    model_path: Path
+
+
+def open_saved_run(
+    run_dir: str | os.PathLike[str], *, task: str, kind: str, fitted_file: str, parse: Callable[[Any], Any],
+    needed_for: str,
+) -> SavedRun:
+    """Read a finished run's config, its fitted encoding (``fitted_file``, parsed by ``parse``) and
+    find its weights, refusing each missing or invalid part by path.
+
+    Raises
+    ------
+    CheckpointError
+        No such directory; ``config.json`` not one of ``task`` (``kind`` names it: "a CTR run");
+        ``fitted_file`` missing (it is ``needed_for`` ...) or not parsed; no ``model.safetensors``.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"no run directory at {run_dir}")
+    config_path, fitted_path, model_path = run_dir / CONFIG_FILE, run_dir / fitted_file, run_dir / MODEL_FILE
+    try:
+        config = load_config(config_path, task=task)
+    except ConfigError as exc:
+        raise CheckpointError(f"{config_path} is not the configuration of {kind}: {exc}") from exc
+    try:
+        fitted = parse(json.loads(fitted_path.read_text(encoding="utf-8")))
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{fitted_path} is missing: it is needed {needed_for}") from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{fitted_path} is not valid ({type(exc).__name__}: {exc})") from exc
+    if not model_path.is_file():
+        raise CheckpointError(
+            f"{model_path} is missing: the run may have stopped before its first epoch finished"
+        )
+    return SavedRun(run_dir, config, fitted, model_path)

@@ -29,14 +29,14 @@ import numpy as np
 
 from mlpkit import __version__
 from mlpkit._io import atomic_path, atomic_write_json, atomic_write_text
-from mlpkit.config import CTRConfig, load_config
+from mlpkit.config import CTRConfig
 from mlpkit.data.table_fit import FittedTable
 from mlpkit.engine.activations import stable_sigmoid
 from mlpkit.errors import CheckpointError, ConfigError, DataFormatError
 from mlpkit.evaluate.metrics import log_loss, roc_auc
 from mlpkit.evaluate.report import render_ctr_report
-from mlpkit.rundir import CONFIG_FILE, CURVES_FILE, MODEL_FILE, REPORT_FILE, SUMMARY_FILE, TABLE_FILE
-from mlpkit.tasks.base import FinishedRun, Splits, Task, absolute
+from mlpkit.rundir import CURVES_FILE, REPORT_FILE, SUMMARY_FILE, TABLE_FILE
+from mlpkit.tasks.base import FinishedRun, Splits, Task, absolute, open_saved_run
 
 __all__ = [
     "CTRTask",
@@ -317,28 +317,11 @@ def load_ctr_run(run_dir: str | os.PathLike[str]) -> LoadedCTRRun:
     from mlpkit.models.ctr import build_ctr_model
     from mlpkit.torch_engine import load_state_arrays
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"no run directory at {run_dir}")
-    config_path, table_path, model_path = run_dir / CONFIG_FILE, run_dir / TABLE_FILE, run_dir / MODEL_FILE
-    try:
-        config = load_config(config_path, task="ctr")
-    except ConfigError as exc:
-        raise CheckpointError(f"{config_path} is not the configuration of a CTR run: {exc}") from exc
-    try:
-        fitted = FittedTable.from_dict(json.loads(table_path.read_text(encoding="utf-8")))
-    except FileNotFoundError as exc:
-        raise CheckpointError(
-            f"{table_path} is missing: the run's fitted vocabularies are needed to encode rows"
-        ) from exc
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(
-            f"{table_path} is not a fitted table encoding ({type(exc).__name__}: {exc})"
-        ) from exc
-    if not model_path.is_file():
-        raise CheckpointError(
-            f"{model_path} is missing: the run may have stopped before its first epoch finished"
-        )
+    saved = open_saved_run(
+        run_dir, task="ctr", kind="a CTR run", fitted_file=TABLE_FILE, parse=FittedTable.from_dict,
+        needed_for="to encode rows with the run's fitted vocabularies",
+    )
+    run_dir, config, fitted, model_path = saved.run_dir, saved.config, saved.fitted, saved.model_path
     from safetensors.numpy import load_file
 
     model = build_ctr_model(config.model.name, fitted.fields, **model_kwargs(config))

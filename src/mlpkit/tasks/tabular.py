@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -30,7 +29,7 @@ import numpy as np
 
 from mlpkit import __version__
 from mlpkit._io import atomic_write_json, atomic_write_text
-from mlpkit.config import TableConfig, load_config
+from mlpkit.config import TableConfig
 from mlpkit.data.tabular import (
     ColumnPlan,
     TableArrays,
@@ -46,9 +45,7 @@ from mlpkit.data.tabular import (
 from mlpkit.errors import CheckpointError, ConfigError
 from mlpkit.evaluate.metrics import confusion_matrix, log_loss, roc_auc
 from mlpkit.rundir import (
-    CONFIG_FILE,
     CURVES_FILE,
-    MODEL_FILE,
     PREDICTED_FILE,
     PREPROCESSING_FILE,
     REPORT_FILE,
@@ -56,11 +53,12 @@ from mlpkit.rundir import (
     SUMMARY_FILE,
 )
 from mlpkit.spec import MLPSpec
-from mlpkit.tasks.base import FinishedRun, Splits, Task, absolute, run_seeds
+from mlpkit.tasks.base import FinishedRun, Splits, Task, absolute, open_saved_run, run_seeds
 
 __all__ = [
     "LoadedTableRun",
     "TableData",
+    "TableSplits",
     "TableTask",
     "build_table_model",
     "classification_report",
@@ -131,17 +129,47 @@ def regression_report(y: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class TableData:
-    """What a table run keeps beside its arrays: the fitted preprocessing, the column plan, the
-    files read, and the test rows' targets in their own units (regression)."""
+    """What a table run keeps beside its arrays: the fitted preprocessing, the column plan, the file
+    of each split, and why the task is what it is."""
 
     preprocessor: TablePreprocessor
     plans: tuple[ColumnPlan, ...]
-    files: dict[str, str]
+    sources: dict[str, str]
     task_reason: str
 
 
-def _read_splits(config: TableConfig, rng: np.random.Generator) -> tuple[dict[str, Any], dict[str, str]]:
-    """The train / valid / test DataFrames of the configured file or directory, and the files read."""
+@dataclass(frozen=True)
+class TableSplits:
+    """The rows of a table run before preprocessing.
+
+    Parameters
+    ----------
+    frames : dict of str to DataFrame
+        ``"train"``, ``"val"``, ``"test"``; each keeps the row labels of its file (0 for the first
+        data row), so a message names the row of the file, not of the split.
+    sources : dict of str to str
+        The file each split was read from (one file for all three when split by seed).
+    kind, reason : str
+        The task (``classification`` or ``regression``) and why, decided once for the whole table.
+    """
+
+    frames: dict[str, Any]
+    sources: dict[str, str]
+    kind: str
+    reason: str
+
+
+def _without_missing_targets(frame: Any, target: str, source: str) -> Any:
+    """Rows with a target value; the others are dropped with a note (they can neither train nor score)."""
+    missing = missing_mask(frame[target])
+    if missing.any():
+        logger.info("data: %s: %d row(s) with no %r value dropped", source, int(missing.sum()), target)
+        return frame[~missing]
+    return frame
+
+
+def _read_splits(config: TableConfig, rng: np.random.Generator) -> TableSplits:
+    """The train / val / test rows of the configured file (split by ``rng``) or directory."""
     from mlpkit.data.table_io import find_split_files
 
     data = config.data
@@ -150,40 +178,40 @@ def _read_splits(config: TableConfig, rng: np.random.Generator) -> tuple[dict[st
             flag for flag, value in (("--data", data.path), ("--target", data.target)) if value is None
         ]
         raise ConfigError(f"a table run needs {' and '.join(missing)}: the table and the column to predict")
+    target = data.target
+    task = None if data.task == "auto" else data.task
     path = Path(data.path).expanduser()
     if path.is_dir():
         files = find_split_files(path)
-        frames = {split: read_frame(file) for split, file in files.items()}
-        for split, frame in frames.items():
-            check_columns(frame, [data.target], what="target", source=str(files[split]))
-        return (
-            {"train": frames["train"], "val": frames["valid"], "test": frames["test"]},
-            {split: str(file.resolve()) for split, file in files.items()},
+        names = {"train": "train", "val": "valid", "test": "test"}
+        sources = {split: str(files[name]) for split, name in names.items()}
+        frames = {}
+        for split, source in sources.items():
+            frame = read_frame(source)
+            check_columns(frame, [target], what="target", source=source)
+            frames[split] = _without_missing_targets(frame, target, source)
+        kind, reason = infer_task(
+            frames["train"][target], target, task=task, max_categories=data.max_categories
         )
+        return TableSplits(frames, sources, kind, reason)
     frame = read_frame(path)
-    check_columns(frame, [data.target], what="target", source=str(path))
-    missing = missing_mask(frame[data.target])
-    if missing.any():
-        logger.info("data: %d row(s) with no %r value dropped", int(missing.sum()), data.target)
-        frame = frame[~missing].reset_index(drop=True)
-    task = None if data.task == "auto" else data.task
-    kind, _ = infer_task(frame[data.target], data.target, task=task, max_categories=data.max_categories)
-    classes = None
-    if kind == "classification":
-        classes = frame[data.target].astype(str).to_numpy()
+    check_columns(frame, [target], what="target", source=str(path))
+    frame = _without_missing_targets(frame, target, str(path))
+    # The task is decided on the whole table, before the split: it decides whether the split is
+    # stratified, and a class that falls only in validation must not turn the training rows'
+    # target into another task.
+    kind, reason = infer_task(frame[target], target, task=task, max_categories=data.max_categories)
+    classes = frame[target].astype(str).to_numpy() if kind == "classification" else None
     train, val, test = split_rows(
         len(frame), rng, classes=classes, val_fraction=data.val_fraction, test_fraction=data.test_fraction
     )
-    parts = {
-        name: frame.iloc[rows].reset_index(drop=True)
-        for name, rows in (("train", train), ("val", val), ("test", test))
-    }
-    return parts, {"table": str(path.resolve())}
+    frames = {name: frame.iloc[rows] for name, rows in (("train", train), ("val", val), ("test", test))}
+    return TableSplits(frames, dict.fromkeys(frames, str(path)), kind, reason)
 
 
-def read_split_frames(config: TableConfig) -> tuple[dict[str, Any], dict[str, str]]:
-    """The train / val / test rows of a table run as its seed splits them (``"train"``, ``"val"``,
-    ``"test"`` DataFrames), and the files read: what :func:`evaluate_table_run` scores."""
+def read_split_frames(config: TableConfig) -> TableSplits:
+    """The train / val / test rows of a table run as its seed splits them: what
+    :func:`evaluate_table_run` scores."""
     return _read_splits(config, run_seeds(config.run.seed)[0])
 
 
@@ -223,12 +251,10 @@ class TableTask(Task):
     def load(self, split_rng: np.random.Generator, *, log: bool = True) -> Splits:
         """Read, type and split the table; fit the preprocessing on the training rows; transform all three."""
         data = self.config.data
-        frames, files = _read_splits(self.config, split_rng)
-        source = next(iter(files.values()))
+        table = _read_splits(self.config, split_rng)
+        frames, sources, kind = table.frames, table.sources, table.kind
         target = str(data.target)
         train = frames["train"]
-        task = None if data.task == "auto" else data.task
-        kind, reason = infer_task(train[target], target, task=task, max_categories=data.max_categories)
         plans = plan_columns(
             train,
             target,
@@ -236,12 +262,12 @@ class TableTask(Task):
             numeric=data.numeric,
             ignore=data.ignore,
             max_categories=data.max_categories,
-            source=source,
+            source=sources["train"],
         )
         pre = TablePreprocessor.fit(train, plans, target, kind)
         self.kind = kind
         if log:
-            logger.info("data: %s, %s (%s)", source, kind, reason)
+            logger.info("data: %s, %s (%s)", str(data.path), kind, table.reason)
             for plan in plans:
                 logger.info("  column %-24s %-11s %s", repr(plan.name), plan.kind, plan.reason)
             logger.info(
@@ -253,8 +279,8 @@ class TableTask(Task):
                 len(pre.categorical),
                 f", {len(pre.classes)} classes" if kind == "classification" else "",
             )
-        arrays = {split: self._inputs(pre, frame, source) for split, frame in frames.items()}
-        targets = {split: self._targets(pre, frame, source) for split, frame in frames.items()}
+        arrays = {split: self._inputs(pre, frame, sources[split]) for split, frame in frames.items()}
+        targets = {split: self._targets(pre, frame, sources[split]) for split, frame in frames.items()}
         has_val = len(frames["val"]) > 0
         return Splits(
             x_train=arrays["train"],
@@ -263,8 +289,8 @@ class TableTask(Task):
             y_val=targets["val"] if has_val else None,
             x_test=arrays["test"],
             y_test=targets["test"],
-            source=source,
-            extra=TableData(pre, tuple(plans), files, reason),
+            source=str(Path(str(data.path)).expanduser().resolve()),
+            extra=TableData(pre, tuple(plans), sources, table.reason),
         )
 
     def _inputs(self, pre: TablePreprocessor, frame: Any, source: str) -> Any:
@@ -529,30 +555,11 @@ def load_table_run(run_dir: str | os.PathLike[str]) -> LoadedTableRun:
     CheckpointError
         Naming the path: no such directory, a missing or invalid file, weights that do not fit.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"no run directory at {run_dir}")
-    config_path, pre_path, model_path = (
-        run_dir / CONFIG_FILE,
-        run_dir / PREPROCESSING_FILE,
-        run_dir / MODEL_FILE,
+    saved = open_saved_run(
+        run_dir, task="table", kind="a table run", fitted_file=PREPROCESSING_FILE,
+        parse=TablePreprocessor.from_dict, needed_for="to transform rows as the training rows were",
     )
-    try:
-        config = load_config(config_path, task="table")
-    except ConfigError as exc:
-        raise CheckpointError(f"{config_path} is not the configuration of a table run: {exc}") from exc
-    try:
-        pre = TablePreprocessor.from_dict(json.loads(pre_path.read_text(encoding="utf-8")))
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"{pre_path} is missing: the run's fitted preprocessing is needed") from exc
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(
-            f"{pre_path} is not a table preprocessing ({type(exc).__name__}: {exc})"
-        ) from exc
-    if not model_path.is_file():
-        raise CheckpointError(
-            f"{model_path} is missing: the run may have stopped before its first epoch finished"
-        )
+    run_dir, config, pre, model_path = saved.run_dir, saved.config, saved.fitted, saved.model_path
     try:
         if config.run.engine == "numpy":
             from mlpkit.engine.network import build_mlp, load_weights
@@ -600,10 +607,9 @@ def evaluate_table_run(
     config = loaded.config
     if data_dir is not None:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, path=absolute(data_dir)))
-    frames, files = read_split_frames(config)
+    table = read_split_frames(config)
     pre = loaded.preprocessor
-    source = files.get("test", next(iter(files.values())))
-    test = frames["test"]
+    source, test = table.sources["test"], table.frames["test"]
     y = pre.encode_target(test[pre.target], source=source)
     logits = loaded.logits(pre.transform(test, source=source))
     scores = _scores(pre, y, logits)
