@@ -360,3 +360,8 @@ def test_the_task_is_decided_once_for_the_whole_table(tmp_path: Path) -> None:
             }
         )
         assert train_run(config).summary["task"] == "regression"
+
+
+def test_gradient_clipping_on_the_numpy_engine_is_refused(table: Path) -> None:
+    err = error_of("--data", table, "--target", "churn", "--grad-clip", "1")
+    assert "grad_clip_norm needs engine 'torch'" in err and "grad_clip_norm=1" in err

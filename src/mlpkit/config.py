@@ -583,6 +583,15 @@ def _merged(base: Mapping[str, Any], overrides: Mapping[str, Any], source: str) 
     return merged
 
 
+def _check_clipping(engine: str, optim: OptimConfig) -> None:
+    """Refuse gradient clipping on the NumPy engine, which has none (a setting must not be ignored)."""
+    if engine == "numpy" and optim.grad_clip_norm is not None:
+        raise ConfigError(
+            f"[optim] grad_clip_norm needs engine 'torch' (the NumPy engine does not clip gradients), "
+            f"got grad_clip_norm={optim.grad_clip_norm:g} with engine 'numpy'"
+        )
+
+
 class _Sections:
     """What every run configuration shares: its sections (class attribute ``sections``), the
     ``config.json`` round trip and command-line overrides, checked like a file."""
@@ -663,11 +672,7 @@ class RunConfig(_Sections):
                 f"[model] name {self.model.name!r} needs engine 'torch' (the NumPy engine trains MLPs "
                 f"only), got engine 'numpy'; pass --engine torch"
             )
-        if engine == "numpy" and self.optim.grad_clip_norm is not None:
-            raise ConfigError(
-                f"[optim] grad_clip_norm needs engine 'torch' (the NumPy engine does not clip gradients), "
-                f"got grad_clip_norm={self.optim.grad_clip_norm:g} with engine 'numpy'"
-            )
+        _check_clipping(engine, self.optim)
 
     @property
     def name(self) -> str:
@@ -1017,11 +1022,7 @@ class TableConfig(_Sections):
     sections: ClassVar[Mapping[str, type[Any]]] = _TABLE_SECTIONS
 
     def __post_init__(self) -> None:
-        if self.run.engine == "numpy" and self.optim.grad_clip_norm is not None:
-            raise ConfigError(
-                f"[optim] grad_clip_norm needs engine 'torch' (the NumPy engine does not clip gradients), "
-                f"got grad_clip_norm={self.optim.grad_clip_norm:g} with engine 'numpy'"
-            )
+        _check_clipping(self.run.engine, self.optim)
 
     @property
     def name(self) -> str:
