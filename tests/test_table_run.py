@@ -365,3 +365,11 @@ def test_the_task_is_decided_once_for_the_whole_table(tmp_path: Path) -> None:
 def test_gradient_clipping_on_the_numpy_engine_is_refused(table: Path) -> None:
     err = error_of("--data", table, "--target", "churn", "--grad-clip", "1")
     assert "grad_clip_norm needs engine 'torch'" in err and "grad_clip_norm=1" in err
+
+
+def test_monitoring_accuracy_on_a_regression_is_refused_before_anything_is_written(
+    table: Path, tmp_path: Path
+) -> None:
+    err = error_of("--data", table, "--target", "value", "--monitor", "val_accuracy", "--out", tmp_path / "r")
+    assert "monitor 'val_accuracy' needs a classification target, but 'value' is a regression target" in err
+    assert not (tmp_path / "r").exists()

@@ -317,11 +317,14 @@ class TableTask(Task):
     kind: str | None = None
     """``classification`` or ``regression``, once :meth:`load` has read the target."""
 
-    def monitor(self, has_val: bool) -> str:
-        monitor = super().monitor(has_val)
-        if monitor == "val_accuracy" and self.kind == "regression":
-            raise ConfigError("monitor 'val_accuracy' needs a classification target; use val_loss")
-        return monitor
+    def check_resources(self, data: Splits, *, device: str) -> None:
+        # Before anything is written: a regression has no accuracy to pick an epoch by.
+        regression = data.extra.preprocessor.task == "regression"
+        if self.config.early_stopping.monitor == "val_accuracy" and regression:
+            raise ConfigError(
+                f"[early_stopping] monitor 'val_accuracy' needs a classification target, but "
+                f"{self.config.data.target!r} is a regression target; use val_loss"
+            )
 
     def build_model(self, data: Splits, init_rng: np.random.Generator) -> Any:
         return build_table_model(self.config, data.extra.preprocessor, init_rng)
