@@ -203,9 +203,10 @@ _TRAIN_OPTIONS = (
             metavar="PIXELS"),
     _option("--flip-p", "data.flip_p", "probability of a horizontal flip in shift_flip [0.5]", type=float,
             metavar="P"),
-    _option("--data", "data.path", "a table to learn from: a CSV or Parquet file (split by seed into train, "
-            "validation and test) or a directory of train/valid/test files; needs --target",
-            metavar="FILE_OR_DIR"),
+    _option("--data", "data.path", "your own data: a CSV or Parquet table (one file, split by seed into "
+            "train, validation and test, or a directory of train/valid/test files) with --target; or, "
+            "without --target, a folder of images with one subfolder per class (or train/val/test "
+            "subfolders of that layout)", metavar="FILE_OR_DIR"),
     _option("--target", "data.target", "table: the column to predict", metavar="COLUMN"),
     _option("--task", "data.task", "table: classification, regression, or auto (from the target) [auto]",
             metavar="KIND"),
@@ -214,6 +215,12 @@ _TRAIN_OPTIONS = (
     _option("--numeric", "data.numeric", "table: columns read as numbers", type=_split,
             metavar="COL[,COL...]"),
     _option("--ignore", "data.ignore", "table: columns not read", type=_split, metavar="COL[,COL...]"),
+    _option("--image-size", "data.image_size", "image folder: resize every image to S x S [28]", type=int,
+            metavar="S"),
+    _option("--color", "data.color", "image folder: auto, grayscale, rgb [auto: rgb when any image has "
+            "color]", metavar="MODE"),
+    _option("--strict", "data.strict", "image folder: refuse unreadable or non-image files instead of "
+            "skipping them with a warning [off]", **_BOOL),
     _option("--seed", "run.seed", "seed of the split, init, dropout and batch order [0]", type=int),
     _option("--out", "run.out", "run directory [runs/<timestamp>-<name>]", metavar="DIR"),
     _option("--name", "run.name", "name in the default run directory [config stem, or from the model]"),
@@ -324,7 +331,10 @@ def _run_train(args: argparse.Namespace) -> int:
         )
     else:
         overrides = _overrides(args)
-        table = {"path", "target"} & set(overrides.get("data", {}))
+        data = overrides.get("data", {})
+        if "path" in data and "target" not in data and _is_image_folder(data["path"]):
+            data["images"] = data.pop("path")       # a folder of class folders: the image task
+        table = {"path", "target"} & set(data)
         if args.config:
             config = load_config(args.config, task="table" if table else None)
         else:
@@ -359,6 +369,12 @@ def _run_train(args: argparse.Namespace) -> int:
         ]
     )
     return EXIT_OK
+
+
+def _is_image_folder(path: str) -> bool:
+    from mlpkit.data.image_folder import is_image_folder
+
+    return is_image_folder(path)
 
 
 def _table_scores(s: Mapping[str, Any]) -> list[tuple[str, object]]:

@@ -9,7 +9,8 @@ A configuration has five sections, each a frozen dataclass whose defaults are th
     [optim]           optimizer, lr, momentum, nesterov, weight_decay, batch_size, epochs,
                       schedule, min_lr, gamma, step_size, factor, schedule_patience, grad_clip_norm
     [early_stopping]  patience, min_delta, monitor, restore_best
-    [data]            data_dir, val_size, download, verify, augment, max_shift, flip_p
+    [data]            data_dir, val_size, download, verify, augment, max_shift, flip_p, or for an image
+                      folder images, image_size, color, strict
     [run]             name, seed, out, dtype, engine, device
 
 Files are read by :func:`load_config`: ``.toml`` with the standard library's :mod:`tomllib`, and
@@ -102,6 +103,7 @@ DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("constant", "step", "exponential", "cosine", "plateau")
 """Learning-rate schedules (``mlpkit.train.schedules.SCHEDULES``), stepped once per epoch."""
 AUGMENTS = ("none", "shift_flip")
+IMAGE_COLORS = ("auto", "grayscale", "rgb")
 """Training-time augmentations (``shift_flip``: :class:`mlpkit.data.augment.ShiftFlip`)."""
 DTYPES = ("float32", "float64")
 MONITORS = ("val_loss", "val_accuracy")
@@ -481,6 +483,18 @@ class DataConfig:
         Largest shift in pixels along each axis (``shift_flip``).
     flip_p : float in [0, 1]
         Probability of a horizontal flip (``shift_flip``).
+    images : str or None
+        A folder of the user's images instead of Fashion-MNIST: one subfolder per class, or
+        ``train``, ``test`` (and optionally ``val``/``valid``) subfolders of that layout
+        (:mod:`mlpkit.data.image_folder`). One folder is split 70/15/15 by the seed, stratified;
+        without a ``val`` subfolder, 15% of ``train`` is held out for validation.
+    image_size : int
+        S: every image is resized to S x S (image folders).
+    color : {"auto", "grayscale", "rgb"}
+        The images' channels (image folders); ``auto`` is RGB when any image has color.
+    strict : bool
+        Refuse a folder holding a file that is not a readable image, instead of skipping it with a
+        warning naming it (image folders).
     """
 
     data_dir: str | None = None
@@ -490,6 +504,10 @@ class DataConfig:
     augment: str = "none"
     max_shift: int = 2
     flip_p: float = 0.5
+    images: str | None = None
+    image_size: int = 28
+    color: str = "auto"
+    strict: bool = False
 
     def __post_init__(self) -> None:
         with config_section("data"):
@@ -503,6 +521,16 @@ class DataConfig:
             defaults = {f.name: f.default for f in fields(self)}
             for key in ("max_shift", "flip_p"):
                 _only_with(key, getattr(self, key), defaults[key], "augment", self.augment, ("shift_flip",))
+            _check_optional_str("images", self.images)
+            check_positive_int("image_size", self.image_size)
+            check_choice("color", self.color, IMAGE_COLORS)
+            _check_bool("strict", self.strict)
+            # A setting that does not apply is an error, never silently ignored.
+            apart = ("image_size", "color", "strict") if self.images is None else ("data_dir", "val_size")
+            for key in apart:
+                if getattr(self, key) != defaults[key]:
+                    what = "an image folder (images = DIR)" if self.images is None else "Fashion-MNIST only"
+                    raise ValueError(f"{key} applies to {what}, got {key}={getattr(self, key)!r}")
 
 
 @dataclass(frozen=True)

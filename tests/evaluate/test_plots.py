@@ -91,7 +91,10 @@ def test_prediction_grid_accepts_flat_rows() -> None:
     ("images", "message"),
     [
         (np.zeros((2, 783)), "flat images must have a square number of pixels, got 783"),
-        (np.zeros((2, 2, 28, 28)), r"images must be \(N, H, W\) or \(N, H\*W\), got shape \(2, 2, 28, 28\)"),
+        (
+            np.zeros((2, 2, 28, 28)),
+            r"images must be \(N, H, W\), \(N, H\*W\) or \(N, H, W, 3\), got shape \(2, 2, 28, 28\)",
+        ),
         (np.zeros((3, 28, 28)), r"y_true and y_pred must have shape \(3,\) like the images"),
         (np.zeros((0, 28, 28)), "needs at least one image"),
     ],
@@ -139,3 +142,16 @@ def test_without_matplotlib_plots_name_the_extra_and_write_nothing(
     with pytest.raises(MissingDependencyError, match=f"^{re.escape(message)}$"):
         plot(tmp_path / "figure.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_prediction_grid_draws_color_images_as_they_are_and_photos_unreversed() -> None:
+    rgb = np.zeros((2, 4, 4, 3), np.uint8)
+    rgb[0, 0, 0] = (255, 0, 0)
+    figure = plot_predictions(rgb, np.array([0, 1]), np.array([0, 0]), ["a", "b"])
+    drawn = figure.axes[0].images[0].get_array()
+    assert drawn.shape == (4, 4, 3) and tuple(drawn[0, 0]) == (255, 0, 0)
+    grey = np.zeros((1, 4, 4), np.uint8)
+    ink = plot_predictions(grey, np.array([0]), np.array([0]), ["a"])
+    assert ink.axes[0].images[0].get_cmap().name == "gray_r"
+    photo = plot_predictions(grey, np.array([0]), np.array([0]), ["a"], ink=False)
+    assert photo.axes[0].images[0].get_cmap().name == "gray"

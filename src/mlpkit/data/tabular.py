@@ -347,7 +347,7 @@ def split_rows(
         parts[1].append(rows[n_test : n_test + n_val])
         parts[0].append(rows[n_test + n_val :])
     train, val, test = (np.sort(np.concatenate(p)).astype(np.int64) for p in parts)
-    if len(train) == 0 or len(test) == 0:
+    if len(train) == 0 or (len(test) == 0 and test_fraction > 0):
         raise DataFormatError(f"the table's {n} rows are too few to split into train, validation and test")
     return train, val, test
 

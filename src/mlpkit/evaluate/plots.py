@@ -138,6 +138,7 @@ def plot_predictions(
     path: str | os.PathLike[str] | None = None,
     *,
     ncols: int = 5,
+    ink: bool = True,
 ) -> Figure:
     """A grid of images, each titled with its predicted class over its true class.
 
@@ -145,8 +146,8 @@ def plot_predictions(
 
     Parameters
     ----------
-    images : ndarray of shape (N, 28, 28) or (N, 784)
-        Grey-level images (uint8 0..255 or floats in [0, 1]); flat rows must have a square size.
+    images : ndarray of shape (N, H, W), (N, H*W) or (N, H, W, 3)
+        Grey-level images (uint8 0..255 or floats in [0, 1]), flat rows of a square size, or RGB.
     y_true : ndarray of shape (N,)
         True class indices.
     y_pred : ndarray of shape (N,)
@@ -157,6 +158,9 @@ def plot_predictions(
         Where to write the PNG; nothing is written when omitted.
     ncols : int
         Images per row.
+    ink : bool
+        Grey levels are ink on a blank page, 0 the background (Fashion-MNIST): drawn dark on white.
+        False draws them as photographs (0 black).
 
     Returns
     -------
@@ -180,8 +184,8 @@ def plot_predictions(
         if side * side != images.shape[1]:
             raise DataFormatError(f"flat images must have a square number of pixels, got {images.shape[1]}")
         images = images.reshape(n, side, side)                             # (N, 784) -> (N, 28, 28)
-    if images.ndim != 3:
-        raise DataFormatError(f"images must be (N, H, W) or (N, H*W), got shape {images.shape}")
+    if images.ndim != 3 and not (images.ndim == 4 and images.shape[3] == 3):
+        raise DataFormatError(f"images must be (N, H, W), (N, H*W) or (N, H, W, 3), got shape {images.shape}")
     if y_true.shape != (n,) or y_pred.shape != (n,):
         raise DataFormatError(
             f"y_true and y_pred must have shape ({n},) like the images, got {y_true.shape} and {y_pred.shape}"
@@ -196,7 +200,11 @@ def plot_predictions(
         ax.set_axis_off()
         if i >= n:
             continue
-        ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=vmax, interpolation="nearest")
+        if images.ndim == 4:
+            rgb = images[i] if images.dtype == np.uint8 else np.clip(images[i], 0, 1)
+            ax.imshow(rgb, interpolation="nearest")
+        else:
+            ax.imshow(images[i], cmap="gray_r" if ink else "gray", vmin=0, vmax=vmax, interpolation="nearest")
         wrong = y_pred[i] != y_true[i]
         ax.set_title(
             f"{class_names[y_pred[i]]}\n{class_names[y_true[i]]}",

@@ -34,7 +34,7 @@ from mlpkit.data.fashion_mnist import FASHION_MNIST, FashionMNIST, load_fashion_
 from mlpkit.data.images import read_images
 from mlpkit.engine import build_mlp, load_weights
 from mlpkit.engine.losses import log_softmax
-from mlpkit.errors import CheckpointError, ConfigError, DataFormatError
+from mlpkit.errors import CheckpointError, ConfigError, DataFormatError, DataNotFoundError
 from mlpkit.evaluate.metrics import accuracy, classification_scores, confusion_matrix, log_loss
 from mlpkit.evaluate.report import render_report
 from mlpkit.rundir import (
@@ -47,7 +47,7 @@ from mlpkit.rundir import (
     read_metadata,
 )
 from mlpkit.spec import MLPSpec
-from mlpkit.tasks.base import FinishedRun, Splits, Task, absolute
+from mlpkit.tasks.base import FinishedRun, Splits, Task, absolute, run_seeds
 from mlpkit.train import predict_logits
 
 __all__ = [
@@ -133,10 +133,12 @@ def load_dataset(config: RunConfig) -> FashionMNIST:
 
 @dataclass(frozen=True, eq=False)
 class ImageExtras:
-    """What the image task keeps beside the features: the raw test images and the class names."""
+    """What the image task keeps beside the features: the raw test images, the class names, and
+    the images' shape (H, W, C): (28, 28, 1) for Fashion-MNIST."""
 
-    test_images: np.ndarray              # (N_test, 784) uint8, for the prediction grid
+    test_images: np.ndarray              # (N_test, H*W*C) uint8, for the prediction grid
     classes: tuple[str, ...]
+    shape: tuple[int, int, int] = (28, 28, 1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -157,8 +159,68 @@ class ImageSplits(Splits):
         return Path(self.source)
 
 
+def load_folder_splits(config: RunConfig, rng: np.random.Generator) -> ImageSplits:
+    """A folder of the user's images (``[data] images``): read, split and scaled as Fashion-MNIST is.
+
+    One folder of class subfolders is split 70/15/15 by ``rng``, stratified by class; a folder of
+    ``train``/``test`` (and ``val`` or ``valid``) subfolders is read as given, its validation set
+    carved out of ``train`` (15% of each class) when it has none. The other splits are read with the
+    training folder's classes and color.
+    """
+    from mlpkit.data.image_folder import find_image_splits, read_image_folder
+    from mlpkit.data.tabular import split_rows
+
+    data, dtype = config.data, np.dtype(config.run.dtype)
+    root = Path(str(data.images)).expanduser()
+    folders = find_image_splits(root)
+    read = {"size": data.image_size, "strict": data.strict}
+    train = read_image_folder(folders.get("train", folders.get("all")), color=data.color, **read)
+    parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if "all" in folders:
+        rows = split_rows(len(train.labels), rng, classes=train.labels)
+        names = ("train", "val", "test")
+        parts = {name: (train.images[r], train.labels[r]) for name, r in zip(names, rows, strict=True)}
+    else:
+        for name in ("val", "test"):
+            if name in folders:
+                other = read_image_folder(folders[name], color=train.color, classes=train.classes, **read)
+                parts[name] = (other.images, other.labels)
+        if "val" in parts:
+            parts["train"] = (train.images, train.labels)
+        else:
+            kept, held, _ = split_rows(len(train.labels), rng, classes=train.labels, test_fraction=0.0)
+            parts["train"] = (train.images[kept], train.labels[kept])
+            parts["val"] = (train.images[held], train.labels[held])
+    shape = train.images.shape[1:]                                          # (S, S, C)
+
+    def flat(images: np.ndarray) -> np.ndarray:
+        return images.reshape(len(images), -1)                              # (N, S*S*C) uint8
+
+    x_test, y_test = parts["test"]
+    x_val, y_val = parts["val"]
+    splits = ImageSplits(
+        x_train=pixels_to_features(flat(parts["train"][0]), dtype),
+        y_train=parts["train"][1],
+        x_val=pixels_to_features(flat(x_val), dtype) if len(y_val) else None,
+        y_val=y_val if len(y_val) else None,
+        x_test=pixels_to_features(flat(x_test), dtype),
+        y_test=y_test,
+        source=str(root.resolve()),
+        extra=ImageExtras(flat(x_test), train.classes, (shape[0], shape[1], shape[2])),
+    )
+    logger.info(
+        "data: %d train, %d validation, %d test images of %dx%d %s, %d classes, from %s",
+        len(parts["train"][1]), len(y_val), len(y_test), shape[0], shape[1], train.color,
+        len(train.classes), root,
+    )
+    return splits
+
+
 def load_splits(config: RunConfig, rng: np.random.Generator) -> ImageSplits:
-    """Load Fashion-MNIST, carve the validation set out of the training set, scale each split once."""
+    """Load Fashion-MNIST (or the configured image folder), carve the validation set out of the
+    training set, scale each split once."""
+    if config.data.images is not None:
+        return load_folder_splits(config, rng)
     dtype = np.dtype(config.run.dtype)
     dataset = load_dataset(config)
     train_idx, val_idx = split_validation(len(dataset.x_train), config.data.val_size, rng)
@@ -188,7 +250,8 @@ def make_augment(config: RunConfig) -> ShiftFlip | None:
     data = config.data
     if data.augment == "none":
         return None
-    height, width = FASHION_MNIST.image_shape
+    # A folder's grayscale images are S x S (check_resources refuses shift_flip on color images).
+    height, width = FASHION_MNIST.image_shape if data.images is None else (data.image_size, data.image_size)
     return ShiftFlip(height, width, max_shift=data.max_shift, flip_p=data.flip_p)
 
 
@@ -303,22 +366,6 @@ def score(model: ImageModel, x: np.ndarray, y: np.ndarray) -> tuple[dict[str, fl
     logits = model.logits(x)                                               # (N, C)
     predicted = logits.argmax(axis=1)                                      # (N,)
     return {"accuracy": accuracy(y, predicted), "loss": log_loss(y, logits=logits)}, predicted
-
-
-def image_shape(n_features: int) -> tuple[int, int]:
-    """(H, W) of square images flattened to ``n_features`` pixels (28 x 28 for Fashion-MNIST).
-
-    Raises
-    ------
-    ConfigError
-        If ``n_features`` is not a square number (a ViT needs the image's sides).
-    """
-    side = math.isqrt(n_features)
-    if side * side != n_features:
-        raise ConfigError(
-            f"[model] name 'vit' needs square images, but the data has {n_features} pixels per image"
-        )
-    return side, side
 
 
 def _vit_logits(module: Any, x: np.ndarray, *, batch_size: int = EVAL_BATCH) -> np.ndarray:
@@ -459,10 +506,11 @@ class FashionMNISTTask(Task):
 
     def recorded(self) -> RunConfig:
         config = super().recorded()
-        if config.data.data_dir is None:
+        paths = {key: absolute(value) for key in ("data_dir", "images")
+                 if (value := getattr(config.data, key)) is not None}
+        if not paths:
             return config
-        data = dataclasses.replace(config.data, data_dir=absolute(config.data.data_dir))
-        return dataclasses.replace(config, data=data)
+        return dataclasses.replace(config, data=dataclasses.replace(config.data, **paths))
 
     def with_data_dir(self, data_dir: str | os.PathLike[str] | None) -> FashionMNISTTask:
         """Reading from ``data_dir``, or from where the run found its data.
@@ -471,6 +519,11 @@ class FashionMNISTTask(Task):
         moved) and no ``data_dir`` is given, the usual search takes over: ``$MLPKIT_DATA``, the
         cache, the system copy.
         """
+        if self.config.data.images is not None:   # an image folder: read it from data_dir if given
+            if data_dir is None:
+                return self
+            data = dataclasses.replace(self.config.data, images=absolute(data_dir))
+            return FashionMNISTTask(dataclasses.replace(self.config, data=data))
         if data_dir is not None:
             return self._with_data(absolute(data_dir))
         recorded = self.config.data.data_dir
@@ -514,11 +567,12 @@ class FashionMNISTTask(Task):
         from mlpkit.models.vit import check_vit_arguments
 
         model = self.config.model
-        h, w = image_shape(data.x_train.shape[1])
+        h, w, channels = data.extra.shape
         try:
             _, _, dim_head = check_vit_arguments(
                 image_size=(h, w), patch_size=model.patch_size, dim=model.dim, heads=model.heads,
-                dim_head=model.dim_head, pool=model.pool, pos_embedding=model.pos_embedding,
+                dim_head=model.dim_head, channels=channels, pool=model.pool,
+                pos_embedding=model.pos_embedding,
             )
         except ValueError as exc:
             raise ConfigError(f"[model] {exc}") from exc
@@ -526,12 +580,17 @@ class FashionMNISTTask(Task):
         return {
             "image_size": [h, w], "patch_size": [p, p], "num_classes": len(data.extra.classes),
             "dim": model.dim, "depth": model.depth, "heads": model.heads, "mlp_dim": model.mlp_dim,
-            "channels": 1, "dim_head": dim_head, "dropout": float(model.dropout),
+            "channels": channels, "dim_head": dim_head, "dropout": float(model.dropout),
             "emb_dropout": model.emb_dropout, "pool": model.pool,
             "pos_embedding": model.pos_embedding, "patch_norm": model.patch_norm,
         }
 
     def check_resources(self, data: Splits, *, device: str) -> None:
+        if self.config.data.augment != "none" and data.extra.shape[2] != 1:
+            raise ConfigError(
+                f"[data] augment {self.config.data.augment!r} shifts and mirrors grayscale images, but "
+                f"{data.source} was read in color: pass --color grayscale, or --augment none"
+            )
         if self.is_vit:
             self.vit_arguments(data)  # the geometry, before anything is built
             return
@@ -602,8 +661,11 @@ class FashionMNISTTask(Task):
             title = f"{run_dir.name}: test accuracy {saved['accuracy']:.4f} ({model.description})"
             plot_curves(history.records, run_dir / CURVES_FILE, best_epoch=history.best_epoch, title=title)
             shown = slice(0, PREVIEW_IMAGES)
-            images, labels = extra.test_images[shown], data.y_test[shown]
-            plot_predictions(images, labels, predicted[shown], extra.classes, run_dir / PREDICTIONS_FILE)
+            h, w, channels = extra.shape
+            images = extra.test_images[shown].reshape(-1, h, w, channels)      # (25, H, W, C)
+            images = images[..., 0] if channels == 1 else images
+            plot_predictions(images, data.y_test[shown], predicted[shown], extra.classes,
+                             run_dir / PREDICTIONS_FILE, ink=self.config.data.images is None)
             figures = {"loss and accuracy curves": CURVES_FILE, "test predictions": PREDICTIONS_FILE}
         else:
             logger.warning("matplotlib is not installed: no PNG figures (pip install 'mlpkit[plot]')")
@@ -747,19 +809,25 @@ def evaluate_run(
         If the test data cannot be loaded.
     """
     loaded = load_run(run_dir)
-    dataset = load_dataset(FashionMNISTTask(loaded.config).with_data_dir(data_dir).config)
-    if tuple(dataset.classes) != loaded.classes:
+    config = FashionMNISTTask(loaded.config).with_data_dir(data_dir).config
+    if config.data.images is not None:   # an image folder: its test split, as the run's seed made it
+        folder = load_folder_splits(config, run_seeds(config.run.seed)[0])
+        classes, x_test, y_test = folder.classes, folder.x_test.astype(loaded.model.dtype), folder.y_test
+    else:
+        dataset = load_dataset(config)
+        classes, y_test = tuple(dataset.classes), dataset.y_test
+        x_test = pixels_to_features(dataset.x_test, loaded.model.dtype)
+    if classes != loaded.classes:
         raise CheckpointError(
-            f"{run_dir}: the model's classes {loaded.classes} differ from the data's {dataset.classes}"
+            f"{run_dir}: the model's classes {loaded.classes} differ from the data's {classes}"
         )
-    x_test = pixels_to_features(dataset.x_test, loaded.model.dtype)
-    scores, predicted = score(loaded.model, x_test, dataset.y_test)
-    confusion = confusion_matrix(dataset.y_test, predicted, num_classes=len(loaded.classes))  # (C, C)
+    scores, predicted = score(loaded.model, x_test, y_test)
+    confusion = confusion_matrix(y_test, predicted, num_classes=len(loaded.classes))  # (C, C)
     per_class = classification_scores(confusion)
     return {
         "test_accuracy": scores["accuracy"],
         "test_loss": scores["loss"],
-        "n_test": len(dataset.y_test),
+        "n_test": len(y_test),
         "per_class": {
             name: {key: per_class[key][k].item() for key in ("precision", "recall", "f1", "support")}
             for k, name in enumerate(loaded.classes)
@@ -844,6 +912,30 @@ class Predictions:
         return buffer.getvalue()
 
 
+def _predict_folder_run(loaded: LoadedRun, path: Path) -> Predictions:
+    """Classify an image file, or every image under a folder, with a run trained on an image
+    folder: each read as its training images were (resized to S x S, in the run's channels)."""
+    from mlpkit.data.image_folder import IMAGE_SUFFIXES, load_image
+
+    size = loaded.config.data.image_size
+    channels = loaded.model.in_features // (size * size)
+    color = "rgb" if channels == 3 else "grayscale"
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        if not files:
+            raise DataFormatError(f"{path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+        names = tuple(str(p.relative_to(path)) for p in files)
+    elif path.is_file():
+        files, names = [path], (path.name,)
+    else:
+        raise DataNotFoundError(f"no image file or folder at {path}")
+    pixels = np.stack([load_image(p, size=size, color=color).reshape(-1) for p in files])   # (N, S*S*C)
+    logits = loaded.model.logits(pixels_to_features(pixels, loaded.model.dtype))            # (N, K)
+    probabilities = np.exp(log_softmax(logits.astype(np.float64)))                          # (N, K)
+    return Predictions(probabilities, loaded.classes, names, None, ())
+
+
 def predict_run(
     run_dir: str | os.PathLike[str], file: str | os.PathLike[str], *, input_scale: str = "auto"
 ) -> Predictions:
@@ -872,6 +964,8 @@ def predict_run(
         If ``file`` is missing or malformed, or holds images of another size than the model's.
     """
     loaded = load_run(run_dir)
+    if loaded.config.data.images is not None:
+        return _predict_folder_run(loaded, Path(file))
     in_features = loaded.model.in_features
     side = math.isqrt(in_features)
     shape = loaded.model.image_shape or (
