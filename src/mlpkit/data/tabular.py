@@ -538,10 +538,12 @@ class TablePreprocessor:
         numbers, indicators = [], []
         for c in self.numeric:
             values = frame[c["name"]]
-            x = _numbers(values)
+            parsed = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)   # (N,), parsed once
+            unparsed = np.isnan(parsed)
+            # Only a cell that did not parse can be text; the per-cell check runs on those columns only.
+            text = unparsed & ~missing_mask(values) if unparsed.any() else unparsed
+            x = np.where(np.isinf(parsed), np.nan, parsed)        # inf is imputed like a missing value
             missing = np.isnan(x)
-            infinite = np.isinf(pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64))
-            text = missing & ~missing_mask(values) & ~infinite
             if text.any():
                 row = int(np.flatnonzero(text)[0])
                 raise DataFormatError(

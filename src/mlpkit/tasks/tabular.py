@@ -42,6 +42,7 @@ from mlpkit.data.tabular import (
     read_frame,
     split_rows,
 )
+from mlpkit.engine.losses import log_softmax
 from mlpkit.errors import CheckpointError, ConfigError
 from mlpkit.evaluate.metrics import confusion_matrix, log_loss, roc_auc
 from mlpkit.rundir import (
@@ -77,9 +78,8 @@ logger = logging.getLogger(__name__)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    """Class probabilities (N, K) of logits (N, K), by the engine's stable log-softmax."""
+    return np.exp(log_softmax(np.asarray(logits, np.float64)))
 
 
 def classification_report(y: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
@@ -645,7 +645,7 @@ def predict_table_run(
     if pre.task == "regression":
         out = pd.DataFrame({"prediction": pre.decode_regression(logits)})
     else:
-        p = _softmax(np.asarray(logits, np.float64))  # (N, K)
+        p = _softmax(logits)  # (N, K)
         out = pd.DataFrame({"prediction": np.asarray(pre.classes, dtype=object)[p.argmax(axis=1)]})
         for k, name in enumerate(pre.classes):
             out[f"p_{name}"] = p[:, k]
