@@ -1,8 +1,9 @@
 """Optional dependencies: import one, or fail with one line naming the extra that installs it.
 
 mlpkit's core needs NumPy, SciPy, safetensors and tqdm only. Figures need matplotlib, the torch
-engine torch, the estimators scikit-learn, image files Pillow. A feature that needs one of them
-calls :func:`require` before it does any work (so nothing is half-written), and the user reads::
+engine torch, the estimators scikit-learn, image files Pillow, ``--log tensorboard`` tensorboard. A
+feature that needs one of them calls :func:`require` before it does any work (so nothing is
+half-written), and the user reads::
 
     mlpkit: error: the torch engine needs torch, which is not installed: pip install 'mlpkit[torch]'
 """
@@ -24,6 +25,11 @@ EXTRAS: dict[str, str] = {
     "PIL": "images",
     "pyarrow": "tables",
     "pandas": "tables",
+    "tensorboard": "log",
+    "optuna": "tune",
+    "onnx": "onnx",
+    "onnxscript": "onnx",
+    "onnxruntime": "onnx",
 }
 """Top-level module -> the ``mlpkit[...]`` extra that installs it (see pyproject.toml)."""
 

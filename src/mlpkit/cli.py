@@ -5,13 +5,19 @@
     mlpkit train [--config FILE] [options]     train into a new run directory (no options: the classic recipe)
     mlpkit train --resume RUN_DIR              continue an interrupted run from its checkpoint
     mlpkit evaluate RUN_DIR                    score a saved run on the test set
-    mlpkit predict RUN_DIR FILE [--out CSV]    classify images: PNG/JPEG files or folders, IDX, .npy, .csv
+    mlpkit predict RUN_DIR FILE [--out CSV] [--runtime onnx]
+                                               predict a table's rows or classify images (PNG/JPEG files
+                                               or folders, IDX, .npy, .csv), by the run's model or its export
+    mlpkit export RUN_DIR [--format onnx] [--out FILE] [--opset N]
+                                               the run's model as an ONNX file, checked, with a dynamic batch
     mlpkit experiment [NAME] [--out DIR] [--quick] [--seed N] [--overwrite]
                                                run a classic study (list them without NAME)
     mlpkit ctr train --data DIR --model NAME   train a CTR model on train/valid/test tables
     mlpkit ctr compare --data DIR --models A,B --out DIR   train several, compare them
-    mlpkit ctr predict RUN_DIR FILE --out FILE             click probability of each row
+    mlpkit ctr predict RUN_DIR FILE --out FILE [--runtime onnx]   click probability of each row
     mlpkit ctr spectrum RUN_DIR                            singular values of DCN-V2's cross weights
+    mlpkit tune --config FILE [--trials N] [--timeout S] [--storage URL]
+                                               search hyperparameters (Optuna), each trial a run directory
 
 Settings are taken from the defaults (the classic recipe), then ``--config FILE`` (.toml, or a
 run's ``config.json`` to repeat it), then the options given. Library code logs; this module shows
@@ -58,6 +64,7 @@ from mlpkit.config import (
     DEVICES,
     DTYPES,
     ENGINES,
+    LOGS,
     MODEL_NAMES,
     MONITORS,
     OPTIMIZERS,
@@ -69,6 +76,8 @@ from mlpkit.config import (
 )
 from mlpkit.data.images import INPUT_SCALES
 from mlpkit.errors import ConfigError, MlpkitError, OutputError, TrainingDivergedError
+from mlpkit.export import DEFAULT_OPSET, FORMATS, MIN_OPSET
+from mlpkit.runtime import ONNX_FILE, RUNTIMES
 from mlpkit.spec import ACTIVATION_NAMES, INIT_NAMES
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
@@ -133,6 +142,14 @@ def _option(flag: str, target: str, help: str, **kwargs: Any) -> _Option:
 
 
 _BOOL = {"action": argparse.BooleanOptionalAction}  # --x / --no-x
+
+# The logs of a run, the same for every task; metrics.jsonl and metrics.csv are always written.
+_LOG_OPTIONS = (
+    _option("--log", "run.log", f"logs besides metrics.jsonl and metrics.csv: {', '.join(LOGS)} (scalars and "
+            "histograms in RUN_DIR/tensorboard) [none]", type=_split, metavar="NAME[,NAME...]"),
+    _option("--histogram-every", "run.histogram_every", "with --log tensorboard: histograms of the weights "
+            "and gradients every N epochs and at the last; 0 = none [5]", type=int, metavar="N"),
+)
 
 # Every config key a flag can set; [default] in the help is the classic recipe.
 _TRAIN_OPTIONS = (
@@ -227,6 +244,7 @@ _TRAIN_OPTIONS = (
     _option("--dtype", "run.dtype", f"{', '.join(DTYPES)} [float32]", metavar="DTYPE"),
     _option("--engine", "run.engine", f"{', '.join(ENGINES)} [numpy]", metavar="NAME"),
     _option("--device", "run.device", f"{', '.join(DEVICES)} or cuda:N; cuda needs --engine torch [cpu]"),
+    *_LOG_OPTIONS,
 )
 
 
@@ -480,6 +498,10 @@ def _add_predict(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", metavar="CSV", help="write the predictions here instead of stdout")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument(
+        "--runtime", choices=RUNTIMES, default="native",
+        help="'native': the run's own engine; 'onnx': its export (mlpkit export) under onnxruntime [native]",
+    )
 
 
 def _run_predict(args: argparse.Namespace) -> int:
@@ -491,14 +513,14 @@ def _run_predict(args: argparse.Namespace) -> int:
     if run_task(args.run_dir) == "table":
         from mlpkit.tasks.tabular import predict_table_run
 
-        text, facts = predict_table_run(args.run_dir, args.file)
+        text, facts = predict_table_run(args.run_dir, args.file, runtime=args.runtime)
         if args.out:
             atomic_write_text(args.out, text)
             print(f"wrote {facts['rows']} predictions to {args.out}")
         else:
             sys.stdout.write(text)
         return EXIT_OK
-    predictions = predict_run(args.run_dir, args.file, input_scale=args.input_scale)
+    predictions = predict_run(args.run_dir, args.file, input_scale=args.input_scale, runtime=args.runtime)
     text = predictions.to_csv(top_k=args.top_k, probabilities=args.probabilities)
     if args.out:
         atomic_write_text(args.out, text)
@@ -606,6 +628,7 @@ _CTR_OPTIONS = (
     _option("--out", "run.out", "run directory [runs/<timestamp>-ctr-<model>]", metavar="DIR"),
     _option("--name", "run.name", "name in the default run directory [ctr-<model>]"),
     _option("--device", "run.device", f"{', '.join(DEVICES)} or cuda:N [auto]"),
+    *_LOG_OPTIONS,
 )
 
 _CTR_RESUME_OPTIONS = ("--epochs", "--data", "--device")
@@ -669,6 +692,10 @@ def _add_ctr(parser: argparse.ArgumentParser) -> None:
     predict.add_argument("--out", metavar="FILE", help="where to write the probabilities, .csv or .parquet "
                          "[FILE's stem + '.predictions' and its format, in the current directory]")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    predict.add_argument(
+        "--runtime", choices=RUNTIMES, default="native",
+        help="'native': the run's own engine; 'onnx': its export (mlpkit export) under onnxruntime [native]",
+    )
     predict.set_defaults(ctr_handler=_run_ctr_predict, ctr_parser=predict)
     _add_quiet(predict)
 
@@ -772,11 +799,89 @@ def _run_ctr_predict(args: argparse.Namespace) -> int:
         out = Path(f"{stem}.predictions.{suffix or 'csv'}")
     if out.exists() and not args.overwrite:
         raise OutputError(f"{out} already exists; nothing was changed. Pass --overwrite to replace it")
-    result = predict_ctr_run(args.run_dir, source, out)
+    result = predict_ctr_run(args.run_dir, source, out, runtime=args.runtime)
     line = f"wrote {result['rows']:,} probabilities to {out}"
     if "auc" in result:
         line += f" (against the file's labels: AUC {_fmt(result['auc'])}, log loss {_fmt(result['logloss'])})"
     print(line)
+    return EXIT_OK
+
+
+def _add_export(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "run_dir", metavar="RUN_DIR", help="a directory written by 'mlpkit train' or 'mlpkit ctr train'"
+    )
+    parser.add_argument("--format", choices=FORMATS, default="onnx", help="the file format [onnx]")
+    parser.add_argument("--out", metavar="FILE", help=f"where to write the model [RUN_DIR/{ONNX_FILE}, where "
+                        "'predict --runtime onnx' looks]")
+    parser.add_argument("--opset", type=int, metavar="N",
+                        help=f"ONNX opset, {MIN_OPSET} or later [{DEFAULT_OPSET}]")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from mlpkit.export import export_run
+
+    exported = export_run(args.run_dir, format=args.format, out=args.out, opset=args.opset,
+                          overwrite=args.overwrite)
+    _print_table(
+        [
+            ("wrote", f"{exported.path}  (ONNX, opset {exported.opset}, checked by onnx.checker)"),
+            *((f"input {name}", doc) for name, doc in exported.inputs.items()),
+            *((f"output {name}", doc) for name, doc in exported.outputs.items()),
+        ]
+    )
+    return EXIT_OK
+
+
+def _add_tune(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "FILE is a run config (as 'mlpkit train --config' reads it; a CTR config says task = \"ctr\" at its "
+        "top) plus a [tune] table and its [tune.space]: see configs/tune_fashion_mnist.toml. Every trial is "
+        "a run directory OUT/trial-NNNN; the study is selected on the validation split only. The same "
+        "command again continues the study."
+    )
+    parser.add_argument("--config", metavar="FILE", required=True, help="a .toml run config with [tune]")
+    parser.add_argument("--trials", type=int, metavar="N", help="the trials the study should hold in all, "
+                        "those of earlier commands included [[tune] trials]")
+    parser.add_argument("--timeout", type=float, metavar="S", help="start no trial after S seconds of this "
+                        "command [[tune] timeout]")
+    parser.add_argument("--storage", metavar="URL", help="the study's database, e.g. sqlite:///study.db "
+                        "[sqlite:///OUT/study.db]")
+    parser.add_argument("--study-name", metavar="NAME", help="the study's name in the storage [[tune] "
+                        "study_name, or FILE's stem]")
+    parser.add_argument("--out", metavar="DIR", help="the tune directory: trials, best.toml, trials.csv, "
+                        "plots [runs/tune-<study name>]")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (shown only on a terminal)"
+    )
+
+
+def _run_tune(args: argparse.Namespace) -> int:
+    from mlpkit.tune import load_tune_config, tune
+
+    config, settings = load_tune_config(args.config)
+    settings = settings.with_options(trials=args.trials, timeout=args.timeout, study_name=args.study_name)
+    progress = not args.no_progress and sys.stderr.isatty()
+    result = tune(config, settings, out=args.out, storage=args.storage, progress=progress, command=args.argv)
+    counts, best = result.counts, result.best
+    rows: list[tuple[str, object]] = [
+        ("study", f"{result.study_name}  ({result.storage}; {result.direction} {result.metric})"),
+        ("trials", f"{counts['total']}: {counts['complete']} complete, {counts['pruned']} pruned, "
+                   f"{counts['failed']} failed  ({result.ran} run by this command)"),
+    ]
+    if best is None:
+        rows.append(("best trial", "none has completed yet"))
+    else:
+        rows.append(("best trial", f"{best['number']}: {result.metric} {_fmt(best['value'])}  (epoch "
+                                   f"{best['best_epoch']} of {best['epochs_run']})"))
+        rows += [(f"  {name}", f"{value:.4g}" if isinstance(value, float) else json.dumps(value))
+                 for name, value in best["params"].items()]
+        tests = [f"{key} {_fmt(value)}" for key, value in best.items() if key.startswith("test_")]
+        rows.append(("test scores", f"{'  '.join(tests) or '-'}  (reported, never used to select)"))
+        rows.append(("run directory", best["run_dir"]))
+    rows.append(("written", f"{result.out}  ({', '.join(result.files)})"))
+    _print_table(rows)
     return EXIT_OK
 
 
@@ -787,7 +892,9 @@ SUBCOMMANDS: dict[
     "evaluate": ("score a saved run's model on the test set", _add_evaluate, _run_evaluate),
     "predict": ("classify images with a saved run's model (CSV out)", _add_predict, _run_predict),
     "experiment": ("run one of the classic studies", _add_experiment, _run_experiment),
+    "export": ("write a run's model as an ONNX file with a dynamic batch axis", _add_export, _run_export),
     "ctr": ("click-through-rate models on tables: train, compare, predict, spectrum", _add_ctr, _run_ctr),
+    "tune": ("search hyperparameters with Optuna, each trial a run directory", _add_tune, _run_tune),
 }
 """name -> (one-line help, add_arguments(parser), handler(args) -> exit status)."""
 

@@ -11,7 +11,7 @@ A configuration has five sections, each a frozen dataclass whose defaults are th
     [early_stopping]  patience, min_delta, monitor, restore_best
     [data]            data_dir, val_size, download, verify, augment, max_shift, flip_p, or for an image
                       folder images, image_size, color, strict
-    [run]             name, seed, out, dtype, engine, device
+    [run]             name, seed, out, dtype, engine, device, log, histogram_every
 
 Files are read by :func:`load_config`: ``.toml`` with the standard library's :mod:`tomllib`, and
 ``.json`` as written by a run, so ``mlpkit train --config RUN_DIR/config.json`` repeats a run.
@@ -71,6 +71,7 @@ __all__ = [
     "DEVICES",
     "DTYPES",
     "ENGINES",
+    "LOGS",
     "MODEL_NAMES",
     "MONITORS",
     "OPTIMIZERS",
@@ -92,6 +93,7 @@ __all__ = [
     "TableEarlyStoppingConfig",
     "TableModelConfig",
     "load_config",
+    "load_config_with_section",
 ]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -106,6 +108,8 @@ AUGMENTS = ("none", "shift_flip")
 IMAGE_COLORS = ("auto", "grayscale", "rgb")
 """Training-time augmentations (``shift_flip``: :class:`mlpkit.data.augment.ShiftFlip`)."""
 DTYPES = ("float32", "float64")
+LOGS = ("tensorboard",)
+"""Per-epoch logs a run can write besides ``metrics.jsonl`` and ``metrics.csv`` (``[run] log``)."""
 MONITORS = ("val_loss", "val_accuracy")
 """Scores that can pick the best epoch; the test set is never one of them."""
 CTR_MONITORS = ("val_auc", "val_logloss", "val_loss")
@@ -557,6 +561,13 @@ class RunSettings:
     device : {"auto", "cpu", "cuda", "cuda:N"}
         Where the torch engine trains; ``"auto"`` takes a GPU when there is one. The NumPy engine
         runs on the CPU (``"cpu"`` or ``"auto"``).
+    log : tuple of str
+        Per-epoch logs besides ``metrics.jsonl`` and ``metrics.csv`` (always written): ``"tensorboard"``
+        writes the epoch's scalars and parameter histograms to ``RUN_DIR/tensorboard`` (:mod:`mlpkit.logs`);
+        one name alone is a list of one.
+    histogram_every : int
+        With ``"tensorboard"``: a histogram of every parameter's weights and gradient every N epochs
+        and at the last one; 0 writes none.
     """
 
     name: str | None = None
@@ -565,6 +576,8 @@ class RunSettings:
     dtype: str = "float32"
     engine: str = "numpy"
     device: str = "cpu"
+    log: tuple[str, ...] = ()
+    histogram_every: int = 5
 
     def __post_init__(self) -> None:
         with config_section("run"):
@@ -582,6 +595,21 @@ class RunSettings:
                     f"device must be 'cpu' for engine 'numpy', got {self.device!r}: the NumPy engine runs "
                     "on the CPU only; use engine 'torch' (--engine torch) to train on a GPU"
                 )
+            self._check_log()
+
+    def _check_log(self) -> None:
+        log = (self.log,) if isinstance(self.log, str) else self.log  # one name, or a list of them
+        if not isinstance(log, Sequence):
+            raise ValueError(f"log must be a list of names from {list(LOGS)}, got {self.log!r}")
+        for name in log:
+            check_choice("log", name, LOGS)
+        set_frozen(self, "log", tuple(dict.fromkeys(log)))   # each once, in the order given
+        check_nonnegative_int("histogram_every", self.histogram_every)
+        if "tensorboard" not in self.log and self.histogram_every != 5:
+            raise ValueError(
+                f"histogram_every applies to log 'tensorboard' only, got histogram_every="
+                f"{self.histogram_every!r} with log {list(self.log)}"
+            )
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -1153,7 +1181,27 @@ def load_config(path: str | Path, *, task: str | None = "fashion_mnist") -> Any:
         task, unknown section or key (with the valid ones), or an invalid value.
     """
     path = Path(path)
+    return _config_from_raw(_read_raw(path), path, task)
+
+
+def load_config_with_section(path: str | Path, section: str, *, task: str | None = None) -> tuple[Any, Any]:
+    """Read a run configuration from a ``.toml`` file that holds one more top-level table, which
+    another command reads (``[tune]`` of ``mlpkit tune``).
+
+    Returns
+    -------
+    config : RunConfig, CTRConfig or TableConfig
+        The file without ``[section]``, read as :func:`load_config` reads a file (``task`` likewise).
+    table : Any
+        The value of ``section`` as parsed (a dict for a table), or None when the file has none.
+    """
+    path = Path(path)
     raw = _read_raw(path)
+    table = raw.pop(section, None)
+    return _config_from_raw(raw, path, task), table
+
+
+def _config_from_raw(raw: dict[str, Any], path: Path, task: str | None) -> Any:
     data = raw.get("data")
     # A file that names a target column configures a table run, whether or not it says task = "table".
     names_a_table = isinstance(data, Mapping) and ("target" in data or "path" in data)

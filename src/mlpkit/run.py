@@ -6,11 +6,14 @@
 
     config.json        the config, with its ``task`` and without ``out``: ``--config`` of it repeats the run
     metrics.jsonl      one JSON object per finished epoch, appended and fsynced as each epoch ends
+    metrics.csv        the same records as a table, one row per epoch
     summary.json       the saved model's test scores, best epoch, stop reason, wall time
     model.safetensors  the saved weights (never pickle), with what rebuilds the model as metadata
     report.md          configuration, per-epoch table, result, links to the PNGs
     curves.png         the per-epoch curves, and the task's own files (the image task's
                        predictions.png, the CTR task's fitted vocabularies)
+    tensorboard/       with ``[run] log = ["tensorboard"]``: the epochs' scalars and histograms of
+                       the parameters, for TensorBoard (:mod:`mlpkit.logs`)
 
 Every file is written atomically (temporary file, fsync, rename). The model is written at the end
 of each epoch that becomes the one to keep (the best validation epoch, or every epoch when
@@ -52,6 +55,7 @@ from mlpkit.config import load_config
 from mlpkit.engine import build_mlp, make_optimizer
 from mlpkit.engine.network import to_file_layout
 from mlpkit.errors import CheckpointError, ConfigError, MlpkitError, TrainingDivergedError
+from mlpkit.logs import NamedParameters, TensorBoardLog, check_logs
 from mlpkit.rundir import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -59,12 +63,14 @@ from mlpkit.rundir import (
     MODEL_FILE,
     RUN_FILES,
     SUMMARY_FILE,
+    TENSORBOARD_DIR,
     MetricsLog,
     Session,
     after_interrupt,
     checkpoint_epoch,
     prepare_run_dir,
     remove_if_unused,
+    run_task,
     save_weights,
     write_config,
 )
@@ -88,6 +94,7 @@ __all__ = [
     "predict_run",
     "resume_run",
     "run_seeds",
+    "run_task",
     "train_run",
 ]
 
@@ -162,7 +169,10 @@ def _check_engine(config: Any) -> None:
 class EpochWriter:
     """The trainer's ``on_epoch_end``: what a finished epoch leaves on disk, for every task.
 
-    It refuses non-finite weights, appends the epoch's line to ``metrics.jsonl`` and saves
+    It refuses non-finite weights, appends the epoch's line to ``metrics.jsonl`` and its row to
+    ``metrics.csv`` (:class:`~mlpkit.rundir.MetricsLog`), writes the epoch to TensorBoard when
+    ``[run] log`` asks for it (:class:`~mlpkit.logs.TensorBoardLog`; before the checkpoint, so an
+    epoch is either replayed on resume or already logged), and saves
     ``model.safetensors`` when this epoch's weights are the ones to keep: the best epoch so far,
     or every epoch when ``keep_every_epoch`` (``restore_best`` off). So the file always holds the
     model the run would deliver if it stopped now, and never weights of a diverged step.
@@ -196,9 +206,20 @@ class EpochWriter:
         self.keep_every_epoch = keep_every_epoch
         self.hook = hook
         self.saved_epoch: int | None = None
+        settings = task.config.run
+        self.tensorboard = (
+            TensorBoardLog(run_dir / TENSORBOARD_DIR, histogram_every=settings.histogram_every)
+            if "tensorboard" in settings.log
+            else None
+        )
 
     def weights_finite(self) -> bool:
         return all(np.isfinite(p.data).all() for p in self.trainer.network.parameters().values())
+
+    def parameters(self) -> NamedParameters:
+        """Each parameter's name (as in the model file), weights and gradient (of the last batch)."""
+        for name, p in self.trainer.network.named_parameters().items():
+            yield name, p.data, p.grad
 
     def weights(self) -> dict[str, np.ndarray]:
         """The current weights in the file layout."""
@@ -231,12 +252,20 @@ class EpochWriter:
                 f"(lr={record['lr']:g}); try a smaller learning rate"
             )
         self.metrics.append(record)
+        if self.tensorboard is not None:
+            last = epoch >= self.epochs or self.trainer.stopped_early
+            self.tensorboard.write_epoch(record, self.parameters, last=last)
         logger.info("epoch %d/%d  %s", epoch, self.epochs, self.task.describe_epoch(record))
         if self.keep_every_epoch or self.trainer.history.best_epoch == epoch:
             self.save_model(self.weights(), epoch)
         self.save_checkpoint()
         if self.hook is not None:
             self.hook(self.run_dir, record)
+
+    def close(self) -> None:
+        """Close the logs that hold a file open (TensorBoard's); safe to call more than once."""
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
 
 class TorchEpochWriter(EpochWriter):
@@ -248,6 +277,13 @@ class TorchEpochWriter(EpochWriter):
         import torch
 
         return all(bool(torch.isfinite(p).all()) for p in self.trainer.model.parameters())
+
+    def parameters(self) -> NamedParameters:
+        import torch
+
+        for name, p in self.trainer.model.named_parameters():  # the module itself, never DDP's wrapper
+            grad = None if p.grad is None else p.grad.detach().to("cpu", torch.float64).numpy()
+            yield name, p.detach().to("cpu", torch.float64).numpy(), grad
 
     def weights(self) -> dict[str, np.ndarray]:
         from mlpkit.torch_engine import state_arrays
@@ -373,6 +409,7 @@ def train_run(
         model if one was saved (never diverged weights).
     """
     _check_engine(config)
+    check_logs(config.run)
     task = task_for(config)
     run = _torch_run if config.run.engine == "torch" else _numpy_run
     return run(
@@ -448,20 +485,24 @@ def _numpy_run(
     resumed_at = trainer.epochs_done
 
     try:
-        history = trainer.fit(
-            data.x_train, data.y_train, data.x_val, data.y_val,
-            epochs=trainer.remaining_epochs(config.optim.epochs),
-        )
-    except TrainingDivergedError as exc:
-        raise _write_diverged_summary(run_dir, exc, writer) from exc
-    except KeyboardInterrupt:
-        after_interrupt(run_dir, created=created, new_run=resume_dir is None)
-        raise
+        try:
+            history = trainer.fit(
+                data.x_train, data.y_train, data.x_val, data.y_val,
+                epochs=trainer.remaining_epochs(config.optim.epochs),
+            )
+        except TrainingDivergedError as exc:
+            raise _write_diverged_summary(run_dir, exc, writer) from exc
+        except KeyboardInterrupt:
+            writer.close()  # before after_interrupt, which may remove the events
+            after_interrupt(run_dir, created=created, new_run=resume_dir is None)
+            raise
 
-    engine: dict[str, Any] = {"engine": "numpy"}
-    if resume_dir is not None:
-        engine["resumed_at_epoch"] = resumed_at
-    summary = _finish(task, writer, trainer, history, session, restore_best=restore_best, engine=engine)
+        engine: dict[str, Any] = {"engine": "numpy"}
+        if resume_dir is not None:
+            engine["resumed_at_epoch"] = resumed_at
+        summary = _finish(task, writer, trainer, history, session, restore_best=restore_best, engine=engine)
+    finally:
+        writer.close()
     return RunResult(run_dir, config, history, summary)
 
 
@@ -603,6 +644,7 @@ def resume_run(
         config = config.with_overrides(overrides, source="resume options")
     task = task_for(config).with_data_dir(data_dir)
     _check_engine(config)
+    check_logs(config.run)
     run = _torch_run if config.run.engine == "torch" else _numpy_run
     return run(
         task, progress=progress, overwrite=False, resume_dir=Path(run_dir), command=command, hook=on_epoch_end
@@ -718,6 +760,7 @@ def _torch_run_in_group(
     # DDP's reducer holds the process group: dropping the wrapper on every way out lets
     # cleanup_distributed destroy the group now, not at interpreter exit, where tearing gloo
     # down aborts the process now and then (SIGABRT, "terminate called without an active exception").
+    writer: TorchEpochWriter | None = None
     try:
         if resume_dir is not None:
             # Every rank reads the checkpoint; it is checked whole before anything changes.
@@ -748,6 +791,7 @@ def _torch_run_in_group(
             raise _write_diverged_summary(run_dir, exc, writer) from exc
         except KeyboardInterrupt:
             if rank_zero:
+                writer.close()  # before after_interrupt, which may remove the events
                 after_interrupt(run_dir, created=created, new_run=resume_dir is None)
             raise
         if not rank_zero:
@@ -764,6 +808,8 @@ def _torch_run_in_group(
         summary = _finish(task, writer, trainer, history, session, restore_best=restore_best, engine=engine)
         return RunResult(run_dir, config, history, summary)
     finally:
+        if writer is not None:
+            writer.close()
         trainer.close()
 
 
@@ -841,26 +887,3 @@ def evaluate_run(
 
         return evaluate_table_run(run_dir, data_dir=data_dir)
     return evaluate_image_run(run_dir, data_dir=data_dir)
-
-
-def run_task(run_dir: str | os.PathLike[str]) -> str:
-    """The task a run directory's ``config.json`` names (``fashion_mnist`` when it names none).
-
-    Raises
-    ------
-    CheckpointError
-        No such directory, or no readable ``config.json`` in it.
-    """
-    path = Path(run_dir) / CONFIG_FILE
-    if not Path(run_dir).is_dir():
-        raise CheckpointError(f"no run directory at {run_dir}")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"{run_dir} is not a run directory: {CONFIG_FILE} is missing") from exc
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a valid run configuration: {exc}") from exc
-    task = raw.get("task", "fashion_mnist") if isinstance(raw, dict) else None
-    if not isinstance(task, str):
-        raise CheckpointError(f"{path} is not a valid run configuration: expected a table with a task")
-    return task

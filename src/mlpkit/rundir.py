@@ -4,12 +4,14 @@ A training run writes one directory::
 
     config.json        everything needed to repeat the run (without its output directory)
     metrics.jsonl      one JSON object per finished epoch, appended and fsynced as each epoch ends
+    metrics.csv        the same records as a table: a header of their keys, one row per epoch
     summary.json       the final scores, the best epoch, why it stopped, how the run was made
     model.safetensors  the weights to deliver (never pickle), with what rebuilds the model as metadata
     report.md          the run for a person to read
     *.png              the figures of the report
     checkpoint.json    the commit point of the checkpoint of the last finished epoch, naming its
                        checkpoint-epoch*.safetensors (see :mod:`mlpkit.train.checkpoint_files`)
+    tensorboard/       TensorBoard's event files, with ``[run] log = ["tensorboard"]`` (:mod:`mlpkit.logs`)
 
 This module owns the names of those files, creating the directory (never over an earlier run by
 surprise), appending to and rewriting the metrics log, writing weights, and what is left after an
@@ -21,6 +23,8 @@ file is written atomically (temporary file, fsync, rename).
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import logging
 import os
@@ -41,6 +45,7 @@ from mlpkit.train.checkpoint_files import CHECKPOINT_JSON, TENSORS_GLOB, has_che
 __all__ = [
     "CHECKPOINT_FILE",
     "CONFIG_FILE",
+    "METRICS_CSV_FILE",
     "METRICS_FILE",
     "MODEL_FILE",
     "PREDICTED_FILE",
@@ -50,6 +55,7 @@ __all__ = [
     "RUN_FILES",
     "SUMMARY_FILE",
     "TABLE_FILE",
+    "TENSORBOARD_DIR",
     "MetricsLog",
     "Session",
     "after_interrupt",
@@ -59,6 +65,8 @@ __all__ = [
     "prepare_run_dir",
     "read_metadata",
     "remove_if_unused",
+    "remove_run_files",
+    "run_task",
     "save_weights",
     "write_config",
 ]
@@ -67,6 +75,7 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+METRICS_CSV_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 MODEL_FILE = "model.safetensors"
 REPORT_FILE = "report.md"
@@ -79,20 +88,35 @@ PREPROCESSING_FILE = "preprocessing.json"
 PREDICTED_FILE = "predicted.png"
 RESIDUALS_FILE = "residuals.png"
 RUN_FILES = (
-    CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, MODEL_FILE, REPORT_FILE, CURVES_FILE, PREDICTIONS_FILE,
-    TABLE_FILE, PREPROCESSING_FILE, PREDICTED_FILE, RESIDUALS_FILE,
+    CONFIG_FILE, METRICS_FILE, METRICS_CSV_FILE, SUMMARY_FILE, MODEL_FILE, REPORT_FILE, CURVES_FILE,
+    PREDICTIONS_FILE, TABLE_FILE, PREPROCESSING_FILE, PREDICTED_FILE, RESIDUALS_FILE,
 )
-"""Every file a run writes; ``overwrite`` removes these and a checkpoint from an existing directory."""
+"""Every file a run writes; ``overwrite`` removes these, a checkpoint and the TensorBoard events from an
+existing directory."""
+TENSORBOARD_DIR = "tensorboard"
+"""Where ``[run] log = ["tensorboard"]`` writes its event files (:mod:`mlpkit.logs`)."""
+TENSORBOARD_EVENTS_GLOB = "events.out.tfevents.*"
+"""The names TensorBoard's writer gives its event files."""
 CHECKPOINT_FILE, CHECKPOINT_TENSORS_GLOB = CHECKPOINT_JSON, TENSORS_GLOB
 """Either engine's checkpoint (``mlpkit.train.checkpoint_files``): the JSON commit point and its tensors."""
 
 
 class MetricsLog:
-    """``metrics.jsonl``: one line per finished epoch, appended, flushed and fsynced at once."""
+    """``metrics.jsonl`` and ``metrics.csv``: one line per finished epoch in each, written together.
 
-    def __init__(self, path: Path) -> None:
+    The JSON lines are the record of the run, flushed and fsynced as each epoch ends. The CSV holds
+    the same records as a table (a header of their keys, one row per epoch, each cell the JSON
+    scalar of the line, so a float reads back as the same number; an empty cell for None). Every
+    path that rewrites the JSON lines (resume, divergence, the end of the run) goes through
+    :meth:`rewrite`, which rewrites the CSV from the same records, so the two files always agree.
+    """
+
+    def __init__(self, path: Path, csv_path: Path | None = None) -> None:
         self.path = path
+        self.csv_path = path.with_suffix(".csv") if csv_path is None else csv_path
         self.lines: list[str] = []
+        self.records: list[dict[str, Any]] = []
+        self._columns: list[str] | None = None  # the CSV's header as written, None before it is
 
     def append(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, allow_nan=False)
@@ -104,12 +128,45 @@ class MetricsLog:
         except OSError as exc:
             raise OutputError(f"cannot append to {self.path}: {exc.strerror or exc}") from exc
         self.lines.append(line)
+        self.records.append(dict(record))
+        if self._columns == list(record):
+            self._append_row(record)
+        else:  # the first row, or keys the header lacks: the whole table again
+            self._write_csv()
 
     def rewrite(self, records: list[dict[str, Any]] | None = None) -> None:
-        """Write the whole file again, atomically, from the lines appended so far (or ``records``)."""
+        """Write both files again, atomically, from the records appended so far (or ``records``)."""
         if records is not None:
             self.lines = [json.dumps(record, allow_nan=False) for record in records]
+            self.records = [dict(record) for record in records]
         atomic_write_text(self.path, "".join(f"{line}\n" for line in self.lines))
+        self._write_csv()
+
+    def _write_csv(self) -> None:
+        columns = list(dict.fromkeys(key for record in self.records for key in record))
+        buffer = io.StringIO()
+        if self.records:
+            writer = csv.writer(buffer, lineterminator="\n")
+            writer.writerow(columns)
+            writer.writerows([_csv_cell(record.get(key)) for key in columns] for record in self.records)
+        atomic_write_text(self.csv_path, buffer.getvalue())
+        self._columns = columns
+
+    def _append_row(self, record: dict[str, Any]) -> None:
+        # Not fsynced: the CSV is a view of the JSON lines, and the paths that could leave it short
+        # (a crash) rewrite it from the checkpoint's records on resume; one fsync per epoch is enough.
+        try:
+            with open(self.csv_path, "a", encoding="utf-8", newline="") as file:
+                csv.writer(file, lineterminator="\n").writerow([_csv_cell(v) for v in record.values()])
+        except OSError as exc:
+            raise OutputError(f"cannot append to {self.csv_path}: {exc.strerror or exc}") from exc
+
+
+def _csv_cell(value: Any) -> str:
+    """A record's value as a CSV cell: empty for None, else its JSON text (``0.1``, ``3``, ``true``)."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, allow_nan=False)
 
 
 def default_run_dir(name: str) -> Path:
@@ -150,11 +207,27 @@ def prepare_run_dir(out: str | os.PathLike[str] | None, name: str, *, overwrite:
     if overwrite:
         # Only the files a run writes: a stale model must not outlive a new run that diverges, and
         # a stale checkpoint must not be resumed under the new run's config.json.
-        stale = [run_dir / name for name in (*RUN_FILES, CHECKPOINT_FILE)]
-        stale += run_dir.glob(CHECKPOINT_TENSORS_GLOB)
+        stale = [run_dir / CHECKPOINT_FILE, *run_dir.glob(CHECKPOINT_TENSORS_GLOB)]
         for path in stale:
             path.unlink(missing_ok=True)
+        remove_run_files(run_dir)
     return run_dir, created
+
+
+def remove_run_files(run_dir: Path) -> None:
+    """Remove the files a run writes (:data:`RUN_FILES`) and its TensorBoard events, nothing else.
+
+    An earlier run's events would show in TensorBoard as part of the new run: they go with the
+    other run files. The ``tensorboard`` directory itself goes only when nothing else is in it.
+    """
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    events = run_dir / TENSORBOARD_DIR
+    if events.is_dir():
+        for path in events.glob(TENSORBOARD_EVENTS_GLOB):
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            events.rmdir()  # fails, and stays, when the user keeps other files there
 
 
 def save_weights(path: Path, state: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
@@ -208,8 +281,7 @@ def after_interrupt(run_dir: Path, *, created: bool, new_run: bool) -> None:
     an empty metrics log) would only make the same command refuse the directory next time.
     """
     if new_run and not has_checkpoint(run_dir):
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
+        remove_run_files(run_dir)
         remove_if_unused(run_dir, created)
         logger.warning(
             "interrupted before the first epoch finished; nothing to resume, so %s was %s: "
@@ -258,3 +330,26 @@ def read_metadata(path: Path) -> dict[str, str]:
             return dict(file.metadata() or {})
     except Exception as exc:  # safetensors raises its own SafetensorError for any malformed header
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+
+
+def run_task(run_dir: str | os.PathLike[str]) -> str:
+    """The task a run directory's ``config.json`` names (``fashion_mnist`` when it names none).
+
+    Raises
+    ------
+    CheckpointError
+        No such directory, or no readable ``config.json`` in it.
+    """
+    path = Path(run_dir) / CONFIG_FILE
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"no run directory at {run_dir}")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{run_dir} is not a run directory: {CONFIG_FILE} is missing") from exc
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a valid run configuration: {exc}") from exc
+    task = raw.get("task", "fashion_mnist") if isinstance(raw, dict) else None
+    if not isinstance(task, str):
+        raise CheckpointError(f"{path} is not a valid run configuration: expected a table with a task")
+    return task

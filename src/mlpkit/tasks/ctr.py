@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mlpkit import __version__
+from mlpkit._checks import check_choice
 from mlpkit._io import atomic_path, atomic_write_json, atomic_write_text
 from mlpkit.config import CTRConfig
 from mlpkit.data.table_fit import FittedTable
@@ -360,12 +361,14 @@ def evaluate_ctr_run(
 
 
 def predict_ctr_run(
-    run_dir: str | os.PathLike[str], file: str | os.PathLike[str], out: str | os.PathLike[str]
+    run_dir: str | os.PathLike[str], file: str | os.PathLike[str], out: str | os.PathLike[str],
+    *, runtime: str = "native",
 ) -> dict[str, Any]:
     """Write the click probability of every row of ``file`` (CSV or Parquet) to ``out`` (CSV or Parquet).
 
     ``out`` holds one column ``probability`` per input row, in order, plus ``label`` when the file
     has the label column. Columns the model does not read are ignored; a missing one is an error.
+``runtime="onnx"`` scores with the run's ONNX export (``mlpkit export``) under onnxruntime.
 
     Returns
     -------
@@ -389,9 +392,16 @@ def predict_ctr_run(
     if kind is None:
         suffix = out.suffix or "no suffix"
         raise OutputError(f"{out}: write predictions to a .csv or .parquet file, got {suffix!r}")
+    from mlpkit.runtime import RUNTIMES, OnnxModel
+
+    onnx = check_choice("runtime", runtime, RUNTIMES) == "onnx"
     loaded = load_ctr_run(run_dir)
+    exported = OnnxModel.for_run(loaded.run_dir) if onnx else None
     split = encode_file(file, loaded.fitted)
-    logits = loaded.predict_logits(split).astype(np.float64)                 # (N,)
+    if exported is not None:
+        logits = exported.run(named_inputs(split)).astype(np.float64)        # (N,)
+    else:
+        logits = loaded.predict_logits(split).astype(np.float64)             # (N,)
     probability = stable_sigmoid(logits)                                      # (N,), no overflow
     columns: dict[str, np.ndarray] = {"probability": probability}
     result: dict[str, Any] = {"rows": len(split), "out": str(out)}

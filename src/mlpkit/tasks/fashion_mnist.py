@@ -19,7 +19,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mlpkit import __version__
+from mlpkit._checks import check_choice
 from mlpkit._io import atomic_write_json, atomic_write_text
 from mlpkit.config import RunConfig, load_config
 from mlpkit.data.augment import ShiftFlip
@@ -912,7 +913,19 @@ class Predictions:
         return buffer.getvalue()
 
 
-def _predict_folder_run(loaded: LoadedRun, path: Path) -> Predictions:
+def _scorer(loaded: LoadedRun, runtime: str) -> Callable[[np.ndarray], np.ndarray]:
+    """features (N, D) -> logits (N, K): by the run's own model, or by its ONNX export under onnxruntime."""
+    from mlpkit.runtime import RUNTIMES, OnnxModel
+
+    if check_choice("runtime", runtime, RUNTIMES) == "native":
+        return loaded.model.logits
+    exported = OnnxModel.for_run(loaded.run_dir)
+    return lambda features: exported.run({"features": features})
+
+
+def _predict_folder_run(
+    loaded: LoadedRun, path: Path, scorer: Callable[[np.ndarray], np.ndarray]
+) -> Predictions:
     """Classify an image file, or every image under a folder, with a run trained on an image
     folder: each read as its training images were (resized to S x S, in the run's channels)."""
     from mlpkit.data.image_folder import IMAGE_SUFFIXES, load_image
@@ -931,13 +944,14 @@ def _predict_folder_run(loaded: LoadedRun, path: Path) -> Predictions:
     else:
         raise DataNotFoundError(f"no image file or folder at {path}")
     pixels = np.stack([load_image(p, size=size, color=color).reshape(-1) for p in files])   # (N, S*S*C)
-    logits = loaded.model.logits(pixels_to_features(pixels, loaded.model.dtype))            # (N, K)
+    logits = scorer(pixels_to_features(pixels, loaded.model.dtype))                         # (N, K)
     probabilities = np.exp(log_softmax(logits.astype(np.float64)))                          # (N, K)
     return Predictions(probabilities, loaded.classes, names, None, ())
 
 
 def predict_run(
-    run_dir: str | os.PathLike[str], file: str | os.PathLike[str], *, input_scale: str = "auto"
+    run_dir: str | os.PathLike[str], file: str | os.PathLike[str], *, input_scale: str = "auto",
+    runtime: str = "native",
 ) -> Predictions:
     """Classify the images in ``file`` with a saved run's model.
 
@@ -951,6 +965,8 @@ def predict_run(
     input_scale : {"auto", "255", "1"}
         How the file's values relate to grey levels; ``"auto"`` refuses values that all lie in
         [0, 1] instead of guessing.
+    runtime : {"native", "onnx"}
+        Score with the run's own model, or with its ONNX export (``mlpkit export``) under onnxruntime.
 
     Returns
     -------
@@ -964,8 +980,9 @@ def predict_run(
         If ``file`` is missing or malformed, or holds images of another size than the model's.
     """
     loaded = load_run(run_dir)
+    scorer = _scorer(loaded, runtime)
     if loaded.config.data.images is not None:
-        return _predict_folder_run(loaded, Path(file))
+        return _predict_folder_run(loaded, Path(file), scorer)
     in_features = loaded.model.in_features
     side = math.isqrt(in_features)
     shape = loaded.model.image_shape or (
@@ -978,7 +995,7 @@ def predict_run(
         raise DataFormatError(
             f"{file} has {images.pixels.shape[1]} features, but the model expects {in_features}"
         )
-    logits = loaded.model.logits(pixels_to_features(images.pixels, loaded.model.dtype))             # (N, C)
+    logits = scorer(pixels_to_features(images.pixels, loaded.model.dtype))                          # (N, C)
     probabilities = np.exp(log_softmax(logits.astype(np.float64)))                                    # (N, C)
     predictions = Predictions(probabilities, loaded.classes, images.names, images.labels, images.notes)
     if images.labels is not None:

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mlpkit import __version__
+from mlpkit._checks import check_choice
 from mlpkit._io import atomic_write_json, atomic_write_text
 from mlpkit.config import TableConfig
 from mlpkit.data.tabular import (
@@ -625,23 +626,33 @@ def evaluate_table_run(
 
 
 def predict_table_run(
-    run_dir: str | os.PathLike[str], file: str | os.PathLike[str]
+    run_dir: str | os.PathLike[str], file: str | os.PathLike[str], *, runtime: str = "native"
 ) -> tuple[str, dict[str, Any]]:
     """Predictions for every row of ``file`` as CSV text, and facts for the log.
 
     The CSV has ``prediction`` (the class, or the value in the target's units) and, for
     classification, ``p_<class>`` per class. The file needs the columns the model reads; the target
     and other columns are ignored (with a note); a missing column is an error naming it.
+    ``runtime="onnx"`` scores with the run's ONNX export (``mlpkit export``) under onnxruntime.
     """
     import pandas as pd
 
+    from mlpkit.runtime import RUNTIMES, OnnxModel
+
     loaded = load_table_run(run_dir)
+    logits_of = loaded.logits
+    if check_choice("runtime", runtime, RUNTIMES) == "onnx":
+        exported = OnnxModel.for_run(loaded.run_dir)
+
+        def logits_of(arrays: TableArrays) -> np.ndarray:
+            return exported.run({"numeric": arrays.numeric, "categorical": arrays.categorical})
+
     pre = loaded.preprocessor
     frame = read_frame(file)
     extra = [c for c in map(str, frame.columns) if c not in pre.columns]
     if extra:
         logger.info("note: %d column(s) the model does not read are ignored: %s", len(extra), _few(extra))
-    logits = loaded.logits(pre.transform(frame, source=str(file)))
+    logits = logits_of(pre.transform(frame, source=str(file)))
     if pre.task == "regression":
         out = pd.DataFrame({"prediction": pre.decode_regression(logits)})
     else:
