@@ -107,7 +107,7 @@ def mlp_predictors(run_dir: Path, threads: int) -> tuple[dict[str, Any], Callabl
     predictors: dict[str, Any] = {
         "numpy": network.forward,
         "torch eager": eager(module),
-        "torch.compile": _compiled(module, eager, torch.zeros(256, 784)),
+        "torch.compile": _compiled(module, eager, [torch.zeros(1, 784), torch.zeros(256, 784)]),
         "onnxruntime": lambda x: onnx.session.run(["logits"], {"features": x})[0],
     }
     rng = np.random.default_rng(0)
@@ -133,26 +133,31 @@ def deepfm_predictors(run_dir: Path, threads: int) -> tuple[dict[str, Any], Call
 
         return run
 
-    example = torch.zeros(256, len(vocab), dtype=torch.int64)
+    examples = [{"sparse": torch.zeros(n, len(vocab), dtype=torch.int64)} for n in (1, 256)]
     predictors: dict[str, Any] = {
         "numpy": None,
         "torch eager": eager(model),
-        "torch.compile": _compiled(model, eager, {"sparse": example}),
+        "torch.compile": _compiled(model, eager, examples),
         "onnxruntime": lambda ids: onnx.session.run(["logits"], {"sparse": ids})[0],
     }
     rng = np.random.default_rng(0)
     return predictors, lambda n: (rng.random((n, len(vocab))) * vocab).astype(np.int64)
 
 
-def _compiled(module: Any, eager: Callable[[Any], Callable[[np.ndarray], np.ndarray]], example: Any) -> Any:
-    """``eager(torch.compile(module))`` compiled now (the time is kept), or the error as text."""
+def _compiled(
+    module: Any, eager: Callable[[Any], Callable[[np.ndarray], np.ndarray]], examples: list[Any]
+) -> Any:
+    """``eager(torch.compile(module))`` with its default settings, compiled now for every example's
+    shape (batch 1, then 256: a second shape makes it recompile with a dynamic batch), the time
+    kept; or the error as text."""
     import torch
 
     try:
-        compiled = torch.compile(module, dynamic=True)
+        compiled = torch.compile(module)
         start = time.perf_counter()
         with torch.inference_mode():
-            compiled(example)
+            for example in examples:
+                compiled(example)
         run = eager(compiled)
         run.compile_seconds = time.perf_counter() - start  # type: ignore[attr-defined]
         return run

@@ -326,6 +326,9 @@ def test_ctr_runs_export_with_outputs_equal_to_the_runs_own(ctr: dict[str, Any])
         assert set(inputs) == {"sparse", "dense", "multi:tags"}
         model = OnnxModel.for_run(run_dir)
         assert model.input_names == ["sparse", "dense", "multi_tags"]
+        meta = model.metadata                                   # where the vocabularies are, for a deployment
+        assert meta["mlpkit.encoding"] == "table.json" and meta["mlpkit.model"] == name
+        assert Path(meta["mlpkit.run_dir"]) == run_dir.resolve() and (run_dir / "table.json").is_file()
         expected = loaded.predict_logits(split)  # (N,)
         np.testing.assert_allclose(model.run(inputs), expected, **FLOAT32, err_msg=name)
         np.testing.assert_allclose(model.run({k: v[:1] for k, v in inputs.items()}), expected[:1], **FLOAT32)

@@ -381,6 +381,7 @@ def _document(proto: Any, graph: Graph, *, task: str, run_dir: Path) -> None:
     metadata = {
         "mlpkit.task": task,
         "mlpkit.run": run_dir.name,
+        "mlpkit.run_dir": str(run_dir.resolve()),  # where the encoding files named below were, at export
         "mlpkit.weights_sha256": weights_digest(run_dir / MODEL_FILE),
         "mlpkit.inputs": json.dumps(graph.inputs),
         "mlpkit.outputs": json.dumps(graph.outputs),
