@@ -838,7 +838,7 @@ def _add_tune(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "FILE is a run config (as 'mlpkit train --config' reads it; a CTR config says task = \"ctr\" at its "
         "top) plus a [tune] table and its [tune.space]: see configs/tune_fashion_mnist.toml. Every trial is "
-        "a run directory OUT/trial-NNNN; the study is selected on the validation split only. The same "
+        "a run directory OUT/trial-NNNN, and trials are compared on the validation split only. The same "
         "command again continues the study."
     )
     parser.add_argument("--config", metavar="FILE", required=True, help="a .toml run config with [tune]")
