@@ -65,39 +65,12 @@ def image_runs(image_data: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     """An MLP from each engine (one in float64) and a small ViT, each exported to RUN_DIR/model.onnx."""
     root = tmp_path_factory.mktemp("image-runs")
     common = ["train", "--data-dir", image_data, "--no-verify", "--val-size", "60", *QUICK]
-    runs = {
-        "numpy": train(
-            *common,
-            "--hidden",
-            "32,16",
-            "--activation",
-            "gelu",
-            "--dtype",
-            "float64",
-            "--out",
-            root / "numpy",
-        ),
-        "torch": train(
-            *common, "--engine", "torch", "--hidden", "24", "--dropout", "0.2", "--out", root / "torch"
-        ),
-        "vit": train(
-            *common,
-            "--model",
-            "vit",
-            "--patch-size",
-            "7",
-            "--dim",
-            "16",
-            "--depth",
-            "1",
-            "--heads",
-            "2",
-            "--mlp-dim",
-            "16",
-            "--out",
-            root / "vit",
-        ),
+    settings = {
+        "numpy": "--hidden 32,16 --activation gelu --dtype float64",
+        "torch": "--engine torch --hidden 24 --dropout 0.2",
+        "vit": "--model vit --patch-size 7 --dim 16 --depth 1 --heads 2 --mlp-dim 16",
     }
+    runs = {kind: train(*common, *flags.split(), "--out", root / kind) for kind, flags in settings.items()}
     for run_dir in runs.values():
         export(run_dir)
     return runs
