@@ -1,4 +1,4 @@
-"""A run's model as an ONNX file, and an exported file run by onnxruntime.
+"""A run's model as an ONNX file (``mlpkit export``); :mod:`mlpkit.runtime` runs the file.
 
 ::
 
@@ -7,12 +7,13 @@
 
 Every kind of run exports the same way: the task's saved model is rebuilt (:func:`load_run`,
 :func:`~mlpkit.tasks.ctr.load_ctr_run`, :func:`~mlpkit.tasks.tabular.load_table_run`), wrapped in
-a module that takes the model's inputs as positional tensors and returns its outputs as a tuple,
-and traced by torch's exporter (``torch.onnx.export(..., dynamo=True)``, the ``torch.export``
-path) with a dynamic batch axis. Every graph has an output ``logits`` equal to what the run's own
-scoring computes, so ``predict --runtime onnx`` swaps that one step and keeps the rest (reading the
-file, preprocessing, writing the CSV) as it is; a second output gives what a deployment wants
-(``probabilities``, or ``value`` in a regression target's units).
+a module (:mod:`mlpkit.models.serving`) that takes the model's inputs as positional tensors and
+returns its outputs as a tuple, and traced by torch's exporter (``torch.onnx.export(...,
+dynamo=True)``, the ``torch.export`` path) with a dynamic batch axis. Every graph has an output
+``logits`` equal to what the run's own scoring computes, so ``predict --runtime onnx`` swaps that
+one step and keeps the rest (reading the file, preprocessing, writing the CSV) as it is; a second
+output gives what a deployment wants (``probabilities``, or ``value`` in a regression target's
+units).
 
 What the graph takes is the model's input, not the raw file: a Fashion-MNIST or image-folder
 run's ``features`` are the pixels scaled to [0, 1]; a table run's ``numeric`` and ``categorical``
@@ -63,6 +64,7 @@ FORMATS = ("onnx",)
 MIN_OPSET = 18
 """The lowest opset torch's ``torch.export``-based exporter writes."""
 DEFAULT_OPSET = 18
+"""The default: the lowest, so the file runs on the oldest onnxruntime that reads this exporter's output."""
 EXAMPLE_BATCH = 3
 """Rows of the tracing example: torch.export specializes an axis whose example size is 0 or 1."""
 
