@@ -45,12 +45,15 @@ def weights_digest(path: Path) -> str:
 
 
 class OnnxModel:
-    """An exported model under onnxruntime (CPU): named float32/int64 arrays in, named outputs out.
+    """An exported model under onnxruntime: named float32/int64 arrays in, named outputs out.
+
+    The session takes every execution provider the installed onnxruntime offers, in its order of
+    preference: the CPU with ``onnxruntime``, CUDA first with ``onnxruntime-gpu`` on a GPU machine.
 
     Parameters
     ----------
     path : str or os.PathLike
-        An ONNX file written by :func:`export_run`.
+        An ONNX file written by :func:`mlpkit.export.export_run`.
     threads : int, optional
         onnxruntime's intra-op threads (default: its own choice).
 
@@ -69,7 +72,8 @@ class OnnxModel:
         if threads is not None:
             options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            providers = ort.get_available_providers()
+            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as exc:  # onnxruntime's own error types for a corrupt or foreign file
             raise CheckpointError(f"{self.path} is not a model onnxruntime can run ({exc})") from exc
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
