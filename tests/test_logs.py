@@ -288,33 +288,16 @@ def test_a_resumed_run_logs_each_epoch_once(
         assert [e.step for e in acc.Histograms(tag)] == [1, 2, 3, 4], tag
 
 
+def tiny_train_argv(data_dir: Path, out: Path, *extra: str) -> list[str]:
+    """``mlpkit train`` of a 784-8-10 MLP for 2 epochs with TensorBoard logs, as a subprocess runs it."""
+    flags = f"--no-verify --no-download --hidden 8 --epochs 2 --batch-size 32 --val-size {N_VAL}"
+    return ["train", "--data-dir", str(data_dir), *flags.split(), "--out", str(out), "--log", "tensorboard",
+            *extra, "--no-progress"]
+
+
 @pytest.mark.torch
 def test_only_rank_zero_of_a_torchrun_job_writes_events(data_dir: Path, tmp_path: Path) -> None:
-    argv = [
-        "-m",
-        "mlpkit",
-        "train",
-        "--engine",
-        "torch",
-        "--data-dir",
-        str(data_dir),
-        "--no-verify",
-        "--no-download",
-        "--hidden",
-        "8",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "32",
-        "--val-size",
-        str(N_VAL),
-        "--out",
-        str(tmp_path / "run"),
-        "--log",
-        "tensorboard",
-        "--no-progress",
-        "-q",
-    ]
+    argv = ["-m", "mlpkit", *tiny_train_argv(data_dir, tmp_path / "run", "--engine", "torch"), "-q"]
     ranks = launch_ranks(argv, cwd=tmp_path, timeout=180)
     assert [r.returncode for r in ranks] == [0, 0], [r.stderr for r in ranks]
     assert len(list((tmp_path / "run" / "tensorboard").iterdir())) == 1
@@ -333,27 +316,7 @@ def test_a_run_interrupted_after_a_checkpoint_goes_on_logging(data_dir: Path, tm
 
 
 def test_a_numpy_run_with_tensorboard_never_imports_torch(data_dir: Path, tmp_path: Path) -> None:
-    argv = [
-        "train",
-        "--data-dir",
-        str(data_dir),
-        "--no-verify",
-        "--no-download",
-        "--hidden",
-        "8",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "32",
-        "--val-size",
-        str(N_VAL),
-        "--out",
-        str(tmp_path / "run"),
-        "--log",
-        "tensorboard",
-        "--histogram-every",
-        "1",
-    ]
+    argv = tiny_train_argv(data_dir, tmp_path / "run", "--histogram-every", "1")
     code = (
         "import sys\nfrom mlpkit.cli import main\n"
         f"code = main({argv!r})\n"

@@ -96,21 +96,27 @@ class Graph:
     metadata: dict[str, str]
 
 
+def _torch_copy(spec: Any, network: Any) -> Any:
+    """The torch module of an MLPSpec with a NumPy-engine network's weights, in float32."""
+    import torch
+
+    from mlpkit.torch_engine import build_torch_mlp, load_state_arrays
+
+    module = build_torch_mlp(spec, generator=torch.Generator().manual_seed(0))  # drawn, then replaced
+    load_state_arrays(module, {k: v.astype(np.float32) for k, v in network.state_dict().items()})
+    return module
+
+
 def _image_graph(run_dir: Path) -> Graph:
     """An image run: an MLP (either engine; its weights load in torch unchanged) or a ViT."""
     import torch
 
     from mlpkit.models.serving import Classifier
     from mlpkit.tasks.fashion_mnist import load_run
-    from mlpkit.torch_engine import build_torch_mlp, load_state_arrays
 
     loaded = load_run(run_dir)
     model = loaded.model
-    if model.kind == "mlp":
-        network = build_torch_mlp(model.spec, generator=torch.Generator().manual_seed(0))
-        load_state_arrays(network, {k: v.astype(np.float32) for k, v in loaded.network.state_dict().items()})
-    else:
-        network = model.network.float()
+    network = _torch_copy(model.spec, loaded.network) if model.kind == "mlp" else model.network.float()
     size = loaded.config.data.image_size if loaded.config.data.images is not None else None
     layout = "H x W x C, channels last" if size and model.in_features == 3 * size * size else "H x W"
     d, k = model.in_features, model.num_classes
@@ -140,14 +146,12 @@ def _table_graph(run_dir: Path) -> Graph:
 
     from mlpkit.models.serving import OneHotMLP, TableScorer
     from mlpkit.tasks.tabular import load_table_run
-    from mlpkit.torch_engine import build_torch_mlp, load_state_arrays
 
     loaded = load_table_run(run_dir)
     pre = loaded.preprocessor
     if loaded.engine == "numpy":
         spec = loaded.config.model.to_spec(pre.one_hot_width, pre.num_outputs)
-        mlp = build_torch_mlp(spec, generator=torch.Generator().manual_seed(0))
-        load_state_arrays(mlp, {k: v.astype(np.float32) for k, v in loaded.model.state_dict().items()})
+        mlp = _torch_copy(spec, loaded.model)
         allowed = [
             [i >= 2 or (i == 0 and bool(c.get("has_missing", True))) for i in range(width)]
             for c, width in zip(pre.categorical, pre.cardinalities, strict=True)
