@@ -17,9 +17,14 @@ Usage::
     python benchmarks/vit_vs_mlp.py              # 2 models x 3 seeds, hours; writes results/vit_vs_mlp.json
     python benchmarks/vit_vs_mlp.py --quick      # 1 epoch on a 2,000 + 500 image subset -> ..._quick.json
     python benchmarks/vit_vs_mlp.py --seeds 0    # one seed per model
+    python benchmarks/vit_vs_mlp.py --reuse      # measure the finished runs of the same settings
 
 The run directories are kept under ``--runs-dir`` (``runs/vit_vs_mlp`` of the current directory; a
 temporary directory with ``--quick``), so ``mlpkit experiment vit-mlp --run DIR`` can read a ViT.
+With ``--reuse``, a finished run there whose ``config.json`` equals the settings this benchmark
+would train (one trained by ``mlpkit train --config configs/vit_fashion_mnist.toml --seed 1 --out
+runs/vit_vs_mlp/vit-seed1``, say) is measured instead of trained again; its training minutes are its
+own ``summary.json``'s.
 When OPENBLAS_CORETYPE or OPENBLAS_L2_SIZE is set, the inference throughput of the same saved
 models is measured once more in a child process with both removed, and both are reported.
 """
@@ -103,15 +108,39 @@ def throughput(run_dir: Path) -> dict[str, float]:
     return {"batch_1_images_per_s": median(single_rates), "batch_256_images_per_s": median(batch_rates)}
 
 
-def train_and_measure(name: str, seed: int, runs_dir: Path, quick_dir: Path | None) -> dict[str, Any]:
+def finished_run(out: Path, config: Any) -> dict[str, Any] | None:
+    """The summary of a finished run in ``out`` trained with exactly ``config``, or None.
+
+    The comparison is of ``config.json`` against the config this benchmark would train (the run
+    directory is not recorded there), so a run trained from another config or version of the
+    shipped file, or one that did not finish, is trained again.
+    """
+    summary_path, config_path = out / "summary.json", out / "config.json"
+    if not (summary_path.is_file() and config_path.is_file()):
+        return None
+    wanted = json.loads(json.dumps(config.to_dict()))          # tuples as lists, as the run wrote them
+    wanted["run"]["out"] = None
+    if json.loads(config_path.read_text()) != wanted:
+        logging.getLogger(__name__).info("%s was trained with other settings: training it again", out)
+        return None
+    summary: dict[str, Any] = json.loads(summary_path.read_text())
+    return summary
+
+
+def train_and_measure(name: str, seed: int, runs_dir: Path, quick_dir: Path | None,
+                      reuse: bool = False) -> dict[str, Any]:
     from mlpkit.run import load_run, train_run
 
     out = runs_dir / f"{name.lower().replace(' ', '-')}-seed{seed}"
     config = run_config(name, seed, out, quick_dir)
-    load_before = os.getloadavg()[0]
-    result = train_run(config, overwrite=True)
-    load_after = os.getloadavg()[0]
-    summary = result.summary
+    summary = finished_run(out, config) if reuse else None
+    if summary is not None:
+        logging.getLogger(__name__).info("measuring the finished run %s", out)
+        load_before = load_after = None      # trained earlier: the load during training is not known
+    else:
+        load_before = os.getloadavg()[0]
+        summary = train_run(config, overwrite=True).summary
+        load_after = os.getloadavg()[0]
     loaded = load_run(out)
     return {
         "seed": seed,
@@ -124,12 +153,14 @@ def train_and_measure(name: str, seed: int, runs_dir: Path, quick_dir: Path | No
         "training_minutes": summary["wall_seconds"] / 60,
         "parameters": loaded.model.num_parameters,
         "description": loaded.model.description,
+        "reused": load_before is None,
         "load_average_before_after": [load_before, load_after],
         **throughput(out),
     }
 
 
-def benchmark(seeds: list[int], runs_dir: Path, quick_dir: Path | None) -> dict[str, Any]:
+def benchmark(seeds: list[int], runs_dir: Path, quick_dir: Path | None,
+              reuse: bool = False) -> dict[str, Any]:
     import torch
 
     results: dict[str, Any] = {}
@@ -137,7 +168,7 @@ def benchmark(seeds: list[int], runs_dir: Path, quick_dir: Path | None) -> dict[
         runs = []
         for seed in seeds:
             logging.getLogger(__name__).info("training %s, seed %d", name, seed)
-            runs.append(train_and_measure(name, seed, runs_dir, quick_dir))
+            runs.append(train_and_measure(name, seed, runs_dir, quick_dir, reuse))
         results[name] = {
             "config": str(CONFIGS[name].relative_to(REPO)),
             "runs": runs,
@@ -151,6 +182,7 @@ def benchmark(seeds: list[int], runs_dir: Path, quick_dir: Path | None) -> dict[
         "settings": {
             "seeds": seeds,
             "quick": quick_dir is not None,
+            "reuse": reuse,
             "data": "Fashion-MNIST" if quick_dir is None else
                     f"Fashion-MNIST subset: {QUICK_SIZES[0]} train ({QUICK_SIZES[1]} of them validation), "
                     f"{QUICK_SIZES[2]} test, 1 epoch",
@@ -197,6 +229,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true", help="1 epoch on a 2,000 + 500 image subset")
     parser.add_argument("--runs-dir", type=Path, default=None, help="where the runs go [runs/vit_vs_mlp]")
+    parser.add_argument("--reuse", action="store_true",
+                        help="measure a finished run of these settings in --runs-dir, not train it")
     parser.add_argument("--throughput-of", type=Path, nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.throughput_of:
@@ -206,7 +240,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         quick_dir = quick_data(Path(tmp) / "data") if args.quick else None
         runs_dir = args.runs_dir or (Path(tmp) / "runs" if args.quick else Path("runs") / "vit_vs_mlp")
-        result = benchmark(args.seeds, runs_dir, quick_dir)
+        result = benchmark(args.seeds, runs_dir, quick_dir, args.reuse)
         report(result)
         run_dirs = [runs_dir / run["run_dir"] for r in result["results"].values() for run in r["runs"]]
         payload: dict[str, Any] = {"as_configured": result}
