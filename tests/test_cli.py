@@ -268,11 +268,17 @@ def test_evaluate_says_when_the_run_did_not_finish(run: tuple[Path, int, str, st
     (unfinished / "summary.json").unlink()  # as a run killed before its end leaves it
     code, out, err = run_cli("evaluate", unfinished)
     assert code == 0, err
-    assert f"{unfinished} has no summary.json: the run did not finish" in err
+    assert f"{unfinished} has no summary.json: the run did not finish; scoring" in err
+    assert err.count("did not finish") == 1
     accuracy = json.loads((run[0] / "summary.json").read_text())["test_accuracy"]
     assert re.search(rf"^test accuracy +{accuracy:.4f}$", out, flags=re.MULTILINE)  # same weights
     code, _, err = run_cli("evaluate", run[0])
     assert code == 0 and "did not finish" not in err
+    images = tmp_path / "images.npy"
+    np.save(images, np.zeros((1, 28, 28), dtype=np.uint8))
+    code, _, err = run_cli("predict", unfinished, images, "--out", tmp_path / "predicted.csv")
+    assert code == 0, err
+    assert err.count("did not finish") == 1 and "predicting with the weights it saved last" in err
 
 
 def test_predict_reads_idx_npy_and_csv_alike(

@@ -445,3 +445,18 @@ def test_spectrum_rebuilds_the_initial_weights_from_the_seed(
 def test_spectrum_refuses_a_model_without_a_dcnv2_cross_network(deepfm_run: Path) -> None:
     code, _, err = run_cli("ctr", "spectrum", deepfm_run)
     assert code == 2 and "no DCN-V2 cross network (found" in err
+
+
+def test_evaluate_and_predict_say_once_when_the_ctr_run_did_not_finish(
+    deepfm_run: Path, tables: Path, tmp_path: Path
+) -> None:
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(deepfm_run, unfinished)
+    (unfinished / "summary.json").unlink()  # as a run killed before its end leaves it
+    for command, using in ((("evaluate", unfinished), "scoring"),
+                           (("ctr", "predict", unfinished, tables / "test.csv", "--out", tmp_path / "p.csv"),
+                            "predicting with")):
+        code, _, err = run_cli(*command)
+        assert code == 0, err
+        assert err.count("did not finish") == 1, err
+        assert f"{unfinished} has no summary.json: the run did not finish; {using} the weights" in err

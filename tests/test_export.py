@@ -370,4 +370,6 @@ def test_exporting_an_unfinished_run_warns(image_runs: dict[str, Path], tmp_path
     shutil.copytree(image_runs["numpy"], run_dir)
     (run_dir / "summary.json").unlink()
     code, out, err = run_cli("export", run_dir, "--overwrite")
-    assert code == 0 and "did not finish" in err and "model.onnx" in out
+    assert code == 0 and "model.onnx" in out
+    # Once, from the command: the loader it goes through does not warn again.
+    assert err.count("did not finish") == 1 and "exporting the weights it saved last" in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -373,3 +374,19 @@ def test_monitoring_accuracy_on_a_regression_is_refused_before_anything_is_writt
     err = error_of("--data", table, "--target", "value", "--monitor", "val_accuracy", "--out", tmp_path / "r")
     assert "monitor 'val_accuracy' needs a classification target, but 'value' is a regression target" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_evaluate_and_predict_say_once_when_the_table_run_did_not_finish(
+    churn_run: Path, table: Path, tmp_path: Path
+) -> None:
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(churn_run, unfinished)
+    (unfinished / "summary.json").unlink()  # as a run killed before its end leaves it
+    for command, using in ((("evaluate", unfinished), "scoring"),
+                           (("predict", unfinished, table), "predicting with")):
+        code, _, err = run_cli(*command)
+        assert code == 0, err
+        assert err.count("did not finish") == 1, err
+        assert f"{unfinished} has no summary.json: the run did not finish; {using} the weights" in err
+    code, _, err = run_cli("predict", churn_run, table)
+    assert code == 0 and "did not finish" not in err

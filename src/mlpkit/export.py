@@ -53,7 +53,7 @@ from mlpkit._checks import check_choice
 from mlpkit._io import atomic_write_bytes
 from mlpkit._optional import require
 from mlpkit.errors import CheckpointError, ConfigError, OutputError
-from mlpkit.rundir import MODEL_FILE, PREPROCESSING_FILE, SUMMARY_FILE, TABLE_FILE, run_task
+from mlpkit.rundir import MODEL_FILE, PREPROCESSING_FILE, TABLE_FILE, run_task, warn_if_unfinished
 from mlpkit.runtime import ONNX_FILE, onnx_input_name, weights_digest
 
 __all__ = ["DEFAULT_OPSET", "FORMATS", "MIN_OPSET", "Exported", "export_run"]
@@ -329,10 +329,7 @@ def export_run(
     path = Path(out) if out is not None else run_dir / ONNX_FILE
     if path.exists() and not overwrite:
         raise OutputError(f"{path} already exists; nothing was changed. Pass --overwrite to replace it")
-    if not (run_dir / SUMMARY_FILE).is_file():
-        logger.warning(
-            "%s has no %s: the run did not finish; exporting the weights it saved last", run_dir, SUMMARY_FILE
-        )
+    warn_if_unfinished(run_dir, "exporting")
     graph = _GRAPHS[task](run_dir)
     proto = _trace(graph, opset)
     _document(proto, graph, task=task, run_dir=run_dir)

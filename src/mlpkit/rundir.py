@@ -68,6 +68,7 @@ __all__ = [
     "remove_run_files",
     "run_task",
     "save_weights",
+    "warn_if_unfinished",
     "write_config",
 ]
 
@@ -319,6 +320,19 @@ def checkpoint_epoch(run_dir: Path) -> int:
         return int(json.loads((run_dir / CHECKPOINT_FILE).read_text(encoding="utf-8"))["epoch"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"cannot resume: {run_dir / CHECKPOINT_FILE} is unreadable ({exc})") from exc
+
+
+def warn_if_unfinished(run_dir: Path, using: str) -> None:
+    """Log a warning when ``run_dir`` has no ``summary.json``: an interrupted run, whose model file
+    holds a finished epoch (the best so far, or the last one without restore-best), usable but not
+    the result of a finished run. ``using`` says what is done with it ("scoring", "exporting").
+
+    Called once by each command that uses a run's weights, never by the loaders they share, so a
+    command warns once however many loaders it goes through.
+    """
+    if not (run_dir / SUMMARY_FILE).is_file():
+        logger.warning("%s has no %s: the run did not finish; %s the weights it saved last",
+                       run_dir, SUMMARY_FILE, using)
 
 
 def read_metadata(path: Path) -> dict[str, str]:

@@ -311,9 +311,11 @@ def _train_quick_vit(seed: int, data_dir: Path | None) -> tuple[Any, np.ndarray,
 
 def _load_vit_run(run_dir: Path, data_dir: Path | None) -> tuple[Any, np.ndarray, np.ndarray]:
     """A ``mlpkit train --model vit`` run's ViT, and the test set it was scored on."""
+    from mlpkit.rundir import warn_if_unfinished
     from mlpkit.tasks.fashion_mnist import FashionMNISTTask, load_dataset, load_run, pixels_to_features
 
     loaded = load_run(run_dir)
+    warn_if_unfinished(loaded.run_dir, "studying")
     if loaded.model.kind != "vit":
         raise ConfigError(
             f"the {NAME} study needs a ViT run (mlpkit train --model vit); {run_dir} trained an MLP "

@@ -36,7 +36,7 @@ from mlpkit.engine.activations import stable_sigmoid
 from mlpkit.errors import CheckpointError, ConfigError, DataFormatError
 from mlpkit.evaluate.metrics import log_loss, roc_auc
 from mlpkit.evaluate.report import render_ctr_report
-from mlpkit.rundir import CURVES_FILE, REPORT_FILE, SUMMARY_FILE, TABLE_FILE
+from mlpkit.rundir import CURVES_FILE, REPORT_FILE, SUMMARY_FILE, TABLE_FILE, warn_if_unfinished
 from mlpkit.tasks.base import FinishedRun, Splits, Task, absolute, open_saved_run
 
 __all__ = [
@@ -351,6 +351,7 @@ def evaluate_ctr_run(
     from mlpkit.data.tables import encode_file
 
     loaded = load_ctr_run(run_dir)
+    warn_if_unfinished(loaded.run_dir, "scoring")
     directory = Path(data_dir) if data_dir is not None else Path(str(loaded.config.data.data_dir))
     test_file = find_split_files(directory, ("test",))["test"]
     split = encode_file(test_file, loaded.fitted)
@@ -396,6 +397,7 @@ def predict_ctr_run(
 
     onnx = check_choice("runtime", runtime, RUNTIMES) == "onnx"
     loaded = load_ctr_run(run_dir)
+    warn_if_unfinished(loaded.run_dir, "predicting with")
     exported = OnnxModel.for_run(loaded.run_dir) if onnx else None
     split = encode_file(file, loaded.fitted)
     if exported is not None:

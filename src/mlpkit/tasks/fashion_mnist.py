@@ -46,6 +46,7 @@ from mlpkit.rundir import (
     REPORT_FILE,
     SUMMARY_FILE,
     read_metadata,
+    warn_if_unfinished,
 )
 from mlpkit.spec import MLPSpec
 from mlpkit.tasks.base import FinishedRun, Splits, Task, absolute, run_seeds
@@ -766,14 +767,6 @@ def load_run(run_dir: str | os.PathLike[str]) -> LoadedRun:
             f"{model_path} is missing: the run may have stopped before its first epoch finished "
             f"(see {run_dir / SUMMARY_FILE})"
         )
-    if not (run_dir / SUMMARY_FILE).is_file():
-        # An interrupted run: its model file holds a finished epoch (the best so far, or the last
-        # one without restore-best), which is usable, but not the result of a finished run.
-        logger.warning(
-            "%s has no %s: the run did not finish; using the weights it saved last",
-            run_dir,
-            SUMMARY_FILE,
-        )
     metadata = read_metadata(model_path)
     kind = "ViT" if metadata.get("format") == "mlpkit.vit" else "MLP"
     try:
@@ -810,6 +803,7 @@ def evaluate_run(
         If the test data cannot be loaded.
     """
     loaded = load_run(run_dir)
+    warn_if_unfinished(loaded.run_dir, "scoring")
     config = FashionMNISTTask(loaded.config).with_data_dir(data_dir).config
     if config.data.images is not None:   # an image folder: its test split, as the run's seed made it
         folder = load_folder_splits(config, run_seeds(config.run.seed)[0])
@@ -980,6 +974,7 @@ def predict_run(
         If ``file`` is missing or malformed, or holds images of another size than the model's.
     """
     loaded = load_run(run_dir)
+    warn_if_unfinished(loaded.run_dir, "predicting with")
     scorer = _scorer(loaded, runtime)
     if loaded.config.data.images is not None:
         return _predict_folder_run(loaded, Path(file), scorer)

@@ -53,6 +53,7 @@ from mlpkit.rundir import (
     REPORT_FILE,
     RESIDUALS_FILE,
     SUMMARY_FILE,
+    warn_if_unfinished,
 )
 from mlpkit.spec import MLPSpec
 from mlpkit.tasks.base import FinishedRun, Splits, Task, absolute, open_saved_run, run_seeds
@@ -587,14 +588,6 @@ def load_table_run(run_dir: str | os.PathLike[str]) -> LoadedTableRun:
     return LoadedTableRun(run_dir, config, pre, model)
 
 
-def _unfinished_warning(run_dir: Path) -> None:
-    summary = run_dir / SUMMARY_FILE
-    if not summary.is_file():
-        logger.warning(
-            "%s has no %s: the run did not finish; scoring the weights it saved last", run_dir, SUMMARY_FILE
-        )
-
-
 def evaluate_table_run(
     run_dir: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None
 ) -> dict[str, Any]:
@@ -607,7 +600,7 @@ def evaluate_table_run(
         ``task``, ``n_test`` and the ``test_*`` scores of ``summary.json``.
     """
     loaded = load_table_run(run_dir)
-    _unfinished_warning(loaded.run_dir)
+    warn_if_unfinished(loaded.run_dir, "scoring")
     config = loaded.config
     if data_dir is not None:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, path=absolute(data_dir)))
@@ -640,6 +633,7 @@ def predict_table_run(
     from mlpkit.runtime import RUNTIMES, OnnxModel
 
     loaded = load_table_run(run_dir)
+    warn_if_unfinished(loaded.run_dir, "predicting with")
     logits_of = loaded.logits
     if check_choice("runtime", runtime, RUNTIMES) == "onnx":
         exported = OnnxModel.for_run(loaded.run_dir)
