@@ -30,6 +30,10 @@ the library pieces directly, so that it can time one epoch against the peers':
    subprocess (so that its peak RSS is its own):
 
    - ``mlpkit``: :class:`TorchTrainer` exactly as in 1 (plateau schedule and early stopping armed);
+   - ``mlpkit-bf16``: the same with ``autocast="bf16"`` (``[run] autocast``, ``--autocast bf16``):
+     the training forward passes in bfloat16, weights and optimizer in float32, validation in
+     float32. Every peer here computes in float32, so this row says what a CPU with bfloat16
+     matrix units (AMX) gives a user who asks for it, not a like-for-like comparison;
    - ``hand``: the loop a user would write around the same :class:`DeepFM` class, over pre-encoded
      int64 tensors: ``torch.randperm``, index, forward, BCE + the same L2, backward, clip, Adam step,
      then the validation AUC;
@@ -47,7 +51,8 @@ the library pieces directly, so that it can time one epoch against the peers':
    while it watches for early stopping; the training pass alone is reported too. The median of
    the epochs after the first (a warm-up) is reported, with the validation AUC after the last epoch
    and the peak RSS (``VmHWM``). Targets: mlpkit / hand <= 1.10; mlpkit <= 0.85 × DeepCTR-Torch's
-   epoch at a higher validation AUC; mlpkit's peak RSS below DeepCTR-Torch's.
+   epoch at a higher validation AUC; mlpkit's peak RSS below DeepCTR-Torch's (each for float32 and
+   for bf16 autocast).
 
 Torch threads: 1 by default (``--threads``). On this shared 2-core machine a DeepFM step (batch 4096)
 took 211 ms on 1 thread and 139 ms on 2 with the machine idle, but 227 ms and 456 ms while one
@@ -179,7 +184,8 @@ def l2_penalty(model: Any, embedding_lambda: float, net_lambda: float) -> Callab
 
 
 def make_trainer(
-    model: Any, name: str, seed: int, on_epoch_end: Callable[[dict[str, Any]], None] | None
+    model: Any, name: str, seed: int, on_epoch_end: Callable[[dict[str, Any]], None] | None,
+    autocast: str = "none",
 ) -> Any:
     """The BARS protocol as a :class:`TorchTrainer` (see the module docstring)."""
     from mlpkit.evaluate.metrics import log_loss, roc_auc
@@ -204,6 +210,7 @@ def make_trainer(
         grad_clip_norm=GRAD_CLIP_NORM,
         regularizer=l2_penalty(model, bars.embedding_regularizer, bars.net_regularizer),
         on_epoch_end=on_epoch_end,
+        autocast=autocast,
     )
 
 
@@ -278,15 +285,17 @@ def accuracy(data: Any, models: list[str], seeds: list[int], max_epochs: int) ->
 # ----------------------------------------------------------------------------------------------- speed
 
 
-def speed_mlpkit(data: Any, epochs: int, seed: int, model_name: str = SPEED_MODEL) -> dict[str, Any]:
-    """:class:`TorchTrainer` with the BARS protocol, ``epochs`` epochs (early stopping armed)."""
+def speed_mlpkit(data: Any, epochs: int, seed: int, model_name: str = SPEED_MODEL,
+                 autocast: str = "none") -> dict[str, Any]:
+    """:class:`TorchTrainer` with the BARS protocol, ``epochs`` epochs (early stopping armed);
+    ``autocast="bf16"``: the training forward passes in bfloat16 (``[run] autocast``)."""
     import torch
 
     from mlpkit.models.ctr import build_ctr_model
 
     torch.manual_seed(seed)
     model = build_ctr_model(model_name, data.fields)
-    trainer = make_trainer(model, model_name, seed, None)
+    trainer = make_trainer(model, model_name, seed, None, autocast)
     inputs = {s: data.splits[s].batch(slice(None)) for s in ("train", "valid")}
     labels = {s: np.array(data.splits[s].label) for s in ("train", "valid")}
     rss_setup = peak_rss_mb()
@@ -429,6 +438,7 @@ def speed_deepctr(
 
 SPEED_RUNNERS: dict[str, Callable[[Any, int, int], dict[str, Any]]] = {
     "mlpkit": speed_mlpkit,
+    "mlpkit-bf16": functools.partial(speed_mlpkit, autocast="bf16"),
     "hand": speed_hand,
     "deepctr": speed_deepctr,
     "deepctr-train-mode": functools.partial(speed_deepctr, train_mode=True),
@@ -478,20 +488,21 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
             "peak_rss_before_training_mb": max(r["peak_rss_before_training_mb"] for r in results),
             "runs": results,
         }
-    ours = summary["mlpkit"]
     ratios: dict[str, float] = {}
     targets: dict[str, bool] = {}
-    for other in summary:
-        if other == "mlpkit":
-            continue
-        for key, label in (("median_epoch_seconds", "epoch"), ("median_train_seconds", "train pass")):
-            ratios[f"mlpkit/{other} {label}"] = ours[key] / summary[other][key]
+    mine = [name for name in summary if name.startswith("mlpkit")]     # float32, and bf16 autocast
+    for name in mine:
+        for other in (o for o in summary if o != name):
+            for key, label in (("median_epoch_seconds", "epoch"), ("median_train_seconds", "train pass")):
+                ratios[f"{name}/{other} {label}"] = summary[name][key] / summary[other][key]
     targets["mlpkit/hand <= 1.10"] = ratios["mlpkit/hand epoch"] <= 1.10
-    for other in (name for name in summary if name.startswith("deepctr")):
-        theirs = summary[other]
-        targets[f"mlpkit <= 0.85 x {other} epoch"] = ratios[f"mlpkit/{other} epoch"] <= 0.85
-        targets[f"mlpkit val AUC > {other} val AUC"] = median(ours["val_auc"]) > median(theirs["val_auc"])
-        targets[f"mlpkit peak RSS < {other} peak RSS"] = ours["peak_rss_mb"] < theirs["peak_rss_mb"]
+    for name in mine:
+        ours = summary[name]
+        for other in (o for o in summary if o.startswith("deepctr")):
+            theirs = summary[other]
+            targets[f"{name} <= 0.85 x {other} epoch"] = ratios[f"{name}/{other} epoch"] <= 0.85
+            targets[f"{name} val AUC > {other} val AUC"] = median(ours["val_auc"]) > median(theirs["val_auc"])
+            targets[f"{name} peak RSS < {other} peak RSS"] = ours["peak_rss_mb"] < theirs["peak_rss_mb"]
     return {"model": args.speed_model, "epochs": args.speed_epochs, "rounds": args.speed_rounds,
             "torch_threads": args.threads, "results": summary, "ratios": ratios, "targets": targets}
 

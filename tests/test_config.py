@@ -151,6 +151,9 @@ def test_unknown_section_and_a_key_outside_its_section(tmp_path: Path) -> None:
         ('[run]\ndtype = "float16"', r"\[run\] dtype must be one of \['float32', 'float64'\], got 'float16'"),
         ('[run]\nengine = "jax"', r"\[run\] engine must be one of \['numpy', 'torch'\], got 'jax'"),
         ('[run]\ndevice = "cuda"', r"\[run\] device must be 'cpu' for engine 'numpy', got 'cuda'"),
+        ('[run]\nengine = "torch"\nautocast = "bf17"',
+         r"\[run\] autocast must be one of \['bf16', 'none'\], got 'bf17' \(did you mean 'bf16'\?\)"),
+        ('[run]\nautocast = "bf16"', r"\[run\] autocast 'bf16' needs engine 'torch' \(--engine torch\)"),
         ("optim = 3", r"\[optim\] must be a table of keys, got 3"),
     ],
 )
@@ -239,6 +242,14 @@ def test_config_names_the_devices_the_torch_engine_resolves() -> None:
     from mlpkit.train.device import DEVICE_NAMES
 
     assert set(DEVICES) == set(DEVICE_NAMES)
+
+
+def test_config_names_the_autocast_modes_the_torch_trainer_has() -> None:
+    pytest.importorskip("torch")
+    from mlpkit.config import AUTOCASTS
+    from mlpkit.train.torch_trainer import AUTOCASTS as TRAINER_AUTOCASTS
+
+    assert AUTOCASTS == TRAINER_AUTOCASTS
 
 
 def test_classic_torch_toml_is_the_classic_recipe_on_the_torch_engine() -> None:

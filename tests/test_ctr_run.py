@@ -460,3 +460,16 @@ def test_evaluate_and_predict_say_once_when_the_ctr_run_did_not_finish(
         assert code == 0, err
         assert err.count("did not finish") == 1, err
         assert f"{unfinished} has no summary.json: the run did not finish; {using} the weights" in err
+
+
+def test_bf16_autocast_from_the_command_line_trains_and_is_recorded(tables: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bf16"
+    code, _, err = run_cli("ctr", "train", "--data", tables, "--model", "deepfm", "--hidden", "16,16", *SMALL,
+                           "--autocast", "bf16", "--out", out)
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["run"]["autocast"] == "bf16"
+    records = read_metrics(out)
+    assert all(np.isfinite(r["train_loss"]) and 0.0 <= r["val_auc"] <= 1.0 for r in records)
+    # The saved model scores as the run did: the scores of a bf16 run are full-precision ones.
+    summary = json.loads((out / "summary.json").read_text())
+    assert evaluate_run(out)["test_auc"] == pytest.approx(summary["test_auc"], abs=1e-12)

@@ -59,6 +59,7 @@ from mlpkit import __version__
 from mlpkit._optional import EXTRAS
 from mlpkit.config import (
     AUGMENTS,
+    AUTOCASTS,
     CTR_MODEL_NAMES,
     CTR_MONITORS,
     DEVICES,
@@ -150,6 +151,11 @@ _LOG_OPTIONS = (
     _option("--histogram-every", "run.histogram_every", "with --log tensorboard: histograms of the weights "
             "and gradients every N epochs and at the last; 0 = none [5]", type=int, metavar="N"),
 )
+
+_AUTOCAST_OPTION = _option(
+    "--autocast", "run.autocast", f"torch engine: {', '.join(AUTOCASTS)}; bf16 runs the training forward "
+    "passes in bfloat16 (faster on CPUs with AMX and on recent GPUs, slower elsewhere) [none]",
+    metavar="MODE")
 
 # Every config key a flag can set; [default] in the help is the classic recipe.
 _TRAIN_OPTIONS = (
@@ -244,6 +250,7 @@ _TRAIN_OPTIONS = (
     _option("--dtype", "run.dtype", f"{', '.join(DTYPES)} [float32]", metavar="DTYPE"),
     _option("--engine", "run.engine", f"{', '.join(ENGINES)} [numpy]", metavar="NAME"),
     _option("--device", "run.device", f"{', '.join(DEVICES)} or cuda:N; cuda needs --engine torch [cpu]"),
+    _AUTOCAST_OPTION,
     *_LOG_OPTIONS,
 )
 
@@ -628,6 +635,7 @@ _CTR_OPTIONS = (
     _option("--out", "run.out", "run directory [runs/<timestamp>-ctr-<model>]", metavar="DIR"),
     _option("--name", "run.name", "name in the default run directory [ctr-<model>]"),
     _option("--device", "run.device", f"{', '.join(DEVICES)} or cuda:N [auto]"),
+    _AUTOCAST_OPTION,
     *_LOG_OPTIONS,
 )
 

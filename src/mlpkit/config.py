@@ -64,6 +64,7 @@ from mlpkit.spec import MLPSpec
 
 __all__ = [
     "AUGMENTS",
+    "AUTOCASTS",
     "CONFIGS",
     "CTR_MODEL_NAMES",
     "CTR_MONITORS",
@@ -108,6 +109,8 @@ AUGMENTS = ("none", "shift_flip")
 IMAGE_COLORS = ("auto", "grayscale", "rgb")
 """Training-time augmentations (``shift_flip``: :class:`mlpkit.data.augment.ShiftFlip`)."""
 DTYPES = ("float32", "float64")
+AUTOCASTS = ("none", "bf16")
+"""Mixed precision of the torch engine's training passes (:data:`mlpkit.train.torch_trainer.AUTOCASTS`)."""
 LOGS = ("tensorboard",)
 """Per-epoch logs a run can write besides ``metrics.jsonl`` and ``metrics.csv`` (``[run] log``)."""
 MONITORS = ("val_loss", "val_accuracy")
@@ -568,6 +571,10 @@ class RunSettings:
     histogram_every : int
         With ``"tensorboard"``: a histogram of every parameter's weights and gradient every N epochs
         and at the last one; 0 writes none.
+    autocast : {"none", "bf16"}
+        Torch engine: ``"bf16"`` runs each training forward pass under ``torch.autocast`` to
+        bfloat16, the weights staying in ``dtype`` (see :class:`~mlpkit.train.TorchTrainer`); a
+        speed-up where the hardware multiplies bfloat16 matrices natively, a slow-down elsewhere.
     """
 
     name: str | None = None
@@ -578,6 +585,7 @@ class RunSettings:
     device: str = "cpu"
     log: tuple[str, ...] = ()
     histogram_every: int = 5
+    autocast: str = "none"
 
     def __post_init__(self) -> None:
         with config_section("run"):
@@ -596,6 +604,12 @@ class RunSettings:
                     "on the CPU only; use engine 'torch' (--engine torch) to train on a GPU"
                 )
             self._check_log()
+            check_choice("autocast", self.autocast, AUTOCASTS)
+            if self.engine == "numpy" and self.autocast != "none":
+                raise ValueError(
+                    f"autocast {self.autocast!r} needs engine 'torch' (--engine torch): the NumPy engine "
+                    "computes in dtype only"
+                )
 
     def _check_log(self) -> None:
         log = (self.log,) if isinstance(self.log, str) else self.log  # one name, or a list of them

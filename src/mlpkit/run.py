@@ -752,6 +752,7 @@ def _torch_run_in_group(
             grad_clip_norm=config.optim.grad_clip_norm,
             progress=progress and rank_zero,
             distributed=ctx,
+            autocast=config.run.autocast,
             **task.trainer_options(model),
         )
     except BaseException:

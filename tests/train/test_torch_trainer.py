@@ -639,3 +639,42 @@ def test_without_metrics_the_validation_pass_keeps_no_logits(monkeypatch: pytest
     monkeypatch.setattr(trainer, "evaluate_with_scores", refuse)
     history = trainer.fit(x, y, x, y, epochs=2)
     assert all(r["val_loss"] is not None for r in history.records)
+
+
+def test_bf16_autocast_trains_as_a_hand_written_autocast_loop_and_scores_in_full_precision() -> None:
+    # Reference: the same epoch written as a plain loop with torch.autocast around the forward pass.
+    x, y = blobs(0, 20)
+    xv, yv = blobs(1, 10)
+    trainer = make_trainer(batch_size=6, autocast="bf16")
+    dtypes: list[tuple[bool, torch.dtype]] = []
+    first = trainer.model[0]
+    assert isinstance(first, nn.Linear)
+    first.register_forward_hook(lambda module, _, out: dtypes.append((module.training, out.dtype)))
+    model = build_torch_mlp(MLPSpec(4, (16,), 3, init="xavier_uniform"), rng=np.random.default_rng(0))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    order, total = np.random.default_rng(1).permutation(20), 0.0
+    for start in range(0, 20, 6):
+        idx = order[start : start + 6]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(torch.from_numpy(x[idx]))
+        loss = nn.functional.cross_entropy(logits.float(), torch.from_numpy(y[idx]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(idx)
+    history = trainer.fit(x, y, xv, yv, epochs=1)
+    assert history.records[0]["train_loss"] == pytest.approx(total / 20, rel=1e-6)
+    for ours, theirs in zip(trainer.model.parameters(), model.parameters(), strict=True):
+        assert ours.dtype == torch.float32                       # the weights never leave float32
+        torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
+    assert {d for training, d in dtypes if training} == {torch.bfloat16}
+    assert {d for training, d in dtypes if not training} == {torch.float32}   # validation: full precision
+    # Autocast is really on: float32 training gives another loss, though not far from it.
+    plain = make_trainer(batch_size=6).fit(x, y, epochs=1).records[0]["train_loss"]
+    assert plain != history.records[0]["train_loss"]
+    assert plain == pytest.approx(history.records[0]["train_loss"], rel=0.05)
+
+
+def test_an_unknown_autocast_is_refused_with_the_valid_names() -> None:
+    with pytest.raises(ValueError, match=r"autocast.*'bf16'"):
+        make_trainer(autocast="bf17")

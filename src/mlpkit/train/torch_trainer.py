@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from mlpkit._checks import (
+    check_choice,
     check_positive_float,
     check_positive_int,
     check_probability,
@@ -51,6 +52,7 @@ from mlpkit.train.mapped import MappedRows, is_memory_map
 from mlpkit.train.schedules import Schedule
 
 __all__ = [
+    "AUTOCASTS",
     "LOSS_NAMES",
     "OPTIMIZER_NAMES",
     "TorchTrainer",
@@ -61,6 +63,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 OPTIMIZER_NAMES = ("sgd", "adam", "adamw")
+AUTOCASTS = ("none", "bf16")
+"""Mixed precision of the training forward passes: none, or ``torch.autocast`` to bfloat16."""
 LOSS_NAMES = ("cross_entropy", "bce_with_logits", "mse")
 
 
@@ -270,6 +274,18 @@ class TorchTrainer(EpochTrainer):
         Returns a scalar tensor added to each training batch's loss before the backward pass
         (e.g. an L2 penalty on the embedding rows, as BARS's ``embedding_regularizer``). The
         recorded losses are the data loss alone, so they compare with the validation loss.
+    autocast : {"none", "bf16"}
+        ``"bf16"``: each training forward pass runs under :func:`torch.autocast` to bfloat16
+        (Micikevicius et al., "Mixed Precision Training", ICLR 2018; bfloat16 keeps float32's
+        exponent range, so no loss scaling is needed, Kalamkar et al. 2019). Linear layers and
+        matrix products run in bfloat16 and the layers after them (ReLU, BatchNorm) take their
+        bfloat16 output; embedding lookups and products of float32 tensors (the FM and cross terms)
+        stay float32. The logits come back in the model's dtype before the loss, and the weights,
+        gradients and optimizer state never leave it. Validation and prediction run in full
+        precision, so every recorded score is a full-precision one. It pays where the hardware has
+        bfloat16 matrix units (AMX or AVX-512 BF16 CPUs, recent GPUs): on a CPU with AMX, the
+        BARS DeepFM tower (400-400-400, batch 4096) took 0.6x the float32 time a step; elsewhere
+        it can be slower than float32, and small matrices (a width-64 ViT) were slower even there.
 
     Examples
     --------
@@ -303,6 +319,7 @@ class TorchTrainer(EpochTrainer):
         eval_batch_size: int = 8192,
         metrics: Mapping[str, Metric] | None = None,
         regularizer: Callable[[], Tensor] | None = None,
+        autocast: str = "none",
     ) -> None:
         super().__init__(
             rng=rng,
@@ -316,6 +333,7 @@ class TorchTrainer(EpochTrainer):
             metrics=metrics,
         )
         self.eval_batch_size = check_positive_int("eval_batch_size", eval_batch_size)
+        self.autocast = check_choice("autocast", autocast, AUTOCASTS)
         self.regularizer = regularizer
         self.augment = augment
         # Under DDP: every rank's torch generators after the last epoch, for checkpoints (rank 0
@@ -491,7 +509,9 @@ class TorchTrainer(EpochTrainer):
             xb, yb = _take(x, idx), y[idx]  # (B, D) or named (B, ...), and (B,)
             if crops is not None:
                 xb = _shift_flip(self.augment, xb, *crops)  # type: ignore[arg-type]
-            logits = model(xb)  # (B, C)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast == "bf16"):
+                logits = model(xb)  # (B, C)
+            logits = logits.to(self.dtype)  # the loss and its gradient's first step in full precision
             if len(idx):
                 loss = loss_fn(logits, yb)
                 loss_sum += loss.detach() * len(idx)
