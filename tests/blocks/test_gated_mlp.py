@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from mlpkit.blocks import GatedMLP, load_llama_mlp, read_llama_mlp
+from mlpkit.blocks.dropout import Dropout
 from mlpkit.blocks.mlp import pack_gate_up, split_gate_up
 from mlpkit.errors import CheckpointError
 
@@ -185,7 +186,7 @@ def test_dropout_drops_the_gated_product_in_training_only(layout):
     torch.manual_seed(1)
     out = mlp(x)
     torch.manual_seed(1)
-    mask = F.dropout(torch.ones(3, 64), 0.5)  # the same draw: (I,)-wide mask scaled by 1/(1-p)
+    mask = Dropout(0.5)(torch.ones(3, 64))  # the same draw: (I,)-wide mask scaled by 1/(1-p)
     w = weights(mlp)
     h = F.silu(x @ w["gate_proj.weight"].T) * (x @ w["up_proj.weight"].T) * mask
     torch.testing.assert_close(out, h @ w["down_proj.weight"].T)

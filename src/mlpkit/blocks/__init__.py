@@ -6,6 +6,7 @@ Models built from these return logits; they never hold an optimizer, a device or
 from __future__ import annotations
 
 from mlpkit.blocks.activations import ACT_LAYERS, get_act_layer, make_activation
+from mlpkit.blocks.dropout import Dropout
 from mlpkit.blocks.embedding import FieldEmbedding, LinearEmbedding
 from mlpkit.blocks.init import calculate_gain, init_linear_, init_weight_
 from mlpkit.blocks.interaction import (
@@ -27,6 +28,7 @@ __all__ = [
     "CrossNetMix",
     "CrossNetV1",
     "CrossNetV2",
+    "Dropout",
     "FFMInteraction",
     "FMInteraction",
     "FieldEmbedding",

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from mlpkit._checks import check_choice, check_nonnegative_int, check_positive_int, check_probability
 from mlpkit.blocks.activations import ACT_LAYERS, GATE_ACT_LAYERS, get_act_layer
+from mlpkit.blocks.dropout import Dropout
 from mlpkit.blocks.init import init_linear_
 from mlpkit.errors import CheckpointError
 
@@ -138,7 +139,7 @@ class MLP(nn.Sequential):
                 layers.append(norm_layer(h))
             layers.append(act())
             if p > 0:
-                layers.append(nn.Dropout(p))
+                layers.append(Dropout(p))
             width = h
         layers.append(nn.Linear(width, out_features, bias=bias))
         super().__init__(*layers)
@@ -214,7 +215,7 @@ class GatedUnit(nn.Module):
         self.up = nn.Linear(in_features, hidden_features, bias=bias)  # LLaMA's w3
         self.act = get_act_layer(act_layer, registry=GATE_ACT_LAYERS)()
         self.norm = norm_layer(hidden_features) if norm_layer is not None else nn.Identity()
-        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.drop = Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, D) -> (B, H)."""
@@ -526,7 +527,7 @@ class GatedMLP(nn.Module):
             self.register_parameter("down_bias", nn.Parameter(torch.empty(o)) if bias else None)
             self.reset_parameters()
         self.act_fn = act()
-        self.drop = nn.Dropout(p) if p > 0 else nn.Identity()
+        self.drop = Dropout(p) if p > 0 else nn.Identity()
 
     def reset_parameters(self) -> None:
         """Draw the weights as ``nn.Linear`` does: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), biases alike."""

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mlpkit._checks import check_positive_int, check_probability
+from mlpkit.blocks.dropout import Dropout
 from mlpkit.blocks.mlp import MLP
 
 __all__ = ["POOLS", "POSITION_EMBEDDINGS", "Attention", "EncoderBlock", "ViT", "check_vit_arguments",
@@ -157,7 +158,7 @@ class Attention(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * inner, bias=False)   # one GEMM for Q, K and V
         self.out = nn.Linear(inner, dim)
-        self.out_dropout = nn.Dropout(dropout)
+        self.out_dropout = Dropout(dropout)
 
     def forward(self, z: Tensor) -> Tensor:
         """Attend over the tokens.
@@ -207,7 +208,7 @@ class EncoderBlock(nn.Module):
         self.attention = Attention(dim, heads, dim_head, dropout)
         self.norm = nn.LayerNorm(dim)
         self.mlp: nn.Module = MLP(dim, (mlp_dim,), dim, act_layer="gelu", dropout=dropout)
-        self.mlp_dropout = nn.Dropout(dropout)
+        self.mlp_dropout = Dropout(dropout)
 
     def forward(self, z: Tensor) -> Tensor:
         """One block over the tokens.
@@ -332,7 +333,7 @@ class ViT(nn.Module):
             # fixed codes are not trained, and it is rebuilt rather than loaded from the weights.
             codes = torch.cat([torch.zeros(1, dim), sincos_position_embedding(self.grid, dim)])
             self.register_buffer("pos_embedding", codes.unsqueeze(0), persistent=False)  # (1, N + 1, D)
-        self.emb_dropout = nn.Dropout(emb_dropout)
+        self.emb_dropout = Dropout(emb_dropout)
         self.blocks = nn.ModuleList(
             EncoderBlock(dim, heads, dim_head, mlp_dim, dropout) for _ in range(depth)
         )

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from mlpkit._checks import check_probability
 from mlpkit.blocks.activations import get_act_layer
+from mlpkit.blocks.dropout import Dropout
 from mlpkit.blocks.embedding import FieldEmbedding
 from mlpkit.blocks.mlp import MLP, ActLayer
 
@@ -138,5 +139,5 @@ def tower(
         layers.append(norm(hidden[-1]))
     layers.append(get_act_layer(act_layer)())
     if check_probability("dropout", dropout) > 0:
-        layers.append(nn.Dropout(dropout))
+        layers.append(Dropout(dropout))
     return nn.Sequential(*layers)
