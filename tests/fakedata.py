@@ -51,6 +51,26 @@ def run_cli(*argv: str | Path) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def unfinished_copy(run_dir: Path, tmp_path: Path) -> Path:
+    """A copy of a finished run without ``summary.json``, as a run killed before its end leaves it."""
+    import shutil
+
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(run_dir, unfinished)
+    (unfinished / "summary.json").unlink()
+    return unfinished
+
+
+def assert_warns_unfinished_once(run_dir: Path, using: str, *argv: str | Path) -> str:
+    """Run ``mlpkit ARGV`` on an unfinished ``run_dir``: it succeeds and says once that the run did not
+    finish and what it does with the weights (``using``: "scoring", "predicting with"); its stdout."""
+    code, out, err = run_cli(*argv)
+    assert code == 0, err
+    assert err.count("did not finish") == 1, err
+    assert f"{run_dir} has no summary.json: the run did not finish; {using} the weights it saved last" in err
+    return out
+
+
 def interrupt_after(epoch: int) -> Any:
     """An ``on_epoch_end`` hook that stands in for Ctrl-C right after epoch ``epoch`` was written
     (metrics, model, checkpoint): pass it to ``train_run(..., on_epoch_end=...)``."""

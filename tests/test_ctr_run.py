@@ -17,7 +17,7 @@ from safetensors.numpy import load_file
 from sklearn.metrics import log_loss as sk_log_loss
 from sklearn.metrics import roc_auc_score
 
-from fakedata import interrupt_after, run_cli, write_ctr_tables
+from fakedata import assert_warns_unfinished_once, interrupt_after, run_cli, unfinished_copy, write_ctr_tables
 from launch import launch_ranks
 from mlpkit.compare import COMPARE_KEYS
 from mlpkit.config import CTR_MODEL_NAMES, CTRConfig
@@ -450,16 +450,10 @@ def test_spectrum_refuses_a_model_without_a_dcnv2_cross_network(deepfm_run: Path
 def test_evaluate_and_predict_say_once_when_the_ctr_run_did_not_finish(
     deepfm_run: Path, tables: Path, tmp_path: Path
 ) -> None:
-    unfinished = tmp_path / "unfinished"
-    shutil.copytree(deepfm_run, unfinished)
-    (unfinished / "summary.json").unlink()  # as a run killed before its end leaves it
-    for command, using in ((("evaluate", unfinished), "scoring"),
-                           (("ctr", "predict", unfinished, tables / "test.csv", "--out", tmp_path / "p.csv"),
-                            "predicting with")):
-        code, _, err = run_cli(*command)
-        assert code == 0, err
-        assert err.count("did not finish") == 1, err
-        assert f"{unfinished} has no summary.json: the run did not finish; {using} the weights" in err
+    unfinished = unfinished_copy(deepfm_run, tmp_path)
+    assert_warns_unfinished_once(unfinished, "scoring", "evaluate", unfinished)
+    assert_warns_unfinished_once(unfinished, "predicting with", "ctr", "predict", unfinished,
+                                 tables / "test.csv", "--out", tmp_path / "p.csv")
 
 
 def test_bf16_autocast_from_the_command_line_trains_and_is_recorded(tables: Path, tmp_path: Path) -> None:

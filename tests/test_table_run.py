@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as sk
 
-from fakedata import run_cli
+from fakedata import assert_warns_unfinished_once, run_cli, unfinished_copy
 from mlpkit.config import TableConfig
 from mlpkit.data.tabular import UNSEEN_ID
 from mlpkit.errors import DataFormatError
@@ -379,14 +378,8 @@ def test_monitoring_accuracy_on_a_regression_is_refused_before_anything_is_writt
 def test_evaluate_and_predict_say_once_when_the_table_run_did_not_finish(
     churn_run: Path, table: Path, tmp_path: Path
 ) -> None:
-    unfinished = tmp_path / "unfinished"
-    shutil.copytree(churn_run, unfinished)
-    (unfinished / "summary.json").unlink()  # as a run killed before its end leaves it
-    for command, using in ((("evaluate", unfinished), "scoring"),
-                           (("predict", unfinished, table), "predicting with")):
-        code, _, err = run_cli(*command)
-        assert code == 0, err
-        assert err.count("did not finish") == 1, err
-        assert f"{unfinished} has no summary.json: the run did not finish; {using} the weights" in err
+    unfinished = unfinished_copy(churn_run, tmp_path)
+    assert_warns_unfinished_once(unfinished, "scoring", "evaluate", unfinished)
+    assert_warns_unfinished_once(unfinished, "predicting with", "predict", unfinished, table)
     code, _, err = run_cli("predict", churn_run, table)
     assert code == 0 and "did not finish" not in err
