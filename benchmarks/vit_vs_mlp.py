@@ -111,16 +111,18 @@ def throughput(run_dir: Path) -> dict[str, float]:
 def finished_run(out: Path, config: Any) -> dict[str, Any] | None:
     """The summary of a finished run in ``out`` trained with exactly ``config``, or None.
 
-    The comparison is of ``config.json`` against the config this benchmark would train (the run
-    directory is not recorded there), so a run trained from another config or version of the
-    shipped file, or one that did not finish, is trained again.
+    ``config.json``, read back, is compared with what the runner would record for the config this
+    benchmark would train (:meth:`mlpkit.tasks.base.Task.recorded`), so a run trained from another
+    config or version of the shipped file, or one that did not finish, is trained again.
     """
+    from mlpkit.config import load_config
+    from mlpkit.tasks import task_for
+
     summary_path, config_path = out / "summary.json", out / "config.json"
     if not (summary_path.is_file() and config_path.is_file()):
         return None
-    wanted = json.loads(json.dumps(config.to_dict()))          # tuples as lists, as the run wrote them
-    wanted["run"]["out"] = None
-    if json.loads(config_path.read_text()) != wanted:
+    # Compared as configs, not as JSON: a config.json written before a key existed reads as its default.
+    if load_config(config_path, task=None) != task_for(config).recorded():
         logging.getLogger(__name__).info("%s was trained with other settings: training it again", out)
         return None
     summary: dict[str, Any] = json.loads(summary_path.read_text())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,6 @@ def run_cli(*argv: str | Path) -> tuple[int, str, str]:
 
 def unfinished_copy(run_dir: Path, tmp_path: Path) -> Path:
     """A copy of a finished run without ``summary.json``, as a run killed before its end leaves it."""
-    import shutil
-
     unfinished = tmp_path / "unfinished"
     shutil.copytree(run_dir, unfinished)
     (unfinished / "summary.json").unlink()

@@ -25,7 +25,14 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from fakedata import N_TEST, run_cli, snapshot, write_fake_fashion_mnist
+from fakedata import (
+    N_TEST,
+    assert_warns_unfinished_once,
+    run_cli,
+    snapshot,
+    unfinished_copy,
+    write_fake_fashion_mnist,
+)
 from mlpkit.config import load_config
 from mlpkit.data.fashion_mnist import FASHION_MNIST_CLASSES
 from mlpkit.data.idx import read_idx, write_idx
@@ -263,22 +270,16 @@ def test_evaluate_scores_each_class_and_prints_json(run: tuple[Path, int, str, s
 
 
 def test_evaluate_says_when_the_run_did_not_finish(run: tuple[Path, int, str, str], tmp_path: Path) -> None:
-    unfinished = tmp_path / "unfinished"
-    shutil.copytree(run[0], unfinished)
-    (unfinished / "summary.json").unlink()  # as a run killed before its end leaves it
-    code, out, err = run_cli("evaluate", unfinished)
-    assert code == 0, err
-    assert f"{unfinished} has no summary.json: the run did not finish; scoring" in err
-    assert err.count("did not finish") == 1
+    unfinished = unfinished_copy(run[0], tmp_path)
+    out = assert_warns_unfinished_once(unfinished, "scoring", "evaluate", unfinished)
     accuracy = json.loads((run[0] / "summary.json").read_text())["test_accuracy"]
     assert re.search(rf"^test accuracy +{accuracy:.4f}$", out, flags=re.MULTILINE)  # same weights
     code, _, err = run_cli("evaluate", run[0])
     assert code == 0 and "did not finish" not in err
     images = tmp_path / "images.npy"
     np.save(images, np.zeros((1, 28, 28), dtype=np.uint8))
-    code, _, err = run_cli("predict", unfinished, images, "--out", tmp_path / "predicted.csv")
-    assert code == 0, err
-    assert err.count("did not finish") == 1 and "predicting with the weights it saved last" in err
+    assert_warns_unfinished_once(unfinished, "predicting with", "predict", unfinished, images,
+                                 "--out", tmp_path / "predicted.csv")
 
 
 def test_predict_reads_idx_npy_and_csv_alike(

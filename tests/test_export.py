@@ -26,7 +26,13 @@ import pandas as pd
 import pyarrow.csv as pacsv
 import pytest
 
-from fakedata import run_cli, write_ctr_tables, write_fake_fashion_mnist
+from fakedata import (
+    assert_warns_unfinished_once,
+    run_cli,
+    unfinished_copy,
+    write_ctr_tables,
+    write_fake_fashion_mnist,
+)
 from mlpkit.data.idx import read_idx
 from mlpkit.data.tables import encode_file
 from mlpkit.runtime import ONNX_FILE, OnnxModel, weights_digest
@@ -366,10 +372,7 @@ def test_predicting_with_a_missing_or_stale_export_is_refused(
 
 
 def test_exporting_an_unfinished_run_warns(image_runs: dict[str, Path], tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    shutil.copytree(image_runs["numpy"], run_dir)
-    (run_dir / "summary.json").unlink()
-    code, out, err = run_cli("export", run_dir, "--overwrite")
-    assert code == 0 and "model.onnx" in out
+    run_dir = unfinished_copy(image_runs["numpy"], tmp_path)
     # Once, from the command: the loader it goes through does not warn again.
-    assert err.count("did not finish") == 1 and "exporting the weights it saved last" in err
+    out = assert_warns_unfinished_once(run_dir, "exporting", "export", run_dir, "--overwrite")
+    assert "model.onnx" in out
