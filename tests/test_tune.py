@@ -578,6 +578,23 @@ def test_to_toml_reads_back_equal() -> None:
     assert to_toml(config, "two\nlines").startswith('# two\n# lines\n\ntask = "ctr"\n')
 
 
+def test_to_toml_leaves_out_the_keys_the_choices_do_not_use() -> None:
+    import tomllib
+
+    mlp = RunConfig.from_dict({"optim": {"schedule": "cosine", "min_lr": 1e-4}, "data": {"augment": "none"}})
+    vit = RunConfig.from_dict({"model": {"name": "vit", "patch_size": 4}, "run": {"engine": "torch"}})
+    tables = {name: tomllib.loads(to_toml(config)) for name, config in (("mlp", mlp), ("vit", vit))}
+    # The MLP's [model] names none of the ViT's keys, and the ViT's none of the MLP's.
+    mlp_keys = {"name", "hidden_features", "activation", "dropout", "init", "init_std"}
+    assert set(tables["mlp"]["model"]) == mlp_keys
+    assert "hidden_features" not in tables["vit"]["model"] and tables["vit"]["model"]["patch_size"] == 4
+    # A cosine schedule writes its min_lr, and none of the step or plateau keys.
+    assert tables["mlp"]["optim"]["min_lr"] == 1e-4
+    assert not {"gamma", "step_size", "factor", "schedule_patience"} & set(tables["mlp"]["optim"])
+    assert not {"max_shift", "flip_p"} & set(tables["mlp"]["data"])
+    assert RunConfig.from_dict(tables["mlp"]) == mlp and RunConfig.from_dict(tables["vit"]) == vit
+
+
 def test_to_toml_refuses_a_config_it_cannot_repeat() -> None:
     config = CTRConfig.from_dict({"optim": {"grad_clip_norm": None}})  # TOML cannot say None; absent is 10
     with pytest.raises(ConfigError, match=r"\[optim\] grad_clip_norm would read back differently"):

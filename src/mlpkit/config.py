@@ -95,6 +95,7 @@ __all__ = [
     "TableModelConfig",
     "load_config",
     "load_config_with_section",
+    "unused_keys",
 ]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -138,6 +139,40 @@ def _check_optional_str(name: str, value: object) -> str | None:
     if value is not None and (not isinstance(value, str) or not value):
         raise ValueError(f"{name} must be a non-empty string or absent, got {value!r}")
     return value
+
+
+DependentKeys = Mapping[str, tuple[str, tuple[str, ...]]]
+"""A section's keys that apply under some choices of another of its keys only: ``key -> (owner,
+users)``, e.g. ``"min_lr" -> ("schedule", ("cosine", "plateau"))``."""
+
+
+def _check_dependent_keys(section: Any) -> None:
+    """Reject a key of ``section.dependent_keys`` set away from its default when its owner's choice
+    does not use it: a setting that does not apply is an error, never silently ignored."""
+    defaults = {f.name: f.default for f in fields(section)}
+    for key, (owner, users) in section.dependent_keys.items():
+        value, chosen = getattr(section, key), getattr(section, owner)
+        value = tuple(value) if isinstance(value, list) else value  # JSON and TOML give lists
+        if chosen not in users and value != defaults[key]:
+            used_by = " or ".join(repr(name) for name in users)
+            what = "model" if owner == "name" else owner  # "applies to model 'vit' only"
+            raise ValueError(
+                f"{key} applies to {what} {used_by} only, got {key}={value!r} with {what} {chosen!r}"
+            )
+
+
+def unused_keys(section: Any) -> list[str]:
+    """The keys of a config section that its choices leave unused (and so at their defaults): the
+    ViT's keys of an MLP's ``[model]``, ``gamma`` of a cosine schedule. A written config leaves them
+    out (:func:`mlpkit.tune.to_toml`); ``config.json`` records every key.
+
+    Examples
+    --------
+    >>> unused_keys(OptimConfig(schedule="cosine"))
+    ['gamma', 'step_size', 'factor', 'schedule_patience']
+    """
+    dependent: DependentKeys = getattr(section, "dependent_keys", {})
+    return [key for key, (owner, users) in dependent.items() if getattr(section, owner) not in users]
 
 
 @dataclass(frozen=True)
@@ -202,6 +237,12 @@ class ModelConfig:
     pos_embedding: str = "learned"
     patch_norm: bool = False
 
+    dependent_keys: ClassVar[DependentKeys] = {
+        **{key: ("name", ("mlp",)) for key in ("hidden_features", "activation", "init", "init_std")},
+        **{key: ("name", ("vit",)) for key in ("patch_size", "dim", "depth", "heads", "mlp_dim", "dim_head",
+                                                "emb_dropout", "pool", "pos_embedding", "patch_norm")},
+    }
+
     def __post_init__(self) -> None:
         with config_section("model"):
             check_choice("name", self.name, MODEL_NAMES)
@@ -209,12 +250,7 @@ class ModelConfig:
                 raise ValueError(
                     f"hidden_features must be a list of positive ints, got {self.hidden_features!r}"
                 )
-            defaults = {f.name: f.default for f in fields(self)}
-            for keys, users in ((_MLP_KEYS, ("mlp",)), (_VIT_KEYS, ("vit",))):
-                for key in keys:
-                    value = getattr(self, key)
-                    value = tuple(value) if isinstance(value, list) else value   # JSON and TOML give lists
-                    _only_with(key, value, defaults[key], "model", self.name, users)
+            _check_dependent_keys(self)
             if self.name == "vit":
                 self._check_vit()
                 return
@@ -274,32 +310,8 @@ MODEL_NAMES = ("mlp", "vit")
 """The image task's models: ``mlp`` (both engines) and ``vit`` (torch engine)."""
 VIT_POOLS = ("cls", "mean")
 """The ViT's pooling choices (:data:`mlpkit.models.vit.POOLS`, known here without importing torch)."""
-_MLP_KEYS = ("hidden_features", "activation", "init", "init_std")
 VIT_POSITION_EMBEDDINGS = ("learned", "sincos")
 """The ViT's position embeddings (:data:`mlpkit.models.vit.POSITION_EMBEDDINGS`)."""
-_VIT_KEYS = ("patch_size", "dim", "depth", "heads", "mlp_dim", "dim_head", "emb_dropout", "pool",
-             "pos_embedding", "patch_norm")
-
-
-# Keys used by some schedules only, and which: a value other than the default elsewhere is an error.
-_SCHEDULE_KEYS = {
-    "min_lr": ("cosine", "plateau"),
-    "gamma": ("step", "exponential"),
-    "step_size": ("step",),
-    "factor": ("plateau",),
-    "schedule_patience": ("plateau",),
-}
-
-
-def _only_with(
-    key: str, value: object, default: object, owner: str, chosen: str, users: Sequence[str]
-) -> None:
-    """Reject ``key`` set away from its default when the chosen ``owner`` does not use it."""
-    if chosen not in users and value != default:
-        used_by = " or ".join(repr(name) for name in users)
-        raise ValueError(
-            f"{key} applies to {owner} {used_by} only, got {key}={value!r} with {owner} {chosen!r}"
-        )
 
 
 @dataclass(frozen=True)
@@ -355,6 +367,14 @@ class OptimConfig:
     schedule_patience: int = 10
     grad_clip_norm: float | None = None
 
+    dependent_keys: ClassVar[DependentKeys] = {
+        "min_lr": ("schedule", ("cosine", "plateau")),
+        "gamma": ("schedule", ("step", "exponential")),
+        "step_size": ("schedule", ("step",)),
+        "factor": ("schedule", ("plateau",)),
+        "schedule_patience": ("schedule", ("plateau",)),
+    }
+
     def __post_init__(self) -> None:
         with config_section("optim"):
             check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -387,10 +407,8 @@ class OptimConfig:
             raise ValueError(f"factor must be a float in (0, 1), got {self.factor!r}")
         set_frozen(self, "factor", factor)
         check_nonnegative_int("schedule_patience", self.schedule_patience)
-        defaults = {f.name: f.default for f in fields(self)}
-        for key, users in _SCHEDULE_KEYS.items():
-            _only_with(key, getattr(self, key), defaults[key], "schedule", self.schedule, users)
-        if self.schedule in _SCHEDULE_KEYS["min_lr"] and self.min_lr >= self.lr:
+        _check_dependent_keys(self)
+        if "min_lr" not in unused_keys(self) and self.min_lr >= self.lr:
             raise ValueError(
                 f"min_lr must be smaller than lr, got min_lr={self.min_lr:g} with lr={self.lr:g}"
             )
@@ -516,6 +534,11 @@ class DataConfig:
     color: str = "auto"
     strict: bool = False
 
+    dependent_keys: ClassVar[DependentKeys] = {
+        "max_shift": ("augment", ("shift_flip",)),
+        "flip_p": ("augment", ("shift_flip",)),
+    }
+
     def __post_init__(self) -> None:
         with config_section("data"):
             _check_optional_str("data_dir", self.data_dir)
@@ -525,9 +548,8 @@ class DataConfig:
             check_choice("augment", self.augment, AUGMENTS)
             check_nonnegative_int("max_shift", self.max_shift)
             set_frozen(self, "flip_p", check_probability("flip_p", self.flip_p, inclusive_high=True))
+            _check_dependent_keys(self)
             defaults = {f.name: f.default for f in fields(self)}
-            for key in ("max_shift", "flip_p"):
-                _only_with(key, getattr(self, key), defaults[key], "augment", self.augment, ("shift_flip",))
             _check_optional_str("images", self.images)
             check_positive_int("image_size", self.image_size)
             check_choice("color", self.color, IMAGE_COLORS)

@@ -81,7 +81,7 @@ from mlpkit._checks import (
 )
 from mlpkit._io import atomic_path, atomic_write_json, atomic_write_text, ensure_writable_dir
 from mlpkit._optional import require
-from mlpkit.config import load_config, load_config_with_section
+from mlpkit.config import load_config, load_config_with_section, unused_keys
 from mlpkit.errors import ConfigError, OutputError, TrainingDivergedError
 from mlpkit.rundir import CONFIG_FILE, SUMMARY_FILE, remove_if_unused
 from mlpkit.tasks import task_for
@@ -448,8 +448,10 @@ def to_toml(config: Any, header: str = "") -> str:
     """``config`` as a TOML file that :func:`mlpkit.config.load_config` reads back equal.
 
     The top-level ``task`` first, then one table per section; ``None`` values are left out (TOML
-    has no null, and an absent key is read as its default). ``header`` (lines of text) goes first
-    as comments.
+    has no null, and an absent key is read as its default), and so are the keys the section's
+    choices leave unused (:func:`mlpkit.config.unused_keys`: the ViT's keys of an MLP, ``gamma`` of
+    a cosine schedule), which must be at their defaults. ``header`` (lines of text) goes first as
+    comments.
 
     Raises
     ------
@@ -469,8 +471,9 @@ def to_toml(config: Any, header: str = "") -> str:
     lines = [f"# {line}" if line else "#" for line in header.splitlines()]
     lines += ([""] if lines else []) + [f"task = {_toml_value(data.pop('task'))}"]
     for section, values in data.items():
-        lines += ["", f"[{section}]"]
-        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+        unused = set(unused_keys(getattr(config, section)))
+        written = {k: v for k, v in values.items() if v is not None and k not in unused}
+        lines += ["", f"[{section}]"] + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in written.items()]
     text = "\n".join(lines) + "\n"
     again = type(config).from_dict(tomllib.loads(text), source="the written TOML")
     if again != config:
