@@ -150,10 +150,11 @@ def _check_dependent_keys(section: Any) -> None:
     """Reject a key of ``section.dependent_keys`` set away from its default when its owner's choice
     does not use it: a setting that does not apply is an error, never silently ignored."""
     defaults = {f.name: f.default for f in fields(section)}
-    for key, (owner, users) in section.dependent_keys.items():
+    for key in unused_keys(section):
+        owner, users = section.dependent_keys[key]
         value, chosen = getattr(section, key), getattr(section, owner)
         value = tuple(value) if isinstance(value, list) else value  # JSON and TOML give lists
-        if chosen not in users and value != defaults[key]:
+        if value != defaults[key]:
             used_by = " or ".join(repr(name) for name in users)
             what = "model" if owner == "name" else owner  # "applies to model 'vit' only"
             raise ValueError(
