@@ -88,6 +88,11 @@ def test_atomic_write_json_keeps_insertion_order_indent_2_and_trailing_newline(t
     assert json.loads(expected) == {"seed": 0, "lr": 0.001, "hidden": [256, 128]}
 
 
+def test_atomic_write_json_without_indent_writes_one_compact_line(tmp_path: Path) -> None:
+    target = atomic_write_json(tmp_path / "checkpoint.json", {"epoch": 3, "lr": [0.1, 0.01]}, indent=None)
+    assert target.read_text() == '{"epoch": 3, "lr": [0.1, 0.01]}\n'
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_atomic_write_json_rejects_nan_and_writes_nothing(tmp_path: Path, bad: float) -> None:
     target = tmp_path / "metrics.json"

@@ -203,7 +203,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str 
     return atomic_write_bytes(path, text.encode(encoding))
 
 
-def atomic_write_json(path: str | os.PathLike[str], obj: object) -> Path:
+def atomic_write_json(path: str | os.PathLike[str], obj: object, *, indent: int | None = 2) -> Path:
     """Write ``obj`` as JSON to ``path`` atomically: insertion order, ``indent=2``, one trailing newline.
 
     NaN and infinity are rejected (``allow_nan=False``) because they are not JSON and most other
@@ -215,6 +215,10 @@ def atomic_write_json(path: str | os.PathLike[str], obj: object) -> Path:
         The file to write. Its parent directory must exist.
     obj : object
         A JSON-serialisable value (dicts, lists, str, int, finite float, bool, None).
+    indent : int or None
+        Spaces per level, for files people read; ``None`` writes one compact line, for files
+        rewritten often and read by programs (the standard library encodes indented JSON in Python,
+        compact JSON in C: about ten times faster).
 
     Returns
     -------
@@ -232,7 +236,7 @@ def atomic_write_json(path: str | os.PathLike[str], obj: object) -> Path:
     """
     target = Path(path)
     try:
-        text = json.dumps(obj, indent=2, allow_nan=False, ensure_ascii=False)
+        text = json.dumps(obj, indent=indent, allow_nan=False, ensure_ascii=False)
     except ValueError as exc:
         raise ValueError(f"cannot write {target} as JSON: {exc}") from exc
     except TypeError as exc:

@@ -238,7 +238,9 @@ def commit(
     state["extra"] = extra
     json.dumps(state, allow_nan=False)                       # what cannot be JSON fails before any write
     atomic_write_bytes(run_dir / name, tensors_bytes)
-    path = atomic_write_json(run_dir / CHECKPOINT_JSON, state)  # the commit point
+    # The commit point. Compact: it is rewritten every epoch with the whole history, which indented
+    # JSON (encoded in Python, not C) made the larger part of an epoch's time on small tables.
+    path = atomic_write_json(run_dir / CHECKPOINT_JSON, state, indent=None)
     for old in (*run_dir.glob(TENSORS_GLOB), *run_dir.glob(_TMP_GLOB)):
         if old.name != name:
             with contextlib.suppress(FileNotFoundError):
