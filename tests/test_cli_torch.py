@@ -132,7 +132,7 @@ def test_interrupted_after_epoch_2_then_resumed_equals_4_uninterrupted_epochs(
     cut = tmp_path / "cut"
     with monkeypatch.context() as patch:
         patch.setattr(run_module.TorchEpochWriter, "__call__", ctrl_c_after_epoch_2)
-        code, _, err = run_cli(*train_args(data_dir, cut))
+        code, _, err = run_cli(*train_args(data_dir, cut), "--checkpoint-interval", "0")
     assert code == 130 and "mlpkit: interrupted" in err
     assert f"interrupted; the checkpoint holds epoch 2; continue with: mlpkit train --resume {cut}" in err
     assert [r["epoch"] for r in read_metrics(cut)] == [1, 2]

@@ -171,7 +171,9 @@ def test_predict_maps_unseen_categories_to_the_oov_id_and_refuses_a_missing_colu
 def test_an_interrupted_ctr_run_resumed_equals_the_uninterrupted_run(tables: Path, tmp_path: Path) -> None:
     whole = train_run(config(tables, tmp_path / "whole"))
     with pytest.raises(KeyboardInterrupt):
-        train_run(config(tables, tmp_path / "cut"), on_epoch_end=interrupt_after(2))
+        cut = config(tables, tmp_path / "cut")
+        cut = cut.with_overrides({"run": {"checkpoint_interval": 0}})  # a checkpoint after every epoch
+        train_run(cut, on_epoch_end=interrupt_after(2))
     assert [r["epoch"] for r in read_metrics(tmp_path / "cut")] == [1, 2]
     resumed = resume_run(tmp_path / "cut")
     assert resumed.summary["resumed_at_epoch"] == 2

@@ -268,7 +268,9 @@ def test_a_resumed_run_logs_each_epoch_once(
             raise KeyboardInterrupt
         save(run_dir, trainer, **kwargs)
 
-    config = small_config(data_dir, tmp_path / "cut", run={"engine": engine, "histogram_every": 1})
+    config = small_config(
+        data_dir, tmp_path / "cut", run={"engine": engine, "histogram_every": 1, "checkpoint_interval": 0}
+    )
     with monkeypatch.context() as patch:
         patch.setattr(module, name, no_checkpoint_after_2)
         with pytest.raises(KeyboardInterrupt):

@@ -32,6 +32,7 @@ from mlpkit.errors import (
 )
 from mlpkit.run import (
     RUN_FILES,
+    EpochWriter,
     Predictions,
     evaluate_run,
     load_run,
@@ -324,6 +325,7 @@ RESUMABLE = {
               "schedule_patience": 0},
     "early_stopping": {"patience": 3, "monitor": "val_accuracy"},
     "data": {"augment": "shift_flip"},            # so is the training generator that shifts and flips
+    "run": {"checkpoint_interval": 0},            # a checkpoint after every epoch: the cut falls on one
 }
 
 
@@ -377,6 +379,49 @@ def test_a_metrics_line_written_after_the_last_numpy_checkpoint_is_replayed(
     resume_run(tmp_path / "cut")
     assert without_seconds(tmp_path / "cut") == without_seconds(whole.run_dir)
     assert_same_weights(tmp_path / "cut", whole.run_dir)
+
+
+@pytest.mark.parametrize(("interval", "checkpointed"), [(0.0, [1, 2, 3, 4]), (10.0, [1, 3, 4])])
+def test_checkpoints_follow_the_interval_and_always_the_first_and_last_epoch(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interval: float, checkpointed: list[int]
+) -> None:
+    # A clock that advances 6 s an epoch: 0, 6, 12, 18 at the ends of epochs 1 to 4.
+    now = [0.0]
+    monkeypatch.setattr(EpochWriter, "clock", staticmethod(lambda: now[0]))
+    saved: list[int] = []
+    save = numpy_checkpoint.save_numpy_checkpoint
+
+    def recording(run_dir: Path, trainer: Any, **kwargs: Any) -> None:
+        saved.append(trainer.epochs_done)
+        save(run_dir, trainer, **kwargs)
+
+    def tick(run_dir: Path, record: Any) -> None:
+        now[0] += 6.0
+
+    monkeypatch.setattr(numpy_checkpoint, "save_numpy_checkpoint", recording)
+    config = small_config(data_dir, tmp_path / "run", run={"checkpoint_interval": interval})
+    train_run(config, on_epoch_end=tick)
+    assert saved == checkpointed  # 10 s: epoch 3 is the first end 10 s or more after epoch 1's
+
+
+def test_a_run_killed_between_checkpoints_replays_the_epochs_since_to_the_same_result(
+    data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The default interval (10 s) on a clock that stands still: only epoch 1 is checkpointed before
+    # the cut, and the last epoch of the whole run.
+    monkeypatch.setattr(EpochWriter, "clock", staticmethod(lambda: 0.0))
+    sections = {k: v for k, v in RESUMABLE.items() if k != "run"}
+    whole = train_run(small_config(data_dir, tmp_path / "whole", **sections))
+    with pytest.raises(KeyboardInterrupt):
+        train_run(small_config(data_dir, tmp_path / "cut", **sections), on_epoch_end=interrupt_after(3))
+    assert [r["epoch"] for r in read_metrics(tmp_path / "cut")] == [1, 2, 3]
+    assert json.loads((tmp_path / "cut" / "checkpoint.json").read_text())["epoch"] == 1
+    assert "interrupted; the checkpoint holds epoch 1; continue with" in caplog.text
+    resumed = resume_run(tmp_path / "cut")
+    assert resumed.summary["resumed_at_epoch"] == 1
+    assert without_seconds(tmp_path / "cut") == without_seconds(whole.run_dir)
+    assert_same_weights(tmp_path / "cut", whole.run_dir)
+    assert json.loads((whole.run_dir / "checkpoint.json").read_text())["epoch"] == whole.summary["epochs_run"]
 
 
 def test_resuming_a_finished_numpy_run_changes_nothing(

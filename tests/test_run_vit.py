@@ -126,6 +126,7 @@ def test_an_interrupted_vit_run_resumed_equals_the_straight_run(data_dir: Path, 
         "model": {"dropout": 0.1, "emb_dropout": 0.1},
         "optim": {"schedule": "cosine", "weight_decay": 0.05},
         "data": {"augment": "shift_flip", "max_shift": 1},
+        "run": {"checkpoint_interval": 0},  # a checkpoint after every epoch: the cut falls on one
     }
     whole = train_run(vit_config(data_dir, tmp_path / "whole", **extra))
     with pytest.raises(KeyboardInterrupt):

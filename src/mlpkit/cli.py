@@ -152,6 +152,11 @@ _LOG_OPTIONS = (
             "and gradients every N epochs and at the last; 0 = none [5]", type=int, metavar="N"),
 )
 
+_CHECKPOINT_OPTION = _option(
+    "--checkpoint-interval", "run.checkpoint_interval", "seconds between checkpoints (and always after the "
+    "first and last epoch); a killed run resumes from the last, replaying the epochs since; 0 = every "
+    "epoch [10]", type=float, metavar="SECONDS")
+
 _AUTOCAST_OPTION = _option(
     "--autocast", "run.autocast", f"torch engine: {', '.join(AUTOCASTS)}; bf16 runs the training forward "
     "passes in bfloat16 (faster on CPUs with AMX and on recent GPUs, slower elsewhere) [none]",
@@ -251,6 +256,7 @@ _TRAIN_OPTIONS = (
     _option("--engine", "run.engine", f"{', '.join(ENGINES)} [numpy]", metavar="NAME"),
     _option("--device", "run.device", f"{', '.join(DEVICES)} or cuda:N; cuda needs --engine torch [cpu]"),
     _AUTOCAST_OPTION,
+    _CHECKPOINT_OPTION,
     *_LOG_OPTIONS,
 )
 
@@ -636,6 +642,7 @@ _CTR_OPTIONS = (
     _option("--name", "run.name", "name in the default run directory [ctr-<model>]"),
     _option("--device", "run.device", f"{', '.join(DEVICES)} or cuda:N [auto]"),
     _AUTOCAST_OPTION,
+    _CHECKPOINT_OPTION,
     *_LOG_OPTIONS,
 )
 

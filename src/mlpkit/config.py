@@ -598,6 +598,13 @@ class RunSettings:
         Torch engine: ``"bf16"`` runs each training forward pass under ``torch.autocast`` to
         bfloat16, the weights staying in ``dtype`` (see :class:`~mlpkit.train.TorchTrainer`); a
         speed-up where the hardware multiplies bfloat16 matrices natively, a slow-down elsewhere.
+    checkpoint_interval : float
+        Seconds between checkpoints: after an epoch the runner writes one when this much time has
+        passed since the last, and always after the first and the last epoch of a session. 0 writes
+        one after every epoch. A run killed in between resumes from the last checkpoint and replays
+        the epochs since, to the same weights; the interval bounds the work lost, while the
+        checkpoints' cost stops growing with the number of epochs (on a small table an epoch takes a
+        millisecond, and a checkpoint five).
     """
 
     name: str | None = None
@@ -609,6 +616,7 @@ class RunSettings:
     log: tuple[str, ...] = ()
     histogram_every: int = 5
     autocast: str = "none"
+    checkpoint_interval: float = 10.0
 
     def __post_init__(self) -> None:
         with config_section("run"):
@@ -627,6 +635,8 @@ class RunSettings:
                     "on the CPU only; use engine 'torch' (--engine torch) to train on a GPU"
                 )
             self._check_log()
+            set_frozen(self, "checkpoint_interval",
+                       check_nonnegative_float("checkpoint_interval", self.checkpoint_interval))
             check_choice("autocast", self.autocast, AUTOCASTS)
             if self.engine == "numpy" and self.autocast != "none":
                 raise ValueError(

@@ -42,6 +42,7 @@ import dataclasses
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,12 +177,16 @@ class EpochWriter:
     ``model.safetensors`` when this epoch's weights are the ones to keep: the best epoch so far,
     or every epoch when ``keep_every_epoch`` (``restore_best`` off). So the file always holds the
     model the run would deliver if it stopped now, and never weights of a diverged step.
-    Then it writes a checkpoint of the whole trainer (:meth:`save_checkpoint`), so a run killed
-    at any point resumes from an epoch whose metrics line and model are on disk (or replays that
-    epoch, deterministically, and writes them again). Last it calls the caller's ``hook``.
+    Then it writes a checkpoint of the whole trainer (:meth:`save_checkpoint`) after the first and
+    the last epoch of the session and whenever ``[run] checkpoint_interval`` seconds have passed
+    since the last one, so a run killed at any point resumes from an epoch whose metrics line and
+    model are on disk, replaying the epochs after it deterministically and writing their lines and
+    model again. Last it calls the caller's ``hook``.
     """
 
     engine = "numpy"
+    clock: Callable[[], float] = staticmethod(time.monotonic)
+    """What the checkpoint interval is measured with (seconds)."""
 
     def __init__(
         self,
@@ -207,6 +212,8 @@ class EpochWriter:
         self.hook = hook
         self.saved_epoch: int | None = None
         settings = task.config.run
+        self.checkpoint_interval = settings.checkpoint_interval
+        self.checkpointed_at: float | None = None  # clock() at this session's last checkpoint
         self.tensorboard = (
             TensorBoardLog(run_dir / TENSORBOARD_DIR, histogram_every=settings.histogram_every)
             if "tensorboard" in settings.log
@@ -239,6 +246,13 @@ class EpochWriter:
         """What a checkpoint keeps besides the trainer: the config it was written with, the time so far."""
         return {"config": self.recorded.to_dict(), "wall_seconds": self.session.seconds()}
 
+    def checkpoint_due(self) -> bool:
+        """Whether ``checkpoint_interval`` seconds have passed since this session's last checkpoint
+        (True before the first: a run is resumable from its first epoch on)."""
+        if self.checkpointed_at is None:
+            return True
+        return self.clock() - self.checkpointed_at >= self.checkpoint_interval
+
     def save_model(self, state: dict[str, np.ndarray], epoch: int) -> None:
         save_weights(self.model_path, state, self.task.model_metadata(self.data, epoch, self.engine))
         self.saved_epoch = epoch
@@ -252,13 +266,15 @@ class EpochWriter:
                 f"(lr={record['lr']:g}); try a smaller learning rate"
             )
         self.metrics.append(record)
+        last = epoch >= self.epochs or self.trainer.stopped_early
         if self.tensorboard is not None:
-            last = epoch >= self.epochs or self.trainer.stopped_early
             self.tensorboard.write_epoch(record, self.parameters, last=last)
         logger.info("epoch %d/%d  %s", epoch, self.epochs, self.task.describe_epoch(record))
         if self.keep_every_epoch or self.trainer.history.best_epoch == epoch:
             self.save_model(self.weights(), epoch)
-        self.save_checkpoint()
+        if last or self.checkpoint_due():
+            self.save_checkpoint()
+            self.checkpointed_at = self.clock()
         if self.hook is not None:
             self.hook(self.run_dir, record)
 
@@ -817,8 +833,9 @@ def _torch_run_in_group(
 def _restart_files(writer: EpochWriter, trainer: Any, *, restore_best: bool) -> None:
     """On resume, make ``metrics.jsonl`` and ``model.safetensors`` match the checkpoint.
 
-    A run killed between its metrics line and its checkpoint has one epoch more on disk than in
-    the checkpoint; that epoch is replayed, so the files are rewritten from the checkpoint first.
+    A run killed after epochs that no checkpoint holds yet (the checkpoint interval, or a kill
+    between an epoch's metrics line and its checkpoint) has more epochs on disk than the
+    checkpoint; they are replayed, so the files are rewritten from the checkpoint first.
     """
     history = trainer.history
     writer.metrics.rewrite(history.records)
