@@ -92,7 +92,8 @@ def assert_scalars_are_the_jsonl(acc: Any, records: list[dict[str, Any]]) -> Non
 
 
 class WeightsEachEpoch:
-    """An ``on_epoch_end`` hook keeping model.safetensors as each epoch left it (keep-every-epoch runs)."""
+    """An ``on_epoch_end`` hook keeping model.safetensors as each epoch left it (keep-every-epoch runs
+    with ``checkpoint_interval = 0``, which write the file after every epoch)."""
 
     def __init__(self) -> None:
         self.saved: dict[int, dict[str, np.ndarray]] = {}
@@ -182,7 +183,7 @@ def test_a_numpy_run_logs_its_epochs_and_last_batch_gradients(data_dir: Path, tm
         tmp_path / "run",
         optim={"batch_size": N_TRAIN_ROWS, "epochs": 3},
         early_stopping={"restore_best": False},
-        run={"histogram_every": 1, "dtype": "float64"},
+        run={"histogram_every": 1, "dtype": "float64", "checkpoint_interval": 0},
     )
     saved = WeightsEachEpoch()
     train_run(config, on_epoch_end=saved)
@@ -214,7 +215,7 @@ def test_a_torch_run_logs_histograms_every_n_epochs_and_at_the_last(data_dir: Pa
         tmp_path / "run",
         optim={"epochs": 5},
         early_stopping={"restore_best": False},
-        run={"engine": "torch", "histogram_every": 2},
+        run={"engine": "torch", "histogram_every": 2, "checkpoint_interval": 0},
     )
     saved = WeightsEachEpoch()
     train_run(config, on_epoch_end=saved)
@@ -233,7 +234,10 @@ def test_a_ctr_run_logs_its_auc_and_every_parameter(tmp_path: Path) -> None:
             "optim": {"batch_size": 512, "epochs": 2, "lr": 0.01},
             "early_stopping": {"patience": None, "restore_best": False},
             "data": {"data_dir": str(tables)},
-            "run": {"out": str(tmp_path / "run"), "device": "cpu", "histogram_every": 1, **TENSORBOARD},
+            "run": {
+                "out": str(tmp_path / "run"), "device": "cpu", "histogram_every": 1, "checkpoint_interval": 0,
+                **TENSORBOARD,
+            },
         }
     )
     saved = WeightsEachEpoch()

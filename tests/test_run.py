@@ -407,21 +407,43 @@ def test_checkpoints_follow_the_interval_and_always_the_first_and_last_epoch(
 def test_a_run_killed_between_checkpoints_replays_the_epochs_since_to_the_same_result(
     data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The default interval (10 s) on a clock that stands still: only epoch 1 is checkpointed before
-    # the cut, and the last epoch of the whole run.
+    # The default interval (10 s) on a clock that stands still: epoch 1 is checkpointed, and the
+    # last epoch of a whole run; Ctrl-C arrives while epoch 4 trains.
     monkeypatch.setattr(EpochWriter, "clock", staticmethod(lambda: 0.0))
     sections = {k: v for k, v in RESUMABLE.items() if k != "run"}
     whole = train_run(small_config(data_dir, tmp_path / "whole", **sections))
-    with pytest.raises(KeyboardInterrupt):
-        train_run(small_config(data_dir, tmp_path / "cut", **sections), on_epoch_end=interrupt_after(3))
+    assert json.loads((whole.run_dir / "checkpoint.json").read_text())["epoch"] == whole.summary["epochs_run"]
+    original = NumpyTrainer.train_epoch
+
+    def train_epoch(self: NumpyTrainer, x: np.ndarray, y: np.ndarray) -> tuple[float, float | None]:
+        if self.epochs_done == 3:
+            raise KeyboardInterrupt
+        return original(self, x, y)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(NumpyTrainer, "train_epoch", train_epoch)
+        with pytest.raises(KeyboardInterrupt):
+            train_run(small_config(data_dir, tmp_path / "cut", **sections))
     assert [r["epoch"] for r in read_metrics(tmp_path / "cut")] == [1, 2, 3]
     assert json.loads((tmp_path / "cut" / "checkpoint.json").read_text())["epoch"] == 1
+    # The model file goes with the checkpoint: epoch 1's weights, though epochs 2 and 3 were better.
+    with safe_open(tmp_path / "cut" / "model.safetensors", "np") as f:
+        assert f.metadata()["epoch"] == "1"
     assert "interrupted; the checkpoint holds epoch 1; continue with" in caplog.text
     resumed = resume_run(tmp_path / "cut")
     assert resumed.summary["resumed_at_epoch"] == 1
     assert without_seconds(tmp_path / "cut") == without_seconds(whole.run_dir)
     assert_same_weights(tmp_path / "cut", whole.run_dir)
-    assert json.loads((whole.run_dir / "checkpoint.json").read_text())["epoch"] == whole.summary["epochs_run"]
+
+
+def test_a_hook_that_stops_the_run_leaves_its_epoch_checkpointed(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a pruned trial of `mlpkit tune` relies on: --resume goes on from the epoch it stopped at.
+    monkeypatch.setattr(EpochWriter, "clock", staticmethod(lambda: 0.0))
+    with pytest.raises(KeyboardInterrupt):
+        train_run(small_config(data_dir, tmp_path / "cut"), on_epoch_end=interrupt_after(2))
+    assert json.loads((tmp_path / "cut" / "checkpoint.json").read_text())["epoch"] == 2
 
 
 def test_resuming_a_finished_numpy_run_changes_nothing(

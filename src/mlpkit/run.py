@@ -173,15 +173,15 @@ class EpochWriter:
     It refuses non-finite weights, appends the epoch's line to ``metrics.jsonl`` and its row to
     ``metrics.csv`` (:class:`~mlpkit.rundir.MetricsLog`), writes the epoch to TensorBoard when
     ``[run] log`` asks for it (:class:`~mlpkit.logs.TensorBoardLog`; before the checkpoint, so an
-    epoch is either replayed on resume or already logged), and saves
-    ``model.safetensors`` when this epoch's weights are the ones to keep: the best epoch so far,
-    or every epoch when ``keep_every_epoch`` (``restore_best`` off). So the file always holds the
-    model the run would deliver if it stopped now, and never weights of a diverged step.
-    Then it writes a checkpoint of the whole trainer (:meth:`save_checkpoint`) after the first and
-    the last epoch of the session and whenever ``[run] checkpoint_interval`` seconds have passed
-    since the last one, so a run killed at any point resumes from an epoch whose metrics line and
-    model are on disk, replaying the epochs after it deterministically and writing their lines and
-    model again. Last it calls the caller's ``hook``.
+    epoch is either replayed on resume or already logged). Then, after the first and the last
+    epoch of the session and whenever ``[run] checkpoint_interval`` seconds have passed since the
+    last time, it saves ``model.safetensors`` with the weights to keep (the best epoch's so far,
+    or the last epoch's when ``keep_every_epoch``, ``restore_best`` off) and a checkpoint of the
+    whole trainer (:meth:`save_checkpoint`). So the model file always goes with the checkpoint: a
+    run killed at any point resumes from an epoch whose metrics line and model are on disk,
+    replaying the epochs after it deterministically and writing their lines and model again, and
+    the file never holds weights of a diverged step. Last it calls the caller's ``hook``; when the
+    hook raises (to stop the run), the checkpoint and model of this epoch are written first.
     """
 
     engine = "numpy"
@@ -210,7 +210,8 @@ class EpochWriter:
         self.epochs = epochs
         self.keep_every_epoch = keep_every_epoch
         self.hook = hook
-        self.saved_epoch: int | None = None
+        self.saved_epoch: int | None = None  # the epoch whose weights model.safetensors holds
+        self.model_epoch: int | None = None  # the epoch whose weights are the ones to keep
         settings = task.config.run
         self.checkpoint_interval = settings.checkpoint_interval
         self.checkpointed_at: float | None = None  # clock() at this session's last checkpoint
@@ -257,6 +258,22 @@ class EpochWriter:
         save_weights(self.model_path, state, self.task.model_metadata(self.data, epoch, self.engine))
         self.saved_epoch = epoch
 
+    def save_kept_model(self) -> None:
+        """Write the weights to keep into ``model.safetensors`` unless the file holds them already.
+
+        They are the trainer's current weights when their epoch is the last finished one, else the
+        best epoch's copy. Called with each checkpoint and when a run diverges: then the current
+        weights are the last good epoch's if the trainer rolled back to them, and if they are not
+        finite, the last epoch's weights are lost and the file keeps what it has.
+        """
+        kept, history = self.model_epoch, self.trainer.history
+        if kept is None or kept == self.saved_epoch:
+            return
+        if kept == len(history.records) and self.weights_finite():
+            self.save_model(self.weights(), kept)
+        elif kept == history.best_epoch and self.trainer.best_state is not None:
+            self.save_model(self.best_weights(), kept)
+
     def __call__(self, record: dict[str, Any]) -> None:
         epoch = record["epoch"]
         # The last step of an epoch may overflow after a finite loss: such weights are never kept.
@@ -271,12 +288,23 @@ class EpochWriter:
             self.tensorboard.write_epoch(record, self.parameters, last=last)
         logger.info("epoch %d/%d  %s", epoch, self.epochs, self.task.describe_epoch(record))
         if self.keep_every_epoch or self.trainer.history.best_epoch == epoch:
-            self.save_model(self.weights(), epoch)
-        if last or self.checkpoint_due():
-            self.save_checkpoint()
-            self.checkpointed_at = self.clock()
+            self.model_epoch = epoch
+        saved = last or self.checkpoint_due()
+        if saved:
+            self.save_checkpoint_and_model()
         if self.hook is not None:
-            self.hook(self.run_dir, record)
+            try:
+                self.hook(self.run_dir, record)
+            except BaseException:
+                # The hook stops the run here (a pruned trial, say): leave it resumable from this epoch.
+                if not saved:
+                    self.save_checkpoint_and_model()
+                raise
+
+    def save_checkpoint_and_model(self) -> None:
+        self.save_kept_model()
+        self.save_checkpoint()
+        self.checkpointed_at = self.clock()
 
     def close(self) -> None:
         """Close the logs that hold a file open (TensorBoard's); safe to call more than once."""
@@ -324,6 +352,7 @@ def _write_diverged_summary(
 ) -> TrainingDivergedError:
     """Record a diverged run in ``summary.json``; return the error to raise, saying what was kept."""
     writer.metrics.rewrite()
+    writer.save_kept_model()
     summary: dict[str, Any] = {
         "status": "diverged",
         "stop_reason": str(exc),
