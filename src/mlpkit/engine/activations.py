@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import erf
 
 from mlpkit._checks import check_choice, check_nonnegative_float
 from mlpkit.engine.layers import Layer
@@ -110,6 +109,10 @@ class GELU(Layer):
         if self.approximate == "tanh":
             self._t = np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x**3))
             return 0.5 * x * (1 + self._t)
+        # Imported here: scipy.special takes a tenth of a second to import, which every command
+        # would pay whether or not its network has a GELU.
+        from scipy.special import erf
+
         self._cdf = (0.5 * (1 + erf(x * _INV_SQRT_2))).astype(x.dtype, copy=False)  # Φ(x)
         return x * self._cdf
 
