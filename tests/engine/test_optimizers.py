@@ -153,6 +153,42 @@ def test_adamw_default_weight_decay_is_torchs():
     assert Adam([Parameter(np.zeros(1))]).weight_decay == 0.0
 
 
+@pytest.mark.parametrize("cls", [Adam, AdamW])
+def test_adam_over_many_parameters_equals_one_adam_per_parameter_bit_for_bit(cls, rng):
+    # Adam lays the parameters of one dtype end to end in flat buffers, their grads included: the
+    # update of each element must not depend on its neighbours, dtype groups or decay flags (a
+    # float32 and a float64 group, decayed weights and undecayed biases, a scalar).
+    def parameters() -> list[Parameter]:
+        draw = np.random.default_rng(7)
+        return [
+            Parameter(draw.standard_normal((3, 4))),
+            Parameter(draw.standard_normal(4).astype(np.float32), decay=False),
+            Parameter(draw.standard_normal((2, 3)).astype(np.float32)),
+            Parameter(draw.standard_normal(()), decay=False),
+        ]
+
+    together = parameters()
+    apart = parameters()
+    kwargs = {"lr": 1e-2, "weight_decay": 0.1}
+    joint = cls(together, **kwargs)
+    single = [cls([q], **kwargs) for q in apart]
+    assert all(a.grad.base is not None for a in together)  # the grads became views of flat buffers
+    for step in range(4):
+        for a, b in zip(together, apart, strict=True):
+            a.grad[...] = b.grad[...] = rng.standard_normal(a.data.shape).astype(a.data.dtype)
+        if step == 2:  # a gradient replaced by another array is read from there
+            together[2].grad = together[2].grad.copy()
+        joint.step()
+        for opt in single:
+            opt.step()
+    for i, (a, b) in enumerate(zip(together, apart, strict=True)):
+        assert a.data.dtype == b.data.dtype and a.data.shape == b.data.shape
+        np.testing.assert_array_equal(a.data, b.data)
+        state = joint.state_arrays()
+        np.testing.assert_array_equal(state[f"{i}.exp_avg"], single[i].state_arrays()["0.exp_avg"])
+        np.testing.assert_array_equal(state[f"{i}.exp_avg_sq"], single[i].state_arrays()["0.exp_avg_sq"])
+
+
 @pytest.mark.parametrize(
     "make",
     [

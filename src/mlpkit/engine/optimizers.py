@@ -140,9 +140,14 @@ class Adam(Optimizer):
         self.beta1 = check_probability("betas[0]", betas[0])
         self.beta2 = check_probability("betas[1]", betas[1])
         self.eps = check_positive_float("eps", eps)
-        self._m = [np.zeros_like(p.data) for p in self.params]
-        self._v = [np.zeros_like(p.data) for p in self.params]
-        self._scratch = [np.empty_like(p.data) for p in self.params]
+        # The gradients, the moments and a scratch array of all parameters of one dtype lie end to
+        # end in flat buffers, so that the update's ten elementwise operations run once over every
+        # parameter rather than once per parameter: a small network's step is mostly NumPy's cost
+        # per call (4-100-3, float32: 21 -> 9 us an Adam step). Each parameter's ``grad`` becomes a
+        # view into its group's gradient buffer (as DDP's ``gradient_as_bucket_view``), so that the
+        # layers' backward writes the flat gradient and large networks pay no copy for it.
+        self._groups = [_FlatGroup([p for p in self.params if p.data.dtype == dtype])
+                        for dtype in dict.fromkeys(p.data.dtype for p in self.params)]
 
     def step(self) -> None:
         self.step_count += 1
@@ -156,14 +161,17 @@ class Adam(Optimizer):
         # Every operation writes into a preallocated buffer: a step allocates nothing, which
         # matters when the GEMMs are small (scikit-learn's 100-unit protocol spends a fifth of a
         # step here otherwise).
-        for p, m, v, tmp in zip(self.params, self._m, self._v, self._scratch, strict=True):
-            dt = p.data.dtype.type
-            if self.decoupled:
-                g = p.grad
-                if self.weight_decay and p.decay:
+        for group in self._groups:
+            dt = group.dtype.type
+            for p, g in zip(group.params, group.grad_views, strict=True):
+                if p.grad is not g:  # the gradient was replaced by another array: take its values
+                    np.copyto(g, p.grad)
+                if self.decoupled and self.weight_decay and p.decay:
                     p.data *= dt(1 - self.lr * self.weight_decay)
-            else:
-                g = self._l2_grad(p)
+            g = group.grad
+            if not self.decoupled and self.weight_decay and any(p.decay for p in group.params):
+                g = group.decayed_grad(dt(self.weight_decay))    # g + λw (coupled L2, as _l2_grad)
+            m, v, tmp = group.m, group.v, group.tmp
             m *= dt(self.beta1)                                  # m ← β1 m + (1 − β1) g
             np.multiply(g, dt(1 - self.beta1), out=tmp)
             m += tmp
@@ -175,12 +183,68 @@ class Adam(Optimizer):
             tmp += dt(eps_hat)
             tmp *= dt(inv_step)
             np.divide(m, tmp, out=tmp)                           # w ← w − alpha_t m / (sqrt(v) + ε̂)
-            p.data -= tmp
+            for p, update in zip(group.params, group.tmp_views, strict=True):
+                p.data -= update
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        arrays = {f"{i}.exp_avg": m for i, m in enumerate(self._m)}
-        arrays |= {f"{i}.exp_avg_sq": v for i, v in enumerate(self._v)}
+        # Views into the flat buffers, named by the parameter's index as torch names them.
+        moments = {id(p): (m, v) for group in self._groups
+                   for p, m, v in zip(group.params, group.m_views, group.v_views, strict=True)}
+        arrays = {f"{i}.exp_avg": moments[id(p)][0] for i, p in enumerate(self.params)}
+        arrays |= {f"{i}.exp_avg_sq": moments[id(p)][1] for i, p in enumerate(self.params)}
         return arrays
+
+
+class _FlatGroup:
+    """Parameters of one dtype and Adam's buffers for them: each buffer one flat array (P,), with a
+    view per parameter in its shape; the parameters' ``grad`` are the views of :attr:`grad`."""
+
+    def __init__(self, params: list[Parameter]) -> None:
+        self.params = params
+        self.dtype = params[0].data.dtype
+        total = sum(p.data.size for p in params)
+        self.m, self.v = np.zeros(total, dtype=self.dtype), np.zeros(total, dtype=self.dtype)
+        self._allocate_and_bind()
+
+    def _allocate_and_bind(self) -> None:
+        """The gradient and scratch buffers, every buffer's views, and ``p.grad`` bound to its view."""
+        self.grad, self.tmp = np.empty_like(self.m), np.empty_like(self.m)
+        self._decayed: tuple[np.ndarray, list[np.ndarray]] | None = None  # made by the first L2 step
+        self.grad_views, self.tmp_views, self.m_views, self.v_views = (
+            self.views(flat) for flat in (self.grad, self.tmp, self.m, self.v)
+        )
+        for p, view in zip(self.params, self.grad_views, strict=True):
+            view[...] = p.grad
+            p.grad = view
+
+    def views(self, flat: np.ndarray) -> list[np.ndarray]:
+        """``flat`` (P,) cut into one view per parameter, in its shape."""
+        ends = np.cumsum([p.data.size for p in self.params]).tolist()
+        shapes = [p.data.shape for p in self.params]
+        return [flat[a:b].reshape(shape) for a, b, shape in zip([0, *ends[:-1]], ends, shapes, strict=True)]
+
+    def decayed_grad(self, weight_decay: np.floating) -> np.ndarray:
+        """(P,) ``grad + λ w`` for the parameters that decay, ``grad`` for the others."""
+        if self._decayed is None:
+            flat = np.empty_like(self.grad)
+            self._decayed = flat, self.views(flat)
+        flat, views = self._decayed
+        for p, g, d in zip(self.params, self.grad_views, views, strict=True):
+            if p.decay:
+                np.multiply(p.data, weight_decay, out=d)
+                d += g                                           # λw + g == g + λw exactly
+            else:
+                np.copyto(d, g)
+        return flat
+
+    # Pickle and deepcopy copy each array on its own, views included: the copies would share no
+    # memory with the flat buffers, so only the moments are kept and the rest is made again.
+    def __getstate__(self) -> dict[str, object]:
+        return {"params": self.params, "dtype": self.dtype, "m": self.m, "v": self.v}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.params, self.dtype, self.m, self.v = state["params"], state["dtype"], state["m"], state["v"]
+        self._allocate_and_bind()
 
 
 class AdamW(Adam):
