@@ -626,7 +626,7 @@ def test_resume_with_epochs_extends_a_finished_run_and_refuses_other_settings(
     assert code == 2 and snapshot(short) == before
     assert err == (
         f"mlpkit: error: --resume continues {short} with the settings in its config.json; it cannot be "
-        "combined with --lr (it takes --epochs, --data-dir, --device)\n"
+        "combined with --lr (it takes --epochs, --data-dir, --device, --checkpoint-interval)\n"
     )
     code, _, err = run_cli("train", "--resume", short, "--epochs", "4")
     assert code == 0, err

@@ -160,7 +160,7 @@ def test_resume_takes_no_setting_of_the_model_or_optimizer(run: tuple[Path, int,
     assert code == 2
     assert err == (
         f"mlpkit: error: --resume continues {run[0]} with the settings in its config.json; it cannot be "
-        "combined with --lr, --overwrite (it takes --epochs, --data-dir, --device)\n"
+        "combined with --lr, --overwrite (it takes --epochs, --data-dir, --device, --checkpoint-interval)\n"
     )
     assert snapshot(run[0]) == before
 

@@ -436,6 +436,29 @@ def test_a_run_killed_between_checkpoints_replays_the_epochs_since_to_the_same_r
     assert_same_weights(tmp_path / "cut", whole.run_dir)
 
 
+def test_resume_takes_a_new_checkpoint_interval_and_records_it(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(EpochWriter, "clock", staticmethod(lambda: 0.0))   # 10 s never pass
+    with pytest.raises(KeyboardInterrupt):
+        train_run(small_config(data_dir, tmp_path / "cut", optim={"epochs": 6}),
+                  on_epoch_end=interrupt_after(2))
+    saved: list[int] = []
+    save = numpy_checkpoint.save_numpy_checkpoint
+
+    def recording(run_dir: Path, trainer: Any, **kwargs: Any) -> None:
+        saved.append(trainer.epochs_done)
+        save(run_dir, trainer, **kwargs)
+
+    monkeypatch.setattr(numpy_checkpoint, "save_numpy_checkpoint", recording)
+    with caplog.at_level("INFO"):
+        resume_run(tmp_path / "cut", checkpoint_interval=0)
+    assert saved == [3, 4, 5, 6]  # every epoch now; the default interval would have saved 3 and 6
+    assert json.loads((tmp_path / "cut" / "config.json").read_text())["run"]["checkpoint_interval"] == 0
+    assert "resuming with [run] checkpoint_interval: 10.0 -> 0" in caplog.text
+    assert "differs from the configuration" not in caplog.text
+
+
 def test_a_hook_that_stops_the_run_leaves_its_epoch_checkpointed(
     data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -322,9 +322,9 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
     )
 
 
-_RESUME_OPTIONS = ("--epochs", "--data-dir", "--device")
-"""What ``--resume`` takes: how long to train, where the data is now, where to train; never the model or
-optimizer, which the checkpoint fixes."""
+_RESUME_OPTIONS = ("--epochs", "--data-dir", "--device", "--checkpoint-interval")
+"""What ``--resume`` takes: how long to train, where the data is now, where to train, how often to save;
+never the model or optimizer, which the checkpoint fixes."""
 
 
 def _resume_conflicts(args: argparse.Namespace) -> list[str]:
@@ -357,6 +357,7 @@ def _run_train(args: argparse.Namespace) -> int:
             epochs=given["epochs"],
             data_dir=given["data_dir"],
             device=given["device"],
+            checkpoint_interval=given["checkpoint_interval"],
             progress=progress,
             command=args.argv,
         )
@@ -646,7 +647,7 @@ _CTR_OPTIONS = (
     *_LOG_OPTIONS,
 )
 
-_CTR_RESUME_OPTIONS = ("--epochs", "--data", "--device")
+_CTR_RESUME_OPTIONS = ("--epochs", "--data", "--device", "--checkpoint-interval")
 
 
 def _ctr_config(args: argparse.Namespace, *, skip: Sequence[str] = ()) -> CTRConfig:
@@ -747,6 +748,7 @@ def _run_ctr_train(args: argparse.Namespace) -> int:
             epochs=getattr(args, "override.optim.epochs"),
             data_dir=getattr(args, "override.data.data_dir"),
             device=getattr(args, "override.run.device"),
+            checkpoint_interval=getattr(args, "override.run.checkpoint_interval"),
             progress=progress,
             command=args.argv,
         )

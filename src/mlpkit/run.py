@@ -636,6 +636,7 @@ def resume_run(
     epochs: int | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     device: str | None = None,
+    checkpoint_interval: float | None = None,
     progress: bool = False,
     command: Sequence[str] | None = None,
     on_epoch_end: EpochHook | None = None,
@@ -659,6 +660,9 @@ def resume_run(
         Where the data is now, if not where the run found it; recorded in ``config.json``.
     device : str, optional
         Where the torch engine trains from now on (``cpu``, ``cuda``, ``cuda:N``, ``auto``).
+    checkpoint_interval : float, optional
+        Seconds between checkpoints from now on (``[run] checkpoint_interval``); it changes when
+        the run is saved, never what it computes. Recorded in ``config.json``.
     progress : bool
     command : sequence of str, optional
     on_epoch_end : callable, optional
@@ -685,6 +689,8 @@ def resume_run(
         overrides["optim"] = {"epochs": epochs}
     if device is not None:
         overrides["run"] = {"device": device}
+    if checkpoint_interval is not None:
+        overrides.setdefault("run", {})["checkpoint_interval"] = checkpoint_interval
     if overrides:
         config = config.with_overrides(overrides, source="resume options")
     task = task_for(config).with_data_dir(data_dir)
@@ -876,7 +882,9 @@ def _restart_files(writer: EpochWriter, trainer: Any, *, restore_best: bool) -> 
         writer.save_model(writer.weights(), len(history.records))
 
 
-_RESUME_SETTINGS = {("optim", "epochs"), ("data", "data_dir"), ("run", "device")}
+_RESUME_SETTINGS = {
+    ("optim", "epochs"), ("data", "data_dir"), ("run", "device"), ("run", "checkpoint_interval"),
+}
 """What :func:`resume_run` may change on purpose; other changes to ``config.json`` get a warning."""
 
 
