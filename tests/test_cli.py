@@ -628,11 +628,12 @@ def test_resume_with_epochs_extends_a_finished_run_and_refuses_other_settings(
         f"mlpkit: error: --resume continues {short} with the settings in its config.json; it cannot be "
         "combined with --lr (it takes --epochs, --data-dir, --device, --checkpoint-interval)\n"
     )
-    code, _, err = run_cli("train", "--resume", short, "--epochs", "4")
+    code, _, err = run_cli("train", "--resume", short, "--epochs", "4", "--checkpoint-interval", "0")
     assert code == 0, err
     # Epochs 3 and 4 continue exactly where the 2-epoch run stopped: the straight 4-epoch run.
     assert without_seconds(short) == without_seconds(run[0])
-    assert json.loads((short / "config.json").read_text())["optim"]["epochs"] == 4
+    recorded = json.loads((short / "config.json").read_text())
+    assert (recorded["optim"]["epochs"], recorded["run"]["checkpoint_interval"]) == (4, 0)
 
 
 def test_resume_of_a_finished_run_changes_nothing(data_dir: Path, tmp_path: Path) -> None:
