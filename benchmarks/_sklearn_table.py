@@ -76,34 +76,58 @@ def as_categories(frame: pd.DataFrame, categorical: list[str]) -> None:
         frame[column] = frame[column].astype(str).where(frame[column].notna(), "missing")
 
 
+def prepare(
+    splits: dict[str, pd.DataFrame], target: str, task: str, columns: list[str], categorical: list[str]
+) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, np.ndarray]:
+    """``(x_fit, y_fit, x_test, y_test)`` from the ``train``/``valid``/``test`` frames: scikit-learn
+    fits on train + validation (it selects nothing on them); class labels as strings."""
+    fit_rows = pd.concat([splits["train"], splits["valid"]], ignore_index=True)
+    test = splits["test"].copy()
+    for part in (fit_rows, test):
+        as_categories(part, categorical)
+    y_fit, y_test = fit_rows[target].to_numpy(), test[target].to_numpy()
+    if task == "classification":
+        y_fit, y_test = y_fit.astype(str), y_test.astype(str)
+    return fit_rows[columns], y_fit, test[columns], y_test
+
+
+def fit(model: Any, x: pd.DataFrame, y: np.ndarray) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the MLP warns when its 200 epochs did not converge
+        return model.fit(x, y)
+
+
+def scores(task: str, y: np.ndarray, predicted: Any, proba: np.ndarray | None) -> dict[str, float | None]:
+    """RMSE for regression; accuracy and AUC (binary, or one-vs-rest macro) for classification."""
+    from sklearn import metrics
+
+    if task == "regression":
+        return {"rmse": float(np.sqrt(metrics.mean_squared_error(y, predicted)))}
+    auc = None
+    if proba is not None:
+        auc = float(
+            metrics.roc_auc_score(y, proba[:, 1])
+            if proba.shape[1] == 2
+            else metrics.roc_auc_score(y, proba, multi_class="ovr")
+        )
+    return {"accuracy": float(metrics.accuracy_score(y, predicted)), "auc": auc}
+
+
 def main(argv: list[str]) -> None:
     data, target, task, seed, columns, out = Path(argv[0]), argv[1], argv[2], int(argv[3]), argv[4], argv[5]
     kinds = json.loads(columns)
     numeric, categorical = kinds["numeric"], kinds["categorical"]
-    train, valid, test = (pd.read_csv(data / f"{split}.csv") for split in ("train", "valid", "test"))
-    fit_rows = pd.concat([train, valid], ignore_index=True)
-    for part in (fit_rows, test):
-        as_categories(part, categorical)
-    y = fit_rows[target].to_numpy()
-    if task == "classification":
-        y = y.astype(str)
-    model = pipelines(task, numeric, categorical, seed)["sklearn MLP"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the MLP warns when its 200 epochs did not converge
-        model.fit(fit_rows[numeric + categorical], y)
-    x_test = test[numeric + categorical]
+    splits = {split: pd.read_csv(data / f"{split}.csv") for split in ("train", "valid", "test")}
+    x_fit, y_fit, x_test, y_test = prepare(splits, target, task, numeric + categorical, categorical)
+    model = fit(pipelines(task, numeric, categorical, seed)["sklearn MLP"], x_fit, y_fit)
     predicted = model.predict(x_test)
     columns_out: dict[str, Any] = {"prediction": predicted}
+    proba = None
     if task == "classification":
         proba = model.predict_proba(x_test)
         columns_out |= {f"p_{name}": proba[:, i] for i, name in enumerate(model.classes_)}
-        truth = test[target].to_numpy().astype(str)
-        score = {"accuracy": float(np.mean(predicted == truth))}
-    else:
-        truth = test[target].to_numpy(dtype=float)
-        score = {"rmse": float(np.sqrt(np.mean((predicted - truth) ** 2)))}
     pd.DataFrame(columns_out).to_csv(out, index=False)
-    print(json.dumps(score))
+    print(json.dumps(scores(task, y_test, predicted, proba)))
 
 
 if __name__ == "__main__":

@@ -47,7 +47,6 @@ import sys
 import tempfile
 import time
 import tomllib
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +55,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BLAS_ENV_VARS, machine_info, mean_sd, print_table, rerun_without_blas_env, write_json
-from _sklearn_table import as_categories, pipelines
+from _sklearn_table import fit, pipelines, prepare, scores
 
 from mlpkit.config import TableConfig
 from mlpkit.data.tabular import plan_columns, split_rows
@@ -91,21 +90,6 @@ def datasets(criteo: Path | None) -> dict[str, tuple[pd.DataFrame, str, str]]:
     return out
 
 
-def _scores(task: str, y: np.ndarray, predicted: Any, proba: np.ndarray | None) -> dict[str, float | None]:
-    from sklearn import metrics
-
-    if task == "regression":
-        return {"rmse": float(np.sqrt(metrics.mean_squared_error(y, predicted)))}
-    auc = None
-    if proba is not None:
-        auc = float(
-            metrics.roc_auc_score(y, proba[:, 1])
-            if proba.shape[1] == 2
-            else metrics.roc_auc_score(y, proba, multi_class="ovr")
-        )
-    return {"accuracy": float(metrics.accuracy_score(y, predicted)), "auc": auc}
-
-
 def one_seed(
     name: str, frame: pd.DataFrame, target: str, task: str, seed: int, work: Path, *, commands: bool
 ) -> dict[str, Any]:
@@ -121,12 +105,10 @@ def one_seed(
         part.to_csv(data / f"{split}.csv", index=False)
     # The CSV round trip, as mlpkit reads it, for every library.
     read = {split: pd.read_csv(data / f"{split}.csv") for split in parts}
-    fit_rows = pd.concat([read["train"], read["valid"]], ignore_index=True)
     plans = plan_columns(read["train"], target)
     numeric = [p.name for p in plans if p.kind == "numeric"]
     categorical = [p.name for p in plans if p.kind == "categorical"]
-    for part in (fit_rows, read["test"]):
-        as_categories(part, categorical)
+    x_fit, y_fit, x_test, y_test = prepare(read, target, task, numeric + categorical, categorical)
 
     results: dict[str, Any] = {}
     config = TableConfig.from_dict(
@@ -147,19 +129,13 @@ def one_seed(
     loop = sum(r["seconds"] for r in run.history.records)
     results["mlpkit"] = {**score, "seconds": seconds, "loop_seconds": loop, "epochs": s["epochs_run"]}
 
-    y_fit, y_test = fit_rows[target].to_numpy(), read["test"][target].to_numpy()
-    if task == "classification":
-        y_fit, y_test = y_fit.astype(str), y_test.astype(str)
     for label, model in pipelines(task, numeric, categorical, seed).items():
         start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # scikit-learn's MLP warns when 200 epochs did not converge
-            model.fit(fit_rows[numeric + categorical], y_fit)
+        fit(model, x_fit, y_fit)
         seconds = time.perf_counter() - start
-        x_test = read["test"][numeric + categorical]
         proba = model.predict_proba(x_test) if task == "classification" else None
         results[label] = {
-            **_scores(task, y_test, model.predict(x_test), proba),
+            **scores(task, y_test, model.predict(x_test), proba),
             "seconds": seconds,
             "epochs": getattr(model[-1], "n_iter_", None),
         }

@@ -603,8 +603,8 @@ class RunSettings:
         passed since the last, and always after the first and the last epoch of a session. 0 writes
         one after every epoch. A run killed in between resumes from the last checkpoint and replays
         the epochs since, to the same weights; the interval bounds the work lost, while the
-        checkpoints' cost stops growing with the number of epochs (on a small table an epoch takes a
-        millisecond, and a checkpoint five).
+        checkpoints' cost stops growing with the number of epochs (on iris an epoch takes 0.7 ms, a
+        checkpoint 3 ms and the model file beside it 1 ms).
     """
 
     name: str | None = None

@@ -289,19 +289,20 @@ class EpochWriter:
         logger.info("epoch %d/%d  %s", epoch, self.epochs, self.task.describe_epoch(record))
         if self.keep_every_epoch or self.trainer.history.best_epoch == epoch:
             self.model_epoch = epoch
-        saved = last or self.checkpoint_due()
-        if saved:
+        checkpointed = last or self.checkpoint_due()
+        if checkpointed:
             self.save_checkpoint_and_model()
         if self.hook is not None:
             try:
                 self.hook(self.run_dir, record)
             except BaseException:
                 # The hook stops the run here (a pruned trial, say): leave it resumable from this epoch.
-                if not saved:
+                if not checkpointed:
                     self.save_checkpoint_and_model()
                 raise
 
     def save_checkpoint_and_model(self) -> None:
+        """The model file, then the checkpoint: no checkpoint names an epoch whose model is not on disk."""
         self.save_kept_model()
         self.save_checkpoint()
         self.checkpointed_at = self.clock()
