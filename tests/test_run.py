@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -402,6 +403,33 @@ def test_checkpoints_follow_the_interval_and_always_the_first_and_last_epoch(
     config = small_config(data_dir, tmp_path / "run", run={"checkpoint_interval": interval})
     train_run(config, on_epoch_end=tick)
     assert saved == checkpointed  # 10 s: epoch 3 is the first end 10 s or more after epoch 1's
+
+
+def test_metrics_lines_are_fsynced_with_each_checkpoint_before_it_not_every_epoch(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Epochs 1 and 4 are checkpointed (a clock that stands still, the default 10 s interval).
+    monkeypatch.setattr(EpochWriter, "clock", staticmethod(lambda: 0.0))
+    events: list[str] = []
+    fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        name = Path(os.readlink(f"/proc/self/fd/{fd}")).name
+        if name == "metrics.jsonl":
+            events.append(f"sync {len(read_metrics(tmp_path / 'run'))}")
+        fsync(fd)
+
+    save = numpy_checkpoint.save_numpy_checkpoint
+
+    def recording_save(run_dir: Path, trainer: Any, **kwargs: Any) -> None:
+        events.append(f"checkpoint {trainer.epochs_done}")
+        save(run_dir, trainer, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(numpy_checkpoint, "save_numpy_checkpoint", recording_save)
+    train_run(small_config(data_dir, tmp_path / "run"))
+    before_finish = events[: events.index("checkpoint 4") + 1]
+    assert before_finish == ["sync 1", "checkpoint 1", "sync 4", "checkpoint 4"]
 
 
 def test_a_run_killed_between_checkpoints_replays_the_epochs_since_to_the_same_result(

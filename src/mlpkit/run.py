@@ -5,7 +5,7 @@
 (:func:`mlpkit.tasks.task_for`) and writes a run directory::
 
     config.json        the config, with its ``task`` and without ``out``: ``--config`` of it repeats the run
-    metrics.jsonl      one JSON object per finished epoch, appended and fsynced as each epoch ends
+    metrics.jsonl      one JSON object per finished epoch, appended each epoch, fsynced with each checkpoint
     metrics.csv        the same records as a table, one row per epoch
     summary.json       the saved model's test scores, best epoch, stop reason, wall time
     model.safetensors  the saved weights (never pickle), with what rebuilds the model as metadata
@@ -15,10 +15,11 @@
     tensorboard/       with ``[run] log = ["tensorboard"]``: the epochs' scalars and histograms of
                        the parameters, for TensorBoard (:mod:`mlpkit.logs`)
 
-Every file is written atomically (temporary file, fsync, rename). The model is written at the end
-of each epoch that becomes the one to keep (the best validation epoch, or every epoch when
-``restore_best`` is off), so a crash or a divergence leaves the last good model on disk and never
-weights from a diverged step. The test set is only scored at the end and never selects anything.
+Every file is written atomically (temporary file, fsync, rename). The model to keep (the best
+validation epoch's, or the last epoch's when ``restore_best`` is off) is written with each
+checkpoint (``[run] checkpoint_interval``) and when a run diverges, so a crash or a divergence
+leaves the last good model on disk and never weights from a diverged step. The test set is only
+scored at the end and never selects anything.
 One seed drives independent streams (spawned from one :class:`numpy.random.SeedSequence`): the
 validation split, the initial weights (and the NumPy engine's dropout masks), the minibatch order,
 and the seed of torch's generator (the torch engine's dropout masks).
@@ -302,7 +303,9 @@ class EpochWriter:
                 raise
 
     def save_checkpoint_and_model(self) -> None:
-        """The model file, then the checkpoint: no checkpoint names an epoch whose model is not on disk."""
+        """The metrics lines and the model file, then the checkpoint: no checkpoint names an epoch
+        whose model or metrics line is not on disk."""
+        self.metrics.sync()
         self.save_kept_model()
         self.save_checkpoint()
         self.checkpointed_at = self.clock()
