@@ -1,4 +1,4 @@
-"""mlpkit.blocks.Dropout: inverted dropout with the mask drawn as uniform < keep on the CPU."""
+"""mlpkit.blocks.Dropout: inverted dropout with the CPU mask drawn by NumPy from a seed torch draws."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from mlpkit.blocks.dropout import Dropout
+from mlpkit.blocks.dropout import Dropout, keep_mask
 
 pytestmark = pytest.mark.torch
 
@@ -43,6 +43,28 @@ def test_a_seed_gives_the_same_mask_and_evaluation_is_the_identity() -> None:
     torch.manual_seed(7)
     assert torch.equal(drop(x), first)
     assert torch.equal(drop.eval()(x), x)
+
+
+def test_the_mask_follows_torchs_generator_state_as_a_checkpoint_restores_it() -> None:
+    torch.manual_seed(3)
+    torch.rand(5)                                                          # somewhere in the stream
+    state = torch.get_rng_state()
+    first, second = keep_mask((4, 6), 0.5), keep_mask((4, 6), 0.5)
+    assert not torch.equal(first, second)                                  # each call draws a new seed
+    torch.set_rng_state(state)
+    assert torch.equal(keep_mask((4, 6), 0.5), first)
+    assert torch.equal(keep_mask((4, 6), 0.5), second)
+
+
+def test_neighbouring_elements_are_independent() -> None:
+    # Two elements share each 64-bit word of the generator: their keep indicators must not correlate.
+    torch.manual_seed(4)
+    n = 1_000_000
+    kept = (keep_mask((n,), 0.5) != 0).double().reshape(-1, 2)             # (N/2, 2): word halves
+    correlation = torch.corrcoef(kept.T)[0, 1].item()
+    assert abs(correlation) < 5 / math.sqrt(n / 2)
+    # And an odd count still gets one word per element.
+    assert keep_mask((1, 7), 0.5).shape == (1, 7)
 
 
 def test_p_zero_is_the_identity_p_one_zeroes_and_the_dtype_is_kept() -> None:
