@@ -80,6 +80,10 @@ def _act_name(act: type[nn.Module]) -> str:
     return "identity"
 
 
+_IN_PLACE_ACTS = (nn.ReLU, nn.LeakyReLU)
+"""Activations whose in-place form keeps what their backward reads (their output)."""
+
+
 class MLP(nn.Sequential):
     """``Linear -> [norm] -> act -> [Dropout]`` per hidden width, then an output ``Linear``.
 
@@ -137,7 +141,10 @@ class MLP(nn.Sequential):
             layers.append(nn.Linear(width, h, bias=bias))
             if norm_layer is not None:
                 layers.append(norm_layer(h))
-            layers.append(act())
+            # In place where the activation allows it: the output of a Linear or a norm layer is
+            # not needed by its own backward, and a (4096, 400) activation written afresh costs
+            # new pages (autograd refuses loudly if a layer's backward ever did need it).
+            layers.append(act(inplace=True) if act in _IN_PLACE_ACTS else act())
             if p > 0:
                 layers.append(Dropout(p))
             width = h
