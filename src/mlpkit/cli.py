@@ -55,7 +55,7 @@ from typing import Any, NoReturn
 
 from tqdm.auto import tqdm
 
-from mlpkit import __version__
+from mlpkit import __version__, _allocator
 from mlpkit._optional import EXTRAS
 from mlpkit.config import (
     AUGMENTS,
@@ -1022,6 +1022,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse has printed the usage error or the help
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
 
+    _allocator.keep_freed_memory()  # the application's choice: mlpkit._allocator says why
     package_logger = logging.getLogger("mlpkit")
     handler = _BarSafeHandler(sys.stderr)
     handler.setFormatter(_LogFormatter("%(message)s"))
