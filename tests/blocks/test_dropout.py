@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from mlpkit.blocks.dropout import Dropout, keep_mask
+from mlpkit.blocks.dropout import Dropout, keep_mask, relu_dropout_
 
 pytestmark = pytest.mark.torch
 
@@ -65,6 +65,27 @@ def test_neighbouring_elements_are_independent() -> None:
     assert abs(correlation) < 5 / math.sqrt(n / 2)
     # And an odd count still gets one word per element.
     assert keep_mask((1, 7), 0.5).shape == (1, 7)
+
+
+@pytest.mark.parametrize("shape", [(1, 9), (5, 9)])
+def test_relu_dropout_in_place_equals_relu_then_dropout_with_their_gradient(shape: tuple[int, int]) -> None:
+    x = torch.randn(shape)
+    x[0, :3] = torch.tensor([0.0, -0.0, 1e-30])                            # ReLU's edge at zero
+    upstream = torch.randn(shape)
+
+    torch.manual_seed(5)
+    a = x.clone().requires_grad_()
+    expected = Dropout(0.3)(torch.relu(a))
+    expected.backward(upstream)
+
+    torch.manual_seed(5)
+    b = x.clone().requires_grad_()
+    h = b * 1.0                                                             # a layer's fresh output
+    out = relu_dropout_(h, 0.3)
+    assert out.data_ptr() == h.data_ptr()                                   # written over its input
+    out.backward(upstream)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    torch.testing.assert_close(b.grad, a.grad, rtol=0, atol=0)
 
 
 def test_p_zero_is_the_identity_p_one_zeroes_and_the_dtype_is_kept() -> None:

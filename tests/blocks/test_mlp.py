@@ -58,6 +58,41 @@ def test_every_mlp_parameter_gets_a_finite_grad():
         assert p.grad is not None and torch.isfinite(p.grad).all(), f"no usable gradient for {name}"
 
 
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_a_relu_then_dropout_runs_as_one_node_with_the_layers_values_and_gradients(batch_size, monkeypatch):
+    import mlpkit.blocks.mlp as mlp_module
+
+    def run(fused: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        torch.manual_seed(0)
+        net = MLP(4, (6, 5), 3, norm_layer=nn.LayerNorm, dropout=0.4)   # batch of one: no BatchNorm
+        x = torch.randn(batch_size, 4, requires_grad=True)
+        with monkeypatch.context() as patch:
+            if not fused:
+                patch.setattr(mlp_module, "_relu_then_dropout", lambda layers, i: False)
+            y = net(x)
+        (y * torch.arange(1.0, 4.0)).sum().backward()
+        return y, {n: p.grad for n, p in net.named_parameters()}, x.grad
+
+    calls: list[int] = []
+    original = mlp_module.relu_dropout_
+    monkeypatch.setattr(mlp_module, "relu_dropout_", lambda x, p: calls.append(1) or original(x, p))
+    y, grads, x_grad = run(fused=True)
+    assert len(calls) == 2                                                  # both hidden layers fused
+    y_ref, grads_ref, x_grad_ref = run(fused=False)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=0)                   # the same masks, the same values
+    torch.testing.assert_close(x_grad, x_grad_ref)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, grads_ref[name], msg=name)
+
+
+def test_a_hook_on_the_relu_keeps_the_layers_apart():
+    seen: list[torch.Size] = []
+    net = MLP(4, (6,), 2, dropout=0.3)
+    net[1].register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    net(torch.randn(1, 4))
+    assert seen == [torch.Size([1, 6])]                                     # the hook saw its ReLU run
+
+
 def test_mlp_gradient_matches_central_differences():
     torch.manual_seed(0)
     net = MLP(3, (4,), 2, act_layer="silu").double()

@@ -19,8 +19,15 @@ same NumPy pass. The costs, forward and backward of a (4096, 400) float32 activa
 towers' layer) on one thread, torch 2.13, medians of 20: ``torch.nn.functional.dropout``
 (``bernoulli_``) 36 ms; ``torch.rand(...) < keep`` made into a float mask in torch 12.8 ms; this
 way 6.4 ms, of which drawing the words takes about 1 ms (torch's Mersenne Twister takes 5.4 ms for
-the uniforms alone). A DeepFM tower has three such layers per step of about 150 ms. On other
+the uniforms alone). A DeepFM tower has three such layers per step of about 120 ms. On other
 devices it calls ``torch.nn.functional.dropout``, a fused kernel there.
+
+:func:`relu_dropout_` is ``ReLU`` then ``Dropout`` in training on the CPU as one autograd node that
+overwrites its input: ``max(x * mask, 0)`` forward, and backward the gradient where the output is
+positive, times ``1 / keep``, read from the output it keeps (no mask and no input kept). With a
+BatchNorm before them, forward and backward of the three took 11.4 ms against 12.9 ms as separate
+layers on the (4096, 400) activation. :class:`~mlpkit.blocks.mlp.MLP` uses it for each ReLU that a
+Dropout follows.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["Dropout"]
+__all__ = ["Dropout", "keep_mask", "relu_dropout_"]
 
 _WORD_STATES = 2**32
 """Values of the uniform 32-bit word drawn per element."""
@@ -61,6 +68,44 @@ def keep_mask(shape: torch.Size | tuple[int, ...], keep: float) -> Tensor:
     threshold = np.uint32(min(round(keep * _WORD_STATES), _WORD_STATES - 1))
     mask = np.multiply(words < threshold, np.float32(1.0 / keep), dtype=np.float32)  # (n,)
     return torch.from_numpy(mask).view(shape)
+
+
+class _ReLUDropout(torch.autograd.Function):
+    """``relu(x) * mask`` in place on x (``mask`` in {0, scale}); backward from the output alone."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, mask: Tensor, scale: float) -> Tensor:
+        ctx.mark_dirty(x)
+        y = x.mul_(mask).clamp_min_(0.0)  # (*): mask >= 0, so max(x * mask, 0) = relu(x) * mask
+        ctx.save_for_backward(y)
+        ctx.scale = scale  # type: ignore[attr-defined]
+        return y
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (y,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        # d/dx relu(x) * m = m where x > 0 = scale exactly where y > 0 (0 at x = 0, as torch's ReLU).
+        return torch.ops.aten.threshold_backward(grad, y, 0.0).mul_(ctx.scale), None, None  # type: ignore[attr-defined]
+
+
+def relu_dropout_(x: Tensor, p: float) -> Tensor:
+    """``Dropout(p)(ReLU()(x))`` in training, on the CPU, overwriting ``x`` (module docstring).
+
+    Parameters
+    ----------
+    x : Tensor of any shape (*), on the CPU
+        A layer's fresh output, which nothing else reads (as :class:`torch.nn.ReLU` with
+        ``inplace=True`` requires).
+    p : float
+        Dropout probability, in (0, 1).
+
+    Returns
+    -------
+    Tensor of shape (*): ``x`` itself, holding ``relu(x) * mask``
+    """
+    keep = 1.0 - p
+    mask = keep_mask(x.shape, keep)
+    return _ReLUDropout.apply(x, mask if x.dtype == torch.float32 else mask.to(x.dtype), 1.0 / keep)
 
 
 class Dropout(nn.Dropout):

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from mlpkit._checks import check_choice, check_nonnegative_int, check_positive_int, check_probability
 from mlpkit.blocks.activations import ACT_LAYERS, GATE_ACT_LAYERS, get_act_layer
-from mlpkit.blocks.dropout import Dropout
+from mlpkit.blocks.dropout import Dropout, relu_dropout_
 from mlpkit.blocks.init import init_linear_
 from mlpkit.errors import CheckpointError
 
@@ -82,6 +82,16 @@ def _act_name(act: type[nn.Module]) -> str:
 
 _IN_PLACE_ACTS = (nn.ReLU, nn.LeakyReLU)
 """Activations whose in-place form keeps what their backward reads (their output)."""
+
+
+def _relu_then_dropout(layers: list[nn.Module], i: int) -> bool:
+    """Whether ``layers[i]`` is a ReLU followed by a training Dropout that :func:`relu_dropout_` can
+    run as one (neither has hooks, which a fused call would skip)."""
+    if i + 1 >= len(layers) or type(layers[i]) is not nn.ReLU or type(layers[i + 1]) is not Dropout:
+        return False
+    drop = layers[i + 1]
+    hooked = any(m._forward_hooks or m._forward_pre_hooks for m in (layers[i], drop))
+    return drop.training and 0.0 < drop.p < 1.0 and not hooked
 
 
 class MLP(nn.Sequential):
@@ -164,8 +174,16 @@ class MLP(nn.Sequential):
         -------
         Tensor of shape (B, out_features)
         """
-        for layer in self:
-            x = layer(x)  # (B, H) per hidden layer, (B, C) at the end
+        layers = list(self)
+        fuse = self.training and x.device.type == "cpu"
+        i = 0
+        while i < len(layers):
+            if fuse and _relu_then_dropout(layers, i):
+                x = relu_dropout_(x, layers[i + 1].p)  # (B, H): both layers as one node
+                i += 2
+            else:
+                x = layers[i](x)  # (B, H) per hidden layer, (B, C) at the end
+                i += 1
         return x
 
     def init_weights(
