@@ -377,6 +377,29 @@ def test_dcnv2_parallel_combines_cross_and_deep_and_stacked_feeds_the_tower(name
     torch.testing.assert_close(stacked(batch), stacked.deep(stacked.cross(x0)).squeeze(1))
 
 
+def test_the_parallel_tower_trains_its_last_relu_and_dropout_as_the_layers_one_by_one(monkeypatch):
+    # The tower that ends after its last hidden block runs as MLP runs (a ReLU and its Dropout as
+    # one node on the CPU): the same output and gradients as calling each layer in turn.
+    import mlpkit.blocks.mlp as mlp_module
+
+    fused: list[int] = []
+    original = mlp_module.relu_dropout_
+    monkeypatch.setattr(mlp_module, "relu_dropout_", lambda h, p: fused.append(1) or original(h, p))
+    torch.manual_seed(0)
+    deep = build_ctr_model("dcnv2", FRAPPE).deep.train()
+    assert [type(m).__name__ for m in deep][-3:] == ["BatchNorm1d", "ReLU", "Dropout"]
+    x = torch.randn(5, 100)
+    results = []
+    for run in (deep, lambda h: [h := layer(h) for layer in deep][-1]):
+        torch.manual_seed(1)
+        inputs = x.clone().requires_grad_()
+        out = run(inputs)
+        out.square().sum().backward()
+        results.append((out.detach(), inputs.grad))
+    assert len(fused) == 3                                                 # every hidden block, the last too
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+
+
 def test_dcnv2_without_a_tower_is_bars_crossnetv2_count():
     # BARS's CrossNetv2 Frappe_x1 log: 94,391 = 53,890 embeddings + 4 x 10,100 cross + Linear(100, 1).
     assert count(build_ctr_model("dcnv2", FRAPPE, hidden_features=())) == 94391

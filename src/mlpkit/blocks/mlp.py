@@ -84,6 +84,28 @@ _IN_PLACE_ACTS = (nn.ReLU, nn.LeakyReLU)
 """Activations whose in-place form keeps what their backward reads (their output)."""
 
 
+def new_act(act: type[nn.Module]) -> nn.Module:
+    """An activation layer after a Linear or norm layer: in place where :data:`_IN_PLACE_ACTS` allows."""
+    return act(inplace=True) if act in _IN_PLACE_ACTS else act()
+
+
+def run_layers(layers: nn.Sequential, x: Tensor) -> Tensor:
+    """``layers`` in turn on ``x``; in training on the CPU, a ReLU and the Dropout after it as one
+    autograd node (:func:`~mlpkit.blocks.dropout.relu_dropout_`). The forward of :class:`MLP` and of
+    the towers built from its layers."""
+    modules = list(layers)
+    fuse = layers.training and x.device.type == "cpu"
+    i = 0
+    while i < len(modules):
+        if fuse and _relu_then_dropout(modules, i):
+            x = relu_dropout_(x, modules[i + 1].p)  # both layers as one node
+            i += 2
+        else:
+            x = modules[i](x)
+            i += 1
+    return x
+
+
 def _relu_then_dropout(layers: list[nn.Module], i: int) -> bool:
     """Whether ``layers[i]`` is a ReLU followed by a training Dropout that :func:`relu_dropout_` can
     run as one (neither has hooks, which a fused call would skip)."""
@@ -154,7 +176,7 @@ class MLP(nn.Sequential):
             # In place where the activation allows it: the output of a Linear or a norm layer is
             # not needed by its own backward, and a (4096, 400) activation written afresh costs
             # new pages (autograd refuses loudly if a layer's backward ever did need it).
-            layers.append(act(inplace=True) if act in _IN_PLACE_ACTS else act())
+            layers.append(new_act(act))
             if p > 0:
                 layers.append(Dropout(p))
             width = h
@@ -174,17 +196,7 @@ class MLP(nn.Sequential):
         -------
         Tensor of shape (B, out_features)
         """
-        layers = list(self)
-        fuse = self.training and x.device.type == "cpu"
-        i = 0
-        while i < len(layers):
-            if fuse and _relu_then_dropout(layers, i):
-                x = relu_dropout_(x, layers[i + 1].p)  # (B, H): both layers as one node
-                i += 2
-            else:
-                x = layers[i](x)  # (B, H) per hidden layer, (B, C) at the end
-                i += 1
-        return x
+        return run_layers(self, x)  # (B, H) per hidden layer, (B, C) at the end
 
     def init_weights(
         self, init: str = "normal", *, std: float = 0.01, generator: torch.Generator | None = None

@@ -21,7 +21,7 @@ from mlpkit._checks import check_probability
 from mlpkit.blocks.activations import get_act_layer
 from mlpkit.blocks.dropout import Dropout
 from mlpkit.blocks.embedding import FieldEmbedding
-from mlpkit.blocks.mlp import MLP, ActLayer
+from mlpkit.blocks.mlp import MLP, ActLayer, new_act, run_layers
 
 __all__ = ["BarsRun", "CTRModel", "tower"]
 
@@ -137,7 +137,16 @@ def tower(
                       dropout=dropout))
     if norm is not None:
         layers.append(norm(hidden[-1]))
-    layers.append(get_act_layer(act_layer)())
+    layers.append(new_act(get_act_layer(act_layer)))
     if check_probability("dropout", dropout) > 0:
         layers.append(Dropout(dropout))
-    return nn.Sequential(*layers)
+    return HiddenTower(*layers)
+
+
+class HiddenTower(nn.Sequential):
+    """A tower that ends after its last hidden block: the layers of :class:`~mlpkit.blocks.mlp.MLP`
+    without the output ``Linear``, run as MLP runs them (:func:`~mlpkit.blocks.mlp.run_layers`)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, D) -> (B, hidden_features[-1])."""
+        return run_layers(self, x)
