@@ -116,7 +116,10 @@ def test_vocabulary_is_fitted_on_train_only_by_count_then_value(tmp_path: Path) 
     np.testing.assert_array_equal(data.splits["train"].sparse[:, 0], [1, 2, 1, 4, 2, 1, 3])
     np.testing.assert_array_equal(data.splits["valid"].sparse[:, 0], [0, 4, 0, 2, 3])   # "7", "zz" -> OOV
     np.testing.assert_array_equal(data.splits["valid"].label, np.array([0, 1, 0, 1, 0], np.float32))
-    assert data.splits["valid"].sparse.dtype == np.int64 and data.splits["valid"].label.dtype == np.float32
+    # Ids are int32 on disk, int64 in a batch (what torch.nn.Embedding indexes with).
+    assert data.splits["valid"].sparse.dtype == np.int32 and data.splits["valid"].label.dtype == np.float32
+    batch = data.splits["valid"].batch([1, 3])
+    assert batch["sparse"].dtype == np.int64 and batch["sparse"][:, 0].tolist() == [4, 2]
     assert isinstance(data.splits["train"].sparse, np.memmap)
 
 
@@ -427,7 +430,7 @@ def test_a_corrupted_cache_is_rebuilt_with_a_warning(tmp_path: Path, rng: np.ran
         reason = "is not a valid cache description"
     else:
         np.save(bad, np.zeros((3, 2), np.int64))
-        reason = "holds int64 (3, 2), expected int64 (30, 2)"
+        reason = "holds int64 (3, 2), expected int32 (30, 2)"
     with caplog.at_level(logging.WARNING, logger="mlpkit.data.tables"):
         again = load(data_dir, MIXED_SPEC)
     assert len(build_calls) == 2
@@ -570,6 +573,7 @@ def test_spec_from_toml(tmp_path: Path) -> None:
         ({"u": {"hash_buckets": 10, "min_count": 3}},
          "[u] min_count does not apply to a hashed column (got 3)"),
         ({"t": {"kind": "multi", "max_len": 0}}, "[t] max_len must be a positive int, got 0"),
+        ({"u": {"hash_buckets": 2**31 - 1}}, "[u] hash_buckets must be below 2147483647, got 2147483647"),
         ({"u": "categorical"}, "[u] must be a table of keys, got 'categorical'"),
     ],
 )

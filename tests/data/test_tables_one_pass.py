@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
@@ -168,17 +167,19 @@ def test_chunks_with_many_distinct_values_keep_their_ids(tmp_path: Path) -> None
 
 def test_the_training_file_is_parsed_once(tmp_path: Path, rng: np.random.Generator,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    opened: list[str] = []
-    open_csv = pacsv.open_csv
+    parsed: collections.Counter[str] = collections.Counter()         # file -> bytes parsed
+    parse = table_io._parse_block
 
-    def counting(path: object, *args: object, **kwargs: object) -> object:
-        opened.append(Path(str(path)).name)
-        return open_csv(path, *args, **kwargs)
+    def counting(block: table_io._Block, *args: object) -> object:
+        parsed[block.path.name] += block.data.size
+        return parse(block, *args)
 
-    monkeypatch.setattr(pacsv, "open_csv", counting)
+    monkeypatch.setattr(table_io, "CSV_BLOCK_BYTES", 1024)              # several blocks a file
+    monkeypatch.setattr(table_io, "_parse_block", counting)
     data_dir = make_data(tmp_path / "d", rng)
     load_table_dataset(data_dir, SPEC, cache_dir=tmp_path / "cache")
-    assert sorted(opened) == ["test.csv", "train.csv", "valid.csv"]
+    files = ("test.csv", "train.csv", "valid.csv")
+    assert parsed == {name: (data_dir / name).stat().st_size for name in files}
 
     batches: list[int] = []
     iter_batches = pq.ParquetFile.iter_batches
@@ -238,14 +239,37 @@ def test_record_file_round_trips_every_dtype(tmp_path: Path, rng: np.random.Gene
                + [np.zeros(0, np.int64)] for _ in range(3)]
     for arrays in written:
         records.write(arrays)
-    for arrays in written:
-        back = records.read(len(arrays))
-        assert [a.dtype for a in back] == [a.dtype for a in arrays]
-        for a, b in zip(arrays, back, strict=True):
+    assert len(records) == 3
+    for index in (2, 0, 1):                                         # any order
+        back = records.read(index, len(written[index]))
+        assert [a.dtype for a in back] == [a.dtype for a in written[index]]
+        for a, b in zip(written[index], back, strict=True):
             np.testing.assert_array_equal(a, b)
-    with pytest.raises(EOFError, match="no record left"):
-        records.read(1)
+    with pytest.raises(EOFError, match=re.escape("no record 3 (it holds 3)")):
+        records.read(3, 1)
     records.close()
+
+
+def test_npy_writer_puts_rows_in_place_from_threads(tmp_path: Path, rng: np.random.Generator) -> None:
+    expected = rng.integers(-5, 5, size=(37, 3))
+    writer = table_io.NpyWriter(tmp_path / "a.npy", np.int64, expected.shape)
+    starts = [0, 5, 6, 20, 37]
+
+    def put(i: int) -> None:
+        writer.write(starts[i], expected[starts[i]:starts[i + 1]].T.T)       # any layout of the rows
+
+    threads = [threading.Thread(target=put, args=(i,)) for i in (3, 1, 2, 0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert writer.close() == (37, 3)
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy", mmap_mode="r"), expected)
+    other = table_io.NpyWriter(tmp_path / "b.npy", np.int64, (4, 3))
+    message = "rows 3..5 of shape (3,) do not fit an array of shape (4, 3)"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        other.write(3, expected[:2])
+    other.abort()
 
 
 def test_to_floats_reads_sliced_and_null_cells(tmp_path: Path) -> None:
@@ -263,16 +287,25 @@ def test_reading_ahead_stops_with_the_caller_and_hands_over_parse_errors(
     path.write_text("\n".join(lines) + "\n")
 
     def readers() -> list[threading.Thread]:
-        return [t for t in threading.enumerate() if t.name == "mlpkit-read-ahead"]
+        return [t for t in threading.enumerate() if t.name.startswith(("mlpkit-parse", "mlpkit-read-ahead"))]
 
     chunks = table_io.iter_chunks(path, ["label", "u"])
     first = next(chunks)
-    assert first.num_rows > 0 and len(readers()) == 1
+    assert first.num_rows > 0 and len(readers()) == table_io.PARSE_THREADS
     chunks.close()                                                   # the caller stops early
     assert readers() == []
     assert sum(c.num_rows for c in table_io.iter_chunks(path, ["label", "u"])) == 200
     path.write_text("\n".join([*lines[:150], "1,u,too,many", *lines[150:]]) + "\n")
-    with pytest.raises(DataFormatError, match=re.escape(f"{path}: cannot parse the CSV: ")):
+    # Blocks end at the first line end 64 bytes or more after they start: the rows before the bad
+    # one's block are counted in the message.
+    text, start, before = path.read_bytes(), 0, 0
+    bad_at = text.index(b"1,u,too,many")
+    while (end := text.index(b"\n", start + 64) + 1) <= bad_at:
+        before += text.count(b"\n", start, end) - (start == 0)
+        start = end
+    assert 130 < before < 150
+    message = f"{path}: cannot parse the CSV after row {before}: "
+    with pytest.raises(DataFormatError, match=re.escape(message)):
         for _ in table_io.iter_chunks(path, ["label", "u"]):
             pass
     assert readers() == []

@@ -50,7 +50,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Changes whenever the encoding or the cache layout does, so older entries are not read."""
 HEAD_TAIL_BYTES = 1 << 20
 META = "meta.json"
@@ -170,7 +170,9 @@ def write_cache(
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=root))
     try:
         meta = build(tmp)
-        meta_text = json.dumps(meta, indent=1, allow_nan=False, ensure_ascii=False) + "\n"
+        # Compact: the vocabularies make it long, and an indent makes json use its pure-Python
+        # encoder, which took 0.35 s for the 10^5 categories of a Criteo-shaped file.
+        meta_text = json.dumps(meta, allow_nan=False, ensure_ascii=False) + "\n"
         with open(tmp / META, "w", encoding="utf-8") as file:
             file.write(meta_text)
             file.flush()

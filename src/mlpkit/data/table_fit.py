@@ -469,12 +469,12 @@ def fit_table(path: Path, columns: Mapping[str, ColumnConfig], label: str,
         on_ids = None if sink is None else functools.partial(sink.ids, j)
         fitters.append(_Fitter(name, config, path, on_ids))
     rows = 0
-    # The parser dictionary-encodes the categorical columns and parses the numeric ones, in the
-    # reading thread (the label stays text, for to_labels' messages).
+    # The parser dictionary-encodes the categorical columns and parses the numeric ones and the
+    # label, in the parsing threads.
     encoded = [name for name, config in columns.items() if config.kind == "categorical"]
     numbers = [name for name, config in columns.items() if config.kind == "numeric"]
-    # closing(): on an error the reading thread stops now, not when the traceback is let go.
-    with contextlib.closing(iter_chunks(path, [label, *columns], encoded, numbers)) as chunks:
+    # closing(): on an error the parsing threads stop now, not when the traceback is let go.
+    with contextlib.closing(iter_chunks(path, [label, *columns], encoded, numbers, label)) as chunks:
         for chunk in chunks:
             labels = to_labels(chunk.column(label), path=path, column=label, first_row=rows)
             parts = [fitter.add(chunk.column(fitter.name), rows) for fitter in fitters]

@@ -3,14 +3,17 @@
 - :func:`find_split_files` finds ``train``, ``valid`` and ``test`` by stem (``.csv``, ``.csv.gz``,
   ``.parquet``);
 - :func:`read_columns` reads a file's column names without reading its rows;
-- :func:`iter_chunks` streams a file as record batches: CSV through ``pyarrow.csv.open_csv`` with
-  the numeric columns parsed as float64 and every other column read as text (so ``"007"`` stays
-  ``"007"``), Parquet through ``iter_batches`` in its own types;
+- :func:`iter_chunks` streams a file as record batches: a CSV cut at line ends into blocks that
+  :data:`PARSE_THREADS` threads parse at once, with the numeric columns parsed as float64 and every
+  other column read as text (so ``"007"`` stays ``"007"``), Parquet through ``iter_batches`` in its
+  own types;
 - :func:`to_floats` and :func:`to_labels` turn a column into numbers, naming the file, the column,
   the row and the value that is not one;
 - :func:`stable_hash` hashes strings the same way in every process and on every machine;
 - :class:`NpyAppender` writes a ``.npy`` file chunk by chunk, without knowing its row count first;
-- :class:`RecordFile` keeps a sequence of records of 1-d arrays in a scratch file, to be read back in order.
+- :class:`NpyWriter` writes one whose shape is known, rows at any place, from several threads;
+- :class:`RecordFile` keeps a sequence of records of 1-d arrays in a scratch file, to be read back
+  by their place.
 
 Rows in messages count the data rows of a file from 1, the header not counted (row n of a CSV is
 its line n + 1).
@@ -19,14 +22,18 @@ No torch here; pyarrow (the ``tables`` extra) is imported when a table is read.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
+import functools
 import gzip
 import io
 import os
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -42,6 +49,7 @@ __all__ = [
     "SPLITS",
     "SUFFIXES",
     "NpyAppender",
+    "NpyWriter",
     "RecordFile",
     "arrow",
     "find_split_files",
@@ -58,14 +66,18 @@ SPLITS = ("train", "valid", "test")
 SUFFIXES = (".csv", ".csv.gz", ".parquet")
 """File types read, found by stem: ``train.csv``, ``train.csv.gz`` or ``train.parquet``."""
 
-CSV_BLOCK_BYTES = 1 << 22
-"""Bytes of CSV parsed per chunk (pyarrow's ``block_size``); a row must fit in one block. Arrow's
-streaming reader parsed a 75 MB Criteo-shaped file faster in 1-4 MiB blocks than in 16 MiB ones."""
+CSV_BLOCK_BYTES = 1 << 23
+"""Bytes of CSV per chunk: a file is cut at the first line end after every ``CSV_BLOCK_BYTES``.
+Arrow parsed a 256 MB Criteo-shaped file as fast in 2-8 MiB blocks; 4 MiB is about 16k rows of it."""
 PARQUET_BATCH_ROWS = 1 << 16
 """Rows of a Parquet file read per chunk."""
 READ_AHEAD = 2
-"""Chunks a background thread parses ahead of the caller. Arrow parses with Python's GIL released,
-so on two cores reading the next chunk overlaps the work on this one."""
+"""Chunks parsed ahead of the caller, beyond the ones being parsed. Arrow parses with Python's GIL
+released, so on two cores reading the next chunks overlaps the work on this one."""
+PARSE_THREADS = min(2, os.cpu_count() or 1)
+"""Threads parsing blocks of one CSV file at once, each block on one thread (Arrow's own pool of
+parsing threads cost more CPU than it saved). Two threads parsed the 256 MB file in 0.83 s where
+one took 1.67 s; blocks still come to the caller in file order."""
 
 _FEATURE = "tabular data"
 # A number as Arrow's string -> double cast reads it; used only to find the value a failed cast choked on.
@@ -156,21 +168,22 @@ def read_columns(path: Path) -> list[str]:
 
 
 def iter_chunks(path: Path, columns: Sequence[str], dictionaries: Sequence[str] = (),
-                numbers: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
+                numbers: Sequence[str] = (), label: str | None = None) -> Iterator[pa.RecordBatch]:
     """Stream ``columns`` of a CSV or Parquet file as record batches of bounded size.
 
-    CSV columns named in ``numbers`` are parsed as float64 by the reader (empty cells null), those
-    in ``dictionaries`` come dictionary-encoded (``dictionary<int32, string>``, one dictionary per
-    chunk), both in the reading thread; the others are text (``pyarrow.string``), with empty cells
-    as ``""``. Parquet columns keep their stored types, with nulls. A background thread reads up to
-    :data:`READ_AHEAD` chunks ahead.
+    CSV columns named in ``numbers``, and the ``label`` column, are parsed as float64 by the reader
+    (empty cells null), those in ``dictionaries`` come dictionary-encoded (``dictionary<int32,
+    string>``, one dictionary per chunk), both in the parsing threads; the others are text
+    (``pyarrow.string``), with empty cells as ``""``. Parquet columns keep their stored types, with
+    nulls. Up to :data:`READ_AHEAD` chunks are parsed ahead of the caller.
 
     Raises
     ------
     DataFormatError
-        Naming the file when a chunk cannot be parsed (a row with too many fields, say), and the
-        column, row and value when a cell of a ``numbers`` column is not a number: the reader
-        stops at it, and the file is read again as text to find it (:func:`_first_non_number`).
+        Naming the file and the rows read before the chunk when a chunk cannot be parsed (a row
+        with too many fields, say), and the column, row and value when a cell of a ``numbers`` or
+        ``label`` column is not a number: the reader stops at it, and the file is read again as
+        text to find it (:func:`_first_non_number`).
     """
     pa, _ = arrow()
     if _is_parquet(path):
@@ -184,19 +197,26 @@ def iter_chunks(path: Path, columns: Sequence[str], dictionaries: Sequence[str] 
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataFormatError(f"{path}: cannot read Parquet data: {exc}") from exc
         return
+    rows = 0
     try:
-        yield from _read_ahead(_csv_reader(path, columns, dictionaries, numbers), READ_AHEAD)
+        for chunk in _csv_chunks(path, columns, dictionaries, [*numbers, *([label] if label else [])]):
+            yield chunk
+            rows += chunk.num_rows
     except (pa.ArrowInvalid, OSError) as exc:
-        if numbers and isinstance(exc, pa.ArrowInvalid) and "conversion error" in str(exc):
-            _first_non_number(path, columns, dictionaries, numbers)
-        raise DataFormatError(f"{path}: cannot parse the CSV: {exc}") from exc
+        if (numbers or label) and isinstance(exc, pa.ArrowInvalid) and "conversion error" in str(exc):
+            _first_non_number(path, columns, dictionaries, numbers, label)
+        raise DataFormatError(f"{path}: cannot parse the CSV after row {rows}: {exc}") from exc
 
 
-def _csv_reader(path: Path, columns: Sequence[str], dictionaries: Sequence[str],
-                numbers: Sequence[str]) -> Any:
-    """Arrow's streaming CSV reader for :func:`iter_chunks`."""
+def _csv_chunks(path: Path, columns: Sequence[str], dictionaries: Sequence[str],
+                numbers: Sequence[str]) -> Iterator[pa.RecordBatch]:
+    """The chunks of a CSV file for :func:`iter_chunks`: its blocks parsed by :data:`PARSE_THREADS`
+    threads, or, for a gzip file or one whose lines end in a lone ``\\r``, Arrow's streaming reader
+    on one thread."""
     pa, _ = arrow()
     import pyarrow.csv as pacsv
+
+    names = read_columns(path)
 
     def type_of(name: str) -> Any:
         if name in numbers:
@@ -204,25 +224,113 @@ def _csv_reader(path: Path, columns: Sequence[str], dictionaries: Sequence[str],
         return pa.dictionary(pa.int32(), pa.string()) if name in dictionaries else pa.string()
 
     convert = pacsv.ConvertOptions(
-        column_types={name: type_of(name) for name in read_columns(path)},
+        column_types={name: type_of(name) for name in names},
         include_columns=list(columns),
         null_values=[""],                    # only an empty cell is missing: "NA" as a number is refused
         strings_can_be_null=False,           # text columns keep "" (missing is decided by the encoder)
         quoted_strings_can_be_null=True,     # "" quoted or not: the same missing number
     )
-    # One parsing thread: _read_ahead already overlaps parsing with the caller's work, and Arrow's
-    # own pool of parsing threads cost more CPU than it saved here.
-    read = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False)
-    return pacsv.open_csv(path, convert_options=convert, read_options=read)
+    blocks = None if path.name.lower().endswith(".gz") else _csv_blocks(path)
+    if blocks is None:
+        read = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False)
+        yield from _read_ahead(pacsv.open_csv(path, convert_options=convert, read_options=read), READ_AHEAD)
+        return
+
+    tasks = (functools.partial(_parse_block, block, names, convert) for block in blocks)
+    for batches in _in_order(tasks, PARSE_THREADS, READ_AHEAD):
+        yield from (batch for batch in batches if batch.num_rows)
+
+
+@dataclass(frozen=True)
+class _Block:
+    path: Path
+    data: Any                               # pyarrow.Buffer: whole lines of the file
+    first: bool                             # holds the header line
+
+
+def _parse_block(block: _Block, names: list[str], convert: Any) -> list[pa.RecordBatch]:
+    """A block's rows, as one record batch (or none)."""
+    pa, _ = arrow()
+    import pyarrow.csv as pacsv
+
+    # The header is the file's first line: the first block parses it, the others are given it.
+    read = pacsv.ReadOptions(column_names=None if block.first else names, use_threads=False,
+                             block_size=block.data.size + 1)
+    table = pacsv.read_csv(pa.BufferReader(block.data), read_options=read, convert_options=convert)
+    return table.to_batches()
+
+
+def _csv_blocks(path: Path) -> Iterator[_Block] | None:
+    """A CSV file memory-mapped and cut into blocks of whole lines, each the bytes up to the first
+    ``\\n`` after :data:`CSV_BLOCK_BYTES` (the first block holds the header); ``None`` when the
+    first line ends in a lone ``\\r``, which the cuts would not see.
+
+    Like Arrow's own multi-threaded reader (``newlines_in_values=False``), this assumes no value
+    holds a line end.
+    """
+    pa, _ = arrow()
+    buffer = pa.memory_map(str(path)).read_buffer()
+    size = buffer.size
+    view = memoryview(buffer)
+    header_end = _find_newline(view, 0)
+    cr = bytes(view[:header_end if header_end >= 0 else CSV_BLOCK_BYTES]).find(b"\r")
+    if cr >= 0 and (header_end < 0 or cr != header_end - 1):
+        return None
+
+    def cut() -> Iterator[_Block]:
+        start = 0
+        while start < size:
+            newline = _find_newline(view, min(start + CSV_BLOCK_BYTES, size - 1))
+            end = size if newline < 0 else newline + 1
+            yield _Block(path, buffer.slice(start, end - start), start == 0)
+            start = end
+
+    return cut()
+
+
+def _find_newline(view: memoryview, start: int) -> int:
+    """Position of the first ``\\n`` at or after ``start``, or -1."""
+    step = 1 << 16
+    while start < len(view):
+        found = bytes(view[start:start + step]).find(b"\n")
+        if found >= 0:
+            return start + found
+        start += step
+    return -1
+
+
+def _in_order(tasks: Iterator[Callable[[], Any]], threads: int, ahead: int) -> Iterator[Any]:
+    """The results of ``tasks``, run by ``threads`` threads, in the tasks' order: at most
+    ``threads + ahead`` run or wait done at a time, so memory holds that many results.
+
+    An exception of a task is raised in the caller's thread, at that task's place. When the caller
+    stops early (an error, ``close()``), tasks not started are dropped and running ones finish.
+    """
+    if threads <= 1:
+        yield from _read_ahead((task() for task in tasks), ahead)
+        return
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mlpkit-parse")
+    pending: collections.deque[Future[Any]] = collections.deque()
+    try:
+        for task in tasks:
+            pending.append(pool.submit(task))
+            if len(pending) >= threads + ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _first_non_number(path: Path, columns: Sequence[str], dictionaries: Sequence[str],
-                      numbers: Sequence[str]) -> None:
-    """Read ``path`` again with ``numbers`` as text and raise :func:`to_floats`'s error for the first
-    chunk holding a cell that is not a number; return if there is none."""
+                      numbers: Sequence[str], label: str | None) -> None:
+    """Read ``path`` again with ``numbers`` and ``label`` as text and raise :func:`to_floats`'s error
+    for the first chunk holding a cell that is not a number; return if there is none."""
     rows = 0
     with contextlib.closing(iter_chunks(path, columns, dictionaries)) as chunks:
         for chunk in chunks:
+            if label is not None:
+                to_floats(chunk.column(label), path=path, column=label, first_row=rows, what="label column")
             for name in numbers:
                 to_floats(chunk.column(name), path=path, column=name, first_row=rows)
             rows += chunk.num_rows
@@ -314,7 +422,9 @@ def to_floats(array: pa.Array, *, path: Path, column: str, first_row: int,
                 f"{path}: {what} {column!r} must hold numbers; row {first_row + i + 1} holds "
                 f"{strings[i].as_py()!r}"
             ) from exc
-    values = np.asarray(numbers.to_numpy(zero_copy_only=False), dtype=np.float64)     # null -> NaN
+    if numbers.null_count:                   # NaN written by Arrow, so that NumPy views its buffer
+        numbers = pc.fill_null(numbers, pa.scalar(np.nan, pa.float64()))
+    values = numbers.to_numpy(zero_copy_only=True)                                     # (n,) float64
     missing = np.isnan(values)
     if np.isinf(values).any():
         i = int(np.argmax(np.isinf(values)))
@@ -340,7 +450,7 @@ def _without_empty(strings: pa.Array) -> pa.Array:
 
 
 def to_labels(array: pa.Array, *, path: Path, column: str, first_row: int) -> np.ndarray:
-    """A 0/1 label column as (n,) float32.
+    """A 0/1 label column (text, or numbers as the CSV reader parsed them) as (n,) float32.
 
     Raises
     ------
@@ -348,13 +458,16 @@ def to_labels(array: pa.Array, *, path: Path, column: str, first_row: int) -> np
         Naming the file, the column, and the row and value of the first label that is not 0 or 1
         (or is empty).
     """
+    pa, _ = arrow()
     values, missing = to_floats(array, path=path, column=column, first_row=first_row, what="label column")
     bad = missing | ((values != 0) & (values != 1))
     if bad.any():
         i = int(np.argmax(bad))
+        cell = array[i].as_py()
+        if pa.types.is_floating(array.type):        # parsed by the reader: written as the file had it
+            cell = "" if cell is None else f"{cell:g}"
         raise DataFormatError(
-            f"{path}: label column {column!r} must hold 0 or 1; row {first_row + i + 1} holds "
-            f"{array[i].as_py()!r}"
+            f"{path}: label column {column!r} must hold 0 or 1; row {first_row + i + 1} holds {cell!r}"
         )
     return values.astype(np.float32)
 
@@ -450,12 +563,66 @@ class NpyAppender:
         self.closed = True
 
 
+class NpyWriter:
+    """Write a ``.npy`` file whose shape is known, rows at any place and from several threads.
+
+    The header is written first and the file sized to the whole array; :meth:`write` puts rows in
+    place with ``os.pwrite``, which moves no shared file position.
+
+    Parameters
+    ----------
+    path : Path
+        The file to create.
+    dtype : numpy dtype
+    shape : tuple of int
+        The array's shape, ``(N, *tail)``.
+    """
+
+    def __init__(self, path: Path, dtype: np.dtype[Any] | type, shape: tuple[int, ...]) -> None:
+        self.path, self.dtype, self.shape = path, np.dtype(dtype), shape
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {
+            "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape,
+        })
+        self._offset = len(header.getvalue())
+        self._row_bytes = self.dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.closed = False
+        os.pwrite(self._fd, header.getvalue(), 0)
+        os.ftruncate(self._fd, self._offset + self._row_bytes * shape[0])
+
+    def write(self, row: int, chunk: np.ndarray) -> None:
+        """Write (n, *tail) rows from row ``row`` on."""
+        if chunk.shape[1:] != self.shape[1:] or not 0 <= row <= row + len(chunk) <= self.shape[0]:
+            raise ValueError(f"{self.path.name}: rows {row}..{row + len(chunk)} of shape {chunk.shape[1:]} "
+                             f"do not fit an array of shape {self.shape}")
+        data = memoryview(np.ascontiguousarray(chunk, dtype=self.dtype).reshape(-1)).cast("B")
+        position = self._offset + row * self._row_bytes
+        while data:
+            written = os.pwrite(self._fd, data, position)
+            data, position = data[written:], position + written
+
+    def close(self) -> tuple[int, ...]:
+        """Flush to disk and return the array's shape."""
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self.closed = True
+        return self.shape
+
+    def abort(self) -> None:
+        """Close without finishing (the caller removes the file)."""
+        os.close(self._fd)
+        self.closed = True
+
+
 class RecordFile:
-    """A scratch file of records, each a few 1-d arrays, written one after another and read back in order.
+    """A scratch file of records, each a few 1-d arrays, written one after another and read back by
+    their place, from any number of threads.
 
     A record starts with each array's byte size and dtype (two int64 each); the arrays' bytes
-    follow. Nothing in it outlives the encoding that wrote it, so it is neither versioned nor
-    synced to disk.
+    follow. The file keeps where each record starts, so :meth:`read` takes a record's index and
+    reads it with ``os.pread``, which moves no shared file position. Nothing in it outlives the
+    encoding that wrote it, so it is neither versioned nor synced to disk.
 
     Parameters
     ----------
@@ -469,31 +636,36 @@ class RecordFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._file: BinaryIO | None = None
-        self._reading = False
+        self._fd: int | None = None
+        self._starts: list[int] = []                        # byte offset of each record
+        self._size = 0
+        self._opening = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._starts)
 
     def write(self, arrays: Sequence[np.ndarray]) -> None:
         """Append one record: the arrays, each flattened."""
         if self._file is None:
             self._file = open(self.path, "wb")  # noqa: SIM115 - closed by close()
         arrays = [np.ascontiguousarray(a) for a in arrays]
-        head = [(a.nbytes, self.DTYPES.index(a.dtype)) for a in arrays]
-        self._file.write(np.array(head, dtype=np.int64).tobytes())
+        head = np.array([(a.nbytes, self.DTYPES.index(a.dtype)) for a in arrays], dtype=np.int64)
+        self._starts.append(self._size)
+        self._file.write(head.tobytes())
         for a in arrays:
             if a.nbytes:
                 self._file.write(memoryview(a.reshape(-1)).cast("B"))
+        self._size += head.nbytes + sum(a.nbytes for a in arrays)
 
-    def read(self, count: int) -> list[np.ndarray]:
-        """The next record's ``count`` arrays (read-only views of one buffer)."""
-        file = self._file
-        if file is None or not self._reading:
-            self.close()
-            file = self._file = open(self.path, "rb")  # noqa: SIM115 - closed by close()
-            self._reading = True
-        head = file.read(16 * count)
-        if len(head) != 16 * count:
-            raise EOFError(f"{self.path}: no record left")
+    def read(self, index: int, count: int) -> list[np.ndarray]:
+        """Record ``index``'s ``count`` arrays (read-only views of one buffer)."""
+        if not 0 <= index < len(self._starts):
+            raise EOFError(f"{self.path}: no record {index} (it holds {len(self._starts)})")
+        fd = self._reader()
+        offset = self._starts[index]
+        head = os.pread(fd, 16 * count, offset)
         sizes = np.frombuffer(head, dtype=np.int64).reshape(count, 2).tolist()
-        body = file.read(sum(size for size, _ in sizes))
+        body = os.pread(fd, sum(size for size, _ in sizes), offset + len(head))
         out, start = [], 0
         for size, code in sizes:
             dtype = self.DTYPES[code]
@@ -502,7 +674,20 @@ class RecordFile:
             start += size
         return out
 
+    def _reader(self) -> int:
+        """The file descriptor reads use, opened once the writing is flushed."""
+        with self._opening:
+            if self._fd is None:
+                if self._file is not None:
+                    self._file.close()
+                    self._file = None
+                self._fd = os.open(self.path, os.O_RDONLY)
+            return self._fd
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

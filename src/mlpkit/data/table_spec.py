@@ -41,9 +41,11 @@ from mlpkit._checks import check_choice, check_positive_int, config_section, set
 from mlpkit.data.fields import FIELD_KINDS, POOLINGS
 from mlpkit.errors import ConfigError
 
-__all__ = ["TRANSFORMS", "ColumnConfig", "TableSpec", "load_table_spec"]
+__all__ = ["MAX_HASH_BUCKETS", "TRANSFORMS", "ColumnConfig", "TableSpec", "load_table_spec"]
 
 TRANSFORMS = ("none", "standardize", "log", "quantile")
+MAX_HASH_BUCKETS = 2**31 - 1
+"""hash_buckets is below this: ids are stored as int32, and a hashed id goes up to hash_buckets."""
 """Numeric transforms: as read, ``(x - mean) / std``, ``log1p(max(x, 0))``, or ``bins`` quantile bins."""
 
 
@@ -101,6 +103,8 @@ class ColumnConfig:
             raise ValueError(f"min_count does not apply to kind 'numeric' (got {self.min_count!r})")
         if self.hash_buckets is not None:
             check_positive_int("hash_buckets", self.hash_buckets)
+            if self.hash_buckets >= MAX_HASH_BUCKETS:                # ids 1..hash_buckets are int32
+                raise ValueError(f"hash_buckets must be below {MAX_HASH_BUCKETS}, got {self.hash_buckets}")
         if self.kind == "multi":
             delimiter = "|" if self.delimiter is None else self.delimiter
             if not isinstance(delimiter, str) or not delimiter:

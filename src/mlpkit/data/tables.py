@@ -40,7 +40,9 @@ The id layout, per field (``0`` always means "unknown" to the model):
 
 Missing means an empty cell or a null; the text ``"NA"`` is a category. Categorical columns are
 read as text, so ``"007"`` and ``"7"`` stay distinct (a Parquet column's values as Arrow writes
-them as text). ``sparse`` is int64, the dtype :class:`torch.nn.Embedding` indexes with natively.
+them as text). Ids are stored as int32 (:data:`ID_DTYPE`): half the bytes of int64 to write, to
+cache and to read back batch by batch; :meth:`TableSplit.batch` and the trainer hand them on as the
+int64 that :class:`torch.nn.Embedding` indexes with.
 
 No torch here; pyarrow (the ``tables`` extra) does the reading.
 """
@@ -67,6 +69,7 @@ from mlpkit.data.table_fit import ChunkColumn, FittedColumn, FittedTable, fit_ta
 from mlpkit.data.table_io import (
     SPLITS,
     NpyAppender,
+    NpyWriter,
     RecordFile,
     arrow,
     find_split_files,
@@ -92,6 +95,16 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+ID_DTYPE = np.dtype(np.int32)
+"""The dtype of the id arrays (``sparse``, ``multi:<name>``) on disk. Every id is below a field's
+vocabulary size or ``hash_buckets + 1``, both under 2**31 (:class:`~mlpkit.data.table_spec.ColumnConfig`
+bounds ``hash_buckets``)."""
+
+WRITE_THREADS = min(2, os.cpu_count() or 1)
+"""Threads writing the training arrays from the fit's scratch files, each chunk's rows in place.
+NumPy's ``take`` and ``os.pwrite`` release the GIL: on two cores two threads wrote the 1M-row
+Criteo-shaped split in about 60% of one thread's time."""
 
 
 def _resolve_columns(
@@ -185,11 +198,11 @@ class _Encoder:
     def layout(self, with_label: bool) -> dict[str, tuple[np.dtype[Any], tuple[int, ...]]]:
         """Array name -> (dtype, shape of one row)."""
         arrays: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {
-            "sparse": (np.dtype(np.int64), (len(self.sparse),)),
+            "sparse": (ID_DTYPE, (len(self.sparse),)),
             "dense": (np.dtype(np.float32), (len(self.dense),)),
         }
         for c in self.multi:
-            arrays[f"multi:{c.name}"] = (np.dtype(np.int64), (c.max_len,))
+            arrays[f"multi:{c.name}"] = (ID_DTYPE, (c.max_len,))
         if with_label:
             arrays["label"] = (np.dtype(np.float32), ())
         return arrays
@@ -214,7 +227,7 @@ class _Encoder:
     def encode(self, chunk: Any, *, path: Path, first_row: int, with_label: bool) -> dict[str, np.ndarray]:
         n = chunk.num_rows
         out: dict[str, np.ndarray] = {
-            "sparse": np.empty((n, len(self.sparse)), dtype=np.int64),
+            "sparse": np.empty((n, len(self.sparse)), dtype=ID_DTYPE),
             "dense": np.empty((n, len(self.dense)), dtype=np.float32),
         }
         for j, c in enumerate(self.sparse):
@@ -279,24 +292,34 @@ def _numeric_values(config: ColumnConfig, values: np.ndarray, missing: np.ndarra
 
 
 def _pad(ids: np.ndarray, rows: np.ndarray, n: int, max_len: int) -> np.ndarray:
-    """(n, max_len) int64 token ids from (T,) ids and their (T,) rows, the first ``max_len`` a row; 0 pads."""
+    """(n, max_len) int32 token ids from (T,) ids and their (T,) rows, the first ``max_len`` a row; 0 pads."""
     counts = np.bincount(rows, minlength=n)
     position = np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows]   # token's place in its cell
     kept = position < max_len
-    padded = np.zeros((n, max_len), dtype=np.int64)                        # (n, L), 0 = padding
+    padded = np.zeros((n, max_len), dtype=ID_DTYPE)                        # (n, L), 0 = padding
     padded[rows[kept], position[kept]] = ids[kept]
     return padded
 
 
-def _encode_chunks(path: Path, encoder: _Encoder, *, with_label: bool) -> Iterator[dict[str, np.ndarray]]:
-    """Encode ``path`` chunk by chunk; raises DataFormatError if it has no data rows."""
+def _read_chunks(path: Path, columns: Mapping[str, ColumnConfig], label: str | None) -> Iterator[Any]:
+    """The chunks of ``path`` as the encoder reads them: categorical columns dictionary-encoded by
+    the parser, numeric ones and the label (when given) parsed as numbers."""
+    categorical = [name for name, config in columns.items() if config.kind == "categorical"]
+    numbers = [name for name, config in columns.items() if config.kind == "numeric"]
+    return iter_chunks(path, [*columns, *([label] if label else [])], categorical, numbers, label)
+
+
+def _encode_chunks(path: Path, encoder: _Encoder, *, with_label: bool,
+                   spooled: Path | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Encode ``path`` chunk by chunk, or its chunks as :func:`_spool` kept them in ``spooled``;
+    raises DataFormatError if it has no data rows."""
     fitted = encoder.fitted
-    wanted = [c.name for c in fitted.columns] + ([fitted.label] if with_label else [])
-    categorical = [c.name for c in fitted.columns if c.config.kind == "categorical"]
-    numbers = [c.name for c in fitted.columns if c.config.kind == "numeric"]
     rows = 0
-    # closing(): on an error the reading thread stops now.
-    with contextlib.closing(iter_chunks(path, wanted, categorical, numbers)) as chunks:
+    columns = {c.name: c.config for c in fitted.columns}
+    # closing(): on an error the parsing threads stop now.
+    read = _read_chunks(path, columns, fitted.label if with_label else None) if spooled is None \
+        else _spooled_chunks(spooled)
+    with contextlib.closing(read) as chunks:
         for chunk in chunks:
             yield encoder.encode(chunk, path=path, first_row=rows, with_label=with_label)
             rows += chunk.num_rows
@@ -305,10 +328,43 @@ def _encode_chunks(path: Path, encoder: _Encoder, *, with_label: bool) -> Iterat
 
 
 def _encode_to_files(path: Path, encoder: _Encoder, directory: Path, prefix: str,
-                     *, with_label: bool) -> dict[str, dict[str, Any]]:
+                     *, with_label: bool, spooled: Path | None = None) -> dict[str, dict[str, Any]]:
     """Encode ``path`` into ``directory/<prefix>.<array>.npy`` files; returns each file's description."""
-    return _write_arrays(_encode_chunks(path, encoder, with_label=with_label), encoder.layout(with_label),
-                         directory, prefix)
+    return _write_arrays(_encode_chunks(path, encoder, with_label=with_label, spooled=spooled),
+                         encoder.layout(with_label), directory, prefix)
+
+
+def _spool(path: Path, columns: Mapping[str, ColumnConfig], label: str, spooled: Path,
+           stop: threading.Event) -> None:
+    """Parse the CSV file ``path`` as the encoder reads it, into the Arrow IPC stream ``spooled``
+    (each chunk with its own dictionaries), until ``stop`` is set; no file when it has no rows.
+
+    The fit pass parses the training file while this parses valid and test, on the cores its
+    parsing leaves idle; encoding them then reads these chunks without parsing text again.
+    """
+    _, _ = arrow()
+    import pyarrow.ipc as ipc
+
+    writer = None
+    try:
+        with contextlib.closing(_read_chunks(path, columns, label)) as chunks:
+            for chunk in chunks:
+                if stop.is_set():
+                    return
+                writer = writer or ipc.new_stream(str(spooled), chunk.schema)
+                writer.write_batch(chunk)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _spooled_chunks(spooled: Path) -> Iterator[Any]:
+    """The chunks :func:`_spool` wrote, memory-mapped."""
+    pa, _ = arrow()
+    import pyarrow.ipc as ipc
+
+    if spooled.is_file():
+        yield from ipc.open_stream(pa.memory_map(str(spooled)))
 
 
 def _array_files(layout: Iterable[str], prefix: str) -> dict[str, str]:
@@ -376,7 +432,7 @@ class _TrainStage:
                           for j, config in enumerate(self.configs)
                           if config.kind != "numeric" and config.hash_buckets is None}
         self.rank: dict[int, np.ndarray] = {}
-        self.chunks = 0
+        self.rows: list[int] = []                                # each chunk's row count
         self.cancelled = threading.Event()
         # The labels, and the numeric inputs when none needs a fitted statistic, are final as
         # read: they go straight to their .npy files instead of through the scratch file.
@@ -414,7 +470,7 @@ class _TrainStage:
             self.direct["dense"].append(np.stack(dense, axis=1) if dense else np.empty((len(labels), 0),
                                                                                         np.float32))
         self.records.write(record)
-        self.chunks += 1
+        self.rows.append(len(labels))
 
     def ids(self, column: int, ids: np.ndarray) -> None:
         self.ids_files[column].write([ids])
@@ -422,47 +478,83 @@ class _TrainStage:
     def ranks(self, column: int, rank: np.ndarray) -> None:
         self.rank[column] = rank
 
-    def encoded(self, fitted: FittedTable) -> Iterator[dict[str, np.ndarray]]:
-        """The training split's arrays but the direct ones, chunk by chunk, as :meth:`_Encoder.encode`
-        gives them."""
-        fields = fitted.fields
-        final: dict[int, np.ndarray] = {}                       # column -> (M,) int64 id of each value
+    def write(self, fitted: FittedTable, directory: Path,
+              layout: Mapping[str, tuple[np.dtype[Any], tuple[int, ...]]],
+              threads: int = WRITE_THREADS) -> dict[str, dict[str, Any]]:
+        """Write the training split's arrays but the direct ones, chunk by chunk, by ``threads``
+        threads (each chunk's rows in place, :class:`~mlpkit.data.table_io.NpyWriter`); returns
+        each file's description."""
+        final: dict[int, np.ndarray] = {}                       # column -> (M,) int32 id of each value
         for j, rank in self.rank.items():
             c = fitted.columns[j]
-            final[j] = np.where(rank >= 0, rank + c.first_id, 1 if c.config.kind == "multi" else 0)
+            unseen = 1 if c.config.kind == "multi" else 0
+            final[j] = np.where(rank >= 0, rank + c.first_id, unseen).astype(ID_DTYPE)
         self.rank.clear()
-        for _ in range(self.chunks):
-            if self.cancelled.is_set():
-                raise RuntimeError("encoding the training split was cancelled")
-            record = iter(self.records.read(self.arrays))
-            n = int(next(record)[0])
-            out = {"sparse": np.empty((n, len(fields.categorical)), dtype=np.int64)}
-            if "dense" not in self.direct:
-                out["dense"] = np.empty((n, len(fields.numeric)), dtype=np.float32)
-            s = d = 0
-            for j, (c, staged) in enumerate(zip(fitted.columns, self.staged, strict=True)):
-                if not staged:
+        starts = np.concatenate([[0], np.cumsum(self.rows)]).tolist()                # (chunks + 1,)
+        names = _array_files(layout, "train")
+        writers = {name: NpyWriter(directory / names[name], dtype, (starts[-1], *tail))
+                   for name, (dtype, tail) in layout.items() if name not in self.direct}
+
+        def write_chunks(first: int) -> None:
+            for i in range(first, len(self.rows), threads):     # chunks dealt out in turn
+                if self.cancelled.is_set():
+                    raise RuntimeError("encoding the training split was cancelled")
+                for name, array in self._encoded(i, fitted, final).items():
+                    writers[name].write(starts[i], array)
+
+        try:
+            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mlpkit-write-train") as pool:
+                for done in [pool.submit(write_chunks, first) for first in range(threads)]:
+                    done.result()
+            return {name: {"file": names[name], "shape": list(writer.close()), "dtype": str(writer.dtype)}
+                    for name, writer in writers.items()}
+        except BaseException:
+            for writer in writers.values():
+                if not writer.closed:
+                    writer.abort()
+                writer.path.unlink(missing_ok=True)             # nothing half-written stays behind
+            raise
+
+    def _encoded(self, index: int, fitted: FittedTable,
+                 final: Mapping[int, np.ndarray]) -> dict[str, np.ndarray]:
+        """Chunk ``index``'s arrays but the direct ones, as :meth:`_Encoder.encode` gives them."""
+        fields = fitted.fields
+        record = iter(self.records.read(index, self.arrays))
+        n = int(next(record)[0])
+        # Filled a column at a time into (F, n), then transposed once: contiguous writes, where
+        # filling the columns of (n, F) in place took 40% longer.
+        sparse = np.empty((len(fields.categorical), n), dtype=ID_DTYPE)
+        out: dict[str, np.ndarray] = {}
+        if "dense" not in self.direct:
+            out["dense"] = np.empty((n, len(fields.numeric)), dtype=np.float32)
+        s = d = 0
+        for j, (c, staged) in enumerate(zip(fitted.columns, self.staged, strict=True)):
+            if not staged:
+                continue
+            x = next(record)
+            if j in final:                                      # dictionary positions -> ids
+                lookup = final[j][self.ids_files[j].read(index, 1)[0]]                 # (k,)
+                if c.config.kind == "categorical":
+                    lookup = np.append(lookup, 1 if c.has_missing else 0)         # k: a missing cell
+                    np.take(lookup, x, out=sparse[s])
+                    s += 1
                     continue
-                x = next(record)
-                if j in final:                                  # dictionary positions -> ids
-                    lookup = final[j][self.ids_files[j].read(1)[0]]                # (k,)
-                    if c.config.kind == "categorical":
-                        lookup = np.append(lookup, 1 if c.has_missing else 0)     # k: a missing cell
-                    x = lookup[x]
-                if c.config.kind == "multi":
-                    out[f"multi:{c.name}"] = _pad(x, next(record), n, c.max_len)
-                elif c.config.transform == "quantile":
-                    out["sparse"][:, s] = _bin_ids(c, x, np.isnan(x))
-                    s += 1
-                elif c.config.kind == "categorical":
-                    out["sparse"][:, s] = x
-                    s += 1
-                else:
-                    if c.config.transform == "standardize":
-                        x = _numeric_values(c.config, x, np.isnan(x), c.mean, c.std)
-                    out["dense"][:, d] = x
-                    d += 1
-            yield out
+                x = lookup[x]
+            if c.config.kind == "multi":
+                out[f"multi:{c.name}"] = _pad(x, next(record), n, c.max_len)
+            elif c.config.transform == "quantile":
+                sparse[s] = _bin_ids(c, x, np.isnan(x))
+                s += 1
+            elif c.config.kind == "categorical":
+                sparse[s] = x
+                s += 1
+            else:
+                if c.config.transform == "standardize":
+                    x = _numeric_values(c.config, x, np.isnan(x), c.mean, c.std)
+                out["dense"][:, d] = x
+                d += 1
+        out["sparse"] = sparse.T
+        return out
 
     def cancel(self) -> None:
         """Make :meth:`encoded`, running in another thread, stop at its next chunk."""
@@ -493,12 +585,12 @@ class TableSplit:
 
     Parameters
     ----------
-    sparse : ndarray of shape (N, F), int64
+    sparse : ndarray of shape (N, F), int32
         One id per categorical field (quantile-binned numeric ones included), in
         ``FieldSpec.categorical`` order.
     dense : ndarray of shape (N, D), float32
         One value per numeric field, in ``FieldSpec.numeric`` order.
-    multi : dict of str to ndarray of shape (N, L), int64
+    multi : dict of str to ndarray of shape (N, L), int32
         One padded id list per multi-valued field.
     label : ndarray of shape (N,), float32, or None
         0/1 labels; None for a file without a label column (:func:`encode_file`).
@@ -525,8 +617,8 @@ class TableSplit:
             indices = np.array([indices])                       # keep the batch axis: B = 1
         elif isinstance(indices, slice):
             indices = np.arange(len(self))[indices]             # a copy, not a view of the file
-        out = {"sparse": np.asarray(self.sparse[indices]), "dense": np.asarray(self.dense[indices])}
-        out.update({f"multi:{name}": np.asarray(array[indices]) for name, array in self.multi.items()})
+        out = {"sparse": self.sparse[indices].astype(np.int64), "dense": np.asarray(self.dense[indices])}
+        out.update({f"multi:{name}": array[indices].astype(np.int64) for name, array in self.multi.items()})
         return out
 
     @classmethod
@@ -582,9 +674,22 @@ def _build(files: Mapping[str, Path], columns: Mapping[str, ColumnConfig], label
     (each side mostly in NumPy and Arrow, which release the GIL).
     """
     stage = _TrainStage(directory, columns)
+    # CSV files of the other splits are parsed during the fit, in a thread of their own.
+    spools = {split: directory / f"{split}.spool" for split, path in files.items()
+              if split != "train" and path.name.lower().endswith((".csv", ".csv.gz"))}
     try:
         start = time.perf_counter()
-        fitted = fit_table(files["train"], columns, label, sink=stage)
+        stop = threading.Event()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlpkit-spool") as spooler:
+            spooled = [spooler.submit(_spool, files[split], columns, label, file, stop)
+                       for split, file in spools.items()]
+            try:
+                fitted = fit_table(files["train"], columns, label, sink=stage)
+            except BaseException:
+                stop.set()                                      # the spooling stops at its next chunk
+                raise
+            for future in spooled:
+                future.result()                                 # a bad valid or test file: its error now
         logger.info("fitted %d columns on %s (%d rows) in %.1f s", len(fitted.columns), files["train"].name,
                     fitted.train_rows, time.perf_counter() - start)
         encoder = _Encoder(fitted)
@@ -593,11 +698,12 @@ def _build(files: Mapping[str, Path], columns: Mapping[str, ColumnConfig], label
             start = time.perf_counter()
             if split == "train":
                 layout = encoder.layout(True)
-                written = _write_arrays(stage.encoded(fitted), layout, directory, split, skip=stage.direct)
+                written = stage.write(fitted, directory, layout)
                 written.update(stage.finish())
                 described = {name: written[name] for name in layout}                # in layout order
             else:
-                described = _encode_to_files(files[split], encoder, directory, split, with_label=True)
+                described = _encode_to_files(files[split], encoder, directory, split, with_label=True,
+                                             spooled=spools.get(split))
             rows = described["label"]["shape"][0]
             seconds = time.perf_counter() - start
             logger.info("encoded %s: %d rows in %.1f s (%.0f rows/s)", files[split].name, rows, seconds,
@@ -614,6 +720,8 @@ def _build(files: Mapping[str, Path], columns: Mapping[str, ColumnConfig], label
             described["train"] = train.result()
     finally:
         stage.remove()
+        for file in spools.values():
+            file.unlink(missing_ok=True)
     arrays = {f"{split}/{name}": info for split in files for name, info in described[split].items()}
     return {"format": table_cache.FORMAT_VERSION, "files": {s: p.name for s, p in files.items()},
             "fitted": fitted.to_dict(), "arrays": arrays}

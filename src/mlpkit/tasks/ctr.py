@@ -61,8 +61,8 @@ METRICS = {"auc": (roc_auc, "max"), "logloss": (_logloss, "min")}
 def named_inputs(split: Any) -> dict[str, np.ndarray]:
     """A :class:`~mlpkit.data.tables.TableSplit` as the models' named batch, without copying the file.
 
-    ``{"sparse": (N, F) int64, "dense": (N, D) float32, "multi:<name>": (N, L) int64}``: memory maps
-    that the trainer reads once (each process of a torchrun group its own copy).
+    ``{"sparse": (N, F) int32, "dense": (N, D) float32, "multi:<name>": (N, L) int32}``: memory maps
+    that the trainer reads batch by batch, ids as int64 (each process of a torchrun group its own rows).
     """
     inputs = {"sparse": split.sparse, "dense": split.dense}
     inputs.update({f"multi:{name}": array for name, array in split.multi.items()})
@@ -300,7 +300,7 @@ class LoadedCTRRun:
             for start in range(0, n, batch_size):
                 piece = slice(start, start + batch_size)
                 batch = {k: torch.as_tensor(np.array(v[piece])) for k, v in inputs.items()}
-                batch = {k: t.to(dtype) if t.is_floating_point() else t for k, t in batch.items()}
+                batch = {k: t.to(dtype) if t.is_floating_point() else t.long() for k, t in batch.items()}
                 parts.append(self.model(batch).numpy())
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
