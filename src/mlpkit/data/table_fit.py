@@ -45,7 +45,8 @@ __all__ = [
 QUANTILE_SAMPLE = 1_000_000
 """Values kept to place quantile bin edges; all of them when training has no more."""
 _QUANTILE_SEED = 0                  # fixed: the same training file gives the same edges in every run
-_MERGE_AT = 1 << 16                 # distinct values pending before per-chunk counts are merged
+_MERGE_AT = 1 << 18                 # distinct values pending before per-chunk counts are merged: 2**16 cost
+                                    # 35% more merging on a Criteo-shaped file; 2**20 saved only 4% more
 # Numeric statistics work on blocks of this many values of the column, whatever the reading chunks,
 # so the fitted mean, std and bin edges do not depend on the chunk size down to the last bit.
 _STATS_BLOCK = 1 << 16

@@ -157,8 +157,12 @@ class _VocabularyLookup:
     that is most of the work of encoding a chunk. The vocabulary's :func:`stable_hash` values are
     sorted once instead; a chunk's distinct values are hashed, found by binary search, and
     compared as strings, so a hash collision can never map a value to the wrong id. A vocabulary
-    whose own hashes collide (about 1 in 10^7 for 2 million categories) uses ``index_in``.
+    whose own hashes collide (about 1 in 10^7 for 2 million categories) uses ``index_in``, and so
+    does a small one (:data:`INDEX_IN_MAX` values, or twice the chunk's): there hashing the value
+    set is the cheaper side (10^4 categories: 0.4 ms against 1.6 ms for 10^4 values looked up).
     """
+
+    INDEX_IN_MAX = 1 << 15
 
     def __init__(self, categories: tuple[str, ...]) -> None:
         pa, _ = arrow()
@@ -172,7 +176,7 @@ class _VocabularyLookup:
         pa, pc = arrow()
         if not len(self.values) or not len(strings):
             return np.full(len(strings), -1, dtype=np.int64)
-        if self.collides:
+        if self.collides or len(self.values) <= max(self.INDEX_IN_MAX, 2 * len(strings)):
             index = pc.fill_null(pc.index_in(strings, value_set=self.values), -1)
             return np.asarray(index.to_numpy(zero_copy_only=False), dtype=np.int64)
         hashes = stable_hash(strings)
@@ -284,10 +288,10 @@ def _bin_ids(column: FittedColumn, values: np.ndarray, missing: np.ndarray) -> n
 def _numeric_values(config: ColumnConfig, values: np.ndarray, missing: np.ndarray,
                     mean: float = 0.0, std: float = 1.0) -> np.ndarray:
     """(n,) float64 model inputs of a numeric column's (n,) values: transformed, 0.0 where missing."""
+    if config.transform == "log":
+        return np.log1p(np.fmax(values, 0.0))               # fmax(NaN, 0) is 0: missing -> log1p(0) = 0
     if config.transform == "standardize":
         values = (values - mean) / (std or 1.0)
-    elif config.transform == "log":
-        values = np.log1p(np.maximum(values, 0.0))
     return np.where(missing, 0.0, values)
 
 
