@@ -171,7 +171,7 @@ def test_the_training_file_is_parsed_once(tmp_path: Path, rng: np.random.Generat
     parse = table_io._parse_block
 
     def counting(block: table_io._Block, *args: object) -> object:
-        parsed[block.path.name] += block.data.size
+        parsed[block.path.name] += block.end - block.start
         return parse(block, *args)
 
     monkeypatch.setattr(table_io, "CSV_BLOCK_BYTES", 1024)              # several blocks a file
@@ -212,6 +212,52 @@ def test_a_failure_leaves_no_scratch_files_and_no_thread(tmp_path: Path, rng: np
         load_table_dataset(data_dir, SPEC, cache_dir=tmp_path / "cache")
     assert list((tmp_path / "cache").iterdir()) == []
     assert our_threads() == []                     # the reading and encoding threads have stopped
+
+
+def test_a_bad_valid_file_is_named_from_its_parse_during_the_fit(tmp_path: Path, rng: np.random.Generator,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(table_io, "CSV_BLOCK_BYTES", 512)
+    data_dir = make_data(tmp_path / "d", rng)
+    path = data_dir / "valid.csv"
+    lines = path.read_text().splitlines()
+    x = HEADER.index("x")
+    lines[120] = ",".join(["abc" if i == x else cell for i, cell in enumerate(lines[120].split(","))])
+    path.write_text("\n".join(lines) + "\n")
+    message = f"{path}: numeric column 'x' must hold numbers; row 120 holds 'abc'"
+    with pytest.raises(DataFormatError, match=re.escape(message)):
+        load_table_dataset(data_dir, SPEC, cache_dir=tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []
+    assert our_threads() == []
+
+
+def test_a_label_that_is_not_a_number_is_named_with_its_text(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("label,u\n" + "".join(f"{i % 2},u{i}\n" for i in range(50)) + "yes,u\n1,u\n")
+    message = f"{path}: label column 'label' must hold numbers; row 51 holds 'yes'"
+    with pytest.raises(DataFormatError, match=re.escape(message)):
+        table_fit.fit_table(path, {"u": TableSpec.from_dict({"u": {}}).columns["u"]}, "label")
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "\r"])
+@pytest.mark.parametrize("last_newline", [True, False])
+def test_blocks_parsed_by_threads_come_in_file_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     ending: str, last_newline: bool) -> None:
+    lines = ["label,u,x"] + [f'{i % 2},"u,{i}",{i / 4}' for i in range(300)]     # quoted commas
+    path = tmp_path / "t.csv"
+    path.write_bytes((ending.join(lines) + (ending if last_newline else "")).encode())
+    monkeypatch.setattr(table_io, "CSV_BLOCK_BYTES", 100)                # about ten rows a block
+
+    def rows() -> tuple[list[str], list[float], int]:
+        chunks = list(table_io.iter_chunks(path, ["u", "x"], numbers=["x"], label="label"))
+        table = pa.Table.from_batches(chunks)
+        return table.column("u").to_pylist(), table.column("x").to_pylist(), len(chunks)
+
+    u, x, chunks = rows()
+    assert u == [f"u,{i}" for i in range(300)] and x == [i / 4 for i in range(300)]
+    # "\r" alone ends no block: the file is read by Arrow's own streaming reader instead.
+    assert chunks > 20
+    monkeypatch.setattr(table_io, "PARSE_THREADS", 1)
+    assert rows()[:2] == (u, x)
 
 
 # --- the pieces ---------------------------------------------------------------------------------------

@@ -230,21 +230,40 @@ def _csv_chunks(path: Path, columns: Sequence[str], dictionaries: Sequence[str],
         strings_can_be_null=False,           # text columns keep "" (missing is decided by the encoder)
         quoted_strings_can_be_null=True,     # "" quoted or not: the same missing number
     )
-    blocks = None if path.name.lower().endswith(".gz") else _csv_blocks(path)
-    if blocks is None:
-        read = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False)
-        yield from _read_ahead(pacsv.open_csv(path, convert_options=convert, read_options=read), READ_AHEAD)
+    if path.name.lower().endswith(".gz"):
+        yield from _streamed(path, convert)
         return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        blocks = _csv_blocks(path, fd)
+        if blocks is None:
+            yield from _streamed(path, convert)
+            return
+        tasks = (functools.partial(_parse_block, block, names, convert) for block in blocks)
+        # closing(): the parsing threads are done with the file before it is closed.
+        with contextlib.closing(_in_order(tasks, PARSE_THREADS, READ_AHEAD)) as parsed:
+            for batches in parsed:
+                yield from (batch for batch in batches if batch.num_rows)
+    finally:
+        os.close(fd)
 
-    tasks = (functools.partial(_parse_block, block, names, convert) for block in blocks)
-    for batches in _in_order(tasks, PARSE_THREADS, READ_AHEAD):
-        yield from (batch for batch in batches if batch.num_rows)
+
+def _streamed(path: Path, convert: Any) -> Iterator[pa.RecordBatch]:
+    """Arrow's streaming CSV reader, on one thread read ahead of the caller."""
+    import pyarrow.csv as pacsv
+
+    read = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False)
+    with contextlib.closing(_read_ahead(pacsv.open_csv(path, convert_options=convert, read_options=read),
+                                        READ_AHEAD)) as chunks:
+        yield from chunks
 
 
 @dataclass(frozen=True)
 class _Block:
     path: Path
-    data: Any                               # pyarrow.Buffer: whole lines of the file
+    fd: int                                 # the open file, read with os.pread
+    start: int                              # bytes start..end: whole lines of the file
+    end: int
     first: bool                             # holds the header line
 
 
@@ -253,46 +272,59 @@ def _parse_block(block: _Block, names: list[str], convert: Any) -> list[pa.Recor
     pa, _ = arrow()
     import pyarrow.csv as pacsv
 
+    data = _read_exactly(block.fd, block.start, block.end - block.start)
     # The header is the file's first line: the first block parses it, the others are given it.
     read = pacsv.ReadOptions(column_names=None if block.first else names, use_threads=False,
-                             block_size=block.data.size + 1)
-    table = pacsv.read_csv(pa.BufferReader(block.data), read_options=read, convert_options=convert)
+                             block_size=len(data) + 1)
+    table = pacsv.read_csv(pa.BufferReader(data), read_options=read, convert_options=convert)
     return table.to_batches()
 
 
-def _csv_blocks(path: Path) -> Iterator[_Block] | None:
-    """A CSV file memory-mapped and cut into blocks of whole lines, each the bytes up to the first
-    ``\\n`` after :data:`CSV_BLOCK_BYTES` (the first block holds the header); ``None`` when the
-    first line ends in a lone ``\\r``, which the cuts would not see.
+def _csv_blocks(path: Path, fd: int) -> Iterator[_Block] | None:
+    """The CSV file open as ``fd`` cut into blocks of whole lines, each the bytes up to the first
+    ``\\n`` after :data:`CSV_BLOCK_BYTES` (the first block holds the header); ``None`` when the first
+    line ends in a lone ``\\r``, which the cuts would not see.
+
+    Each block is read when it is parsed, with ``os.pread``: a memory map would leave every page
+    of the file counted in the process's resident memory, however large the file.
 
     Like Arrow's own multi-threaded reader (``newlines_in_values=False``), this assumes no value
     holds a line end.
     """
-    pa, _ = arrow()
-    buffer = pa.memory_map(str(path)).read_buffer()
-    size = buffer.size
-    view = memoryview(buffer)
-    header_end = _find_newline(view, 0)
-    cr = bytes(view[:header_end if header_end >= 0 else CSV_BLOCK_BYTES]).find(b"\r")
+    size = os.fstat(fd).st_size
+    header_end = _find_newline(fd, 0, size)
+    cr = _read_exactly(fd, 0, header_end if header_end >= 0 else min(size, CSV_BLOCK_BYTES)).find(b"\r")
     if cr >= 0 and (header_end < 0 or cr != header_end - 1):
         return None
 
     def cut() -> Iterator[_Block]:
         start = 0
         while start < size:
-            newline = _find_newline(view, min(start + CSV_BLOCK_BYTES, size - 1))
+            newline = _find_newline(fd, min(start + CSV_BLOCK_BYTES, size - 1), size)
             end = size if newline < 0 else newline + 1
-            yield _Block(path, buffer.slice(start, end - start), start == 0)
+            yield _Block(path, fd, start, end, start == 0)
             start = end
 
     return cut()
 
 
-def _find_newline(view: memoryview, start: int) -> int:
+def _read_exactly(fd: int, start: int, length: int) -> bytes:
+    """``length`` bytes of ``fd`` from ``start`` (fewer only at the end of the file)."""
+    parts, done = [], 0
+    while done < length:
+        part = os.pread(fd, length - done, start + done)
+        if not part:
+            break
+        parts.append(part)
+        done += len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _find_newline(fd: int, start: int, size: int) -> int:
     """Position of the first ``\\n`` at or after ``start``, or -1."""
     step = 1 << 16
-    while start < len(view):
-        found = bytes(view[start:start + step]).find(b"\n")
+    while start < size:
+        found = os.pread(fd, step, start).find(b"\n")
         if found >= 0:
             return start + found
         start += step

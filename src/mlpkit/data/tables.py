@@ -346,7 +346,7 @@ def _spool(path: Path, columns: Mapping[str, ColumnConfig], label: str, spooled:
     The fit pass parses the training file while this parses valid and test, on the cores its
     parsing leaves idle; encoding them then reads these chunks without parsing text again.
     """
-    _, _ = arrow()
+    arrow()                                 # pyarrow, or the error naming the tables extra
     import pyarrow.ipc as ipc
 
     writer = None
@@ -363,12 +363,14 @@ def _spool(path: Path, columns: Mapping[str, ColumnConfig], label: str, spooled:
 
 
 def _spooled_chunks(spooled: Path) -> Iterator[Any]:
-    """The chunks :func:`_spool` wrote, memory-mapped."""
+    """The chunks :func:`_spool` wrote, read one at a time (not memory-mapped: the pages of a map
+    would stay counted in the process's resident memory)."""
     pa, _ = arrow()
     import pyarrow.ipc as ipc
 
     if spooled.is_file():
-        yield from ipc.open_stream(pa.memory_map(str(spooled)))
+        with pa.OSFile(str(spooled)) as file:
+            yield from ipc.open_stream(file)
 
 
 def _array_files(layout: Iterable[str], prefix: str) -> dict[str, str]:
