@@ -12,10 +12,11 @@ For each size, each job runs in its own subprocess, so that its peak RSS is its 
 
 (a) ``encode``: :func:`mlpkit.data.load_table_dataset` with a fresh cache directory and the spec
     ``I1..I13`` numeric with ``transform = "log"``, ``C1..C26`` categorical with ``min_count = 10``.
-    Train is parsed once: ``fit_seconds`` is that pass (counts, statistics, and each chunk's
-    dictionary positions kept in a scratch file); ``encode_seconds["train.csv"]`` is the writing
-    of train's arrays from the scratch file, which runs in a second thread while valid and test
-    are encoded (so the three ``encode_seconds`` overlap, and do not add up to the job's time);
+    Each file is parsed once: ``fit_seconds`` is the pass over train (counts, statistics, and each
+    chunk's dictionary positions kept in a scratch file), during which valid and test are parsed
+    into a spool by a thread of their own; ``encode_seconds["train.csv"]`` is the writing of
+    train's arrays from the scratch file, by two threads, while valid and test are encoded from
+    their spool (so the three ``encode_seconds`` overlap, and do not add up to the job's time);
 (b) ``cached``: the same call again on the same files and cache directory; it must log
     "using cached encoding" and build nothing (checked), and its time is reported;
 (c) ``pandas``: ``pandas.read_csv`` of ``train.csv`` (pandas' defaults), ``factorize`` of every

@@ -5,19 +5,22 @@
 :class:`~mlpkit.data.fields.FieldSpec` the models are built from, and one :class:`TableSplit` of
 memory-mapped arrays per split, in the id layout :mod:`mlpkit.data.fields` documents.
 
-It works in bounded memory whatever the file size:
+It works in bounded memory whatever the file size, and parses each file once:
 
 1. **fit**, the one pass over the training file, in chunks: category and token counts, missing
    cells, numeric mean and standard deviation (merged chunk by chunk, Chan et al. 1979) and, for
    quantile bins, a uniform sample of at most 1e6 values (reservoir sampling, Vitter 1985, seeded
-   so the same file gives the same bins). The CSV parser dictionary-encodes the categorical
-   columns; each chunk's positions in its own dictionary, and the values it will need once the
-   statistics are known, go to a scratch file in the cache entry being built;
+   so the same file gives the same bins). A CSV file is cut at line ends into blocks that two
+   threads parse at once (:func:`~mlpkit.data.table_io.iter_chunks`), the categorical columns
+   dictionary-encoded by the parser; each chunk's positions in its own dictionary, and the values
+   it will need once the statistics are known, go to a scratch file in the cache entry being
+   built. Meanwhile a thread of its own parses the valid and test CSV files into an Arrow IPC
+   spool beside it, on the cores the fit leaves idle;
 2. **encode**: train from the scratch file, each chunk's dictionary mapped to ids (one ``take``
-   per chunk and column), in a second thread while valid and test are read and encoded chunk by
-   chunk with vectorised Arrow and NumPy operations (a binary search in the sorted stable hashes
-   of the vocabulary, built once per field, never a loop over rows); each array is appended to a
-   ``.npy`` file;
+   per chunk and column) and written in place by two threads, while valid and test are encoded
+   from their spool chunk by chunk with vectorised Arrow and NumPy operations (Arrow's
+   ``index_in`` for a small vocabulary, a binary search in the sorted stable hashes of a large
+   one, built once per field; never a loop over rows); each array goes to a ``.npy`` file;
 3. **cache** the arrays and the fitted encoding (:mod:`mlpkit.data.table_cache`): a second call on
    unchanged files and spec maps the arrays without reading the data; a corrupted entry is
    rebuilt, with a warning naming the bad file.
@@ -104,7 +107,7 @@ bounds ``hash_buckets``)."""
 WRITE_THREADS = min(2, os.cpu_count() or 1)
 """Threads writing the training arrays from the fit's scratch files, each chunk's rows in place.
 NumPy's ``take`` and ``os.pwrite`` release the GIL: on two cores two threads wrote the 1M-row
-Criteo-shaped split in about 60% of one thread's time."""
+Criteo-shaped split in 0.15 s, one thread in 0.20-0.29 s."""
 
 
 def _resolve_columns(
