@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import re
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -212,6 +213,31 @@ def test_a_failure_leaves_no_scratch_files_and_no_thread(tmp_path: Path, rng: np
         load_table_dataset(data_dir, SPEC, cache_dir=tmp_path / "cache")
     assert list((tmp_path / "cache").iterdir()) == []
     assert our_threads() == []                     # the reading and encoding threads have stopped
+
+
+def test_a_failing_writer_thread_stops_the_others_and_its_error_is_raised(
+        tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(table_io, "CSV_BLOCK_BYTES", 512)              # dozens of training chunks
+    encoded = tables._TrainStage._encoded
+    done: list[int] = []
+
+    def failing(self: tables._TrainStage, index: int, *args: object) -> dict[str, np.ndarray]:
+        if index == 3:
+            raise OSError("disk full")
+        if index % 2 == 0:
+            time.sleep(0.005)                                       # the other thread's chunks are slow
+        done.append(index)
+        return encoded(self, index, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tables._TrainStage, "_encoded", failing)
+    data_dir = make_data(tmp_path / "d", rng)
+    with pytest.raises(OSError, match="disk full"):
+        load_table_dataset(data_dir, SPEC, cache_dir=tmp_path / "cache")
+    chunks = len(list(table_io.iter_chunks(data_dir / "train.csv", ["label"])))
+    # Thread 0 has the even chunks, thread 1 fails at its second: thread 0 stops within a few.
+    assert chunks > 30 and len([i for i in done if i % 2 == 0]) < 6
+    assert list((tmp_path / "cache").iterdir()) == []
+    assert our_threads() == []
 
 
 def test_a_bad_valid_file_is_named_from_its_parse_during_the_fit(tmp_path: Path, rng: np.random.Generator,

@@ -68,7 +68,8 @@ SUFFIXES = (".csv", ".csv.gz", ".parquet")
 
 CSV_BLOCK_BYTES = 1 << 23
 """Bytes of CSV per chunk: a file is cut at the first line end after every ``CSV_BLOCK_BYTES``.
-Arrow parsed a 256 MB Criteo-shaped file as fast in 2-8 MiB blocks; 4 MiB is about 16k rows of it."""
+Arrow parsed a 256 MB Criteo-shaped file as fast in 2-8 MiB blocks; 8 MiB (about 32k of its rows)
+made the whole encoding about 5% faster than 4 MiB, the counts being merged from fewer chunks."""
 PARQUET_BATCH_ROWS = 1 << 16
 """Rows of a Parquet file read per chunk."""
 READ_AHEAD = 2
@@ -317,7 +318,7 @@ def _read_exactly(fd: int, start: int, length: int) -> bytes:
             break
         parts.append(part)
         done += len(part)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    return b"".join(parts)                  # one part: that part itself, not a copy
 
 
 def _find_newline(fd: int, start: int, size: int) -> int:

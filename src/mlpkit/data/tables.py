@@ -410,6 +410,10 @@ def _close(writer: NpyAppender, file: str) -> dict[str, Any]:
     return {"file": file, "shape": list(writer.close()), "dtype": str(writer.dtype)}
 
 
+class _Cancelled(RuntimeError):
+    """A thread stopped because another part of the encoding failed."""
+
+
 class _TrainStage:
     """The training file as the fit pass read it, kept in scratch files so that encoding it does not
     parse it again (the :class:`~mlpkit.data.table_fit.ChunkSink` of :func:`fit_table`).
@@ -505,16 +509,22 @@ class _TrainStage:
                    for name, (dtype, tail) in layout.items() if name not in self.direct}
 
         def write_chunks(first: int) -> None:
-            for i in range(first, len(self.rows), threads):     # chunks dealt out in turn
-                if self.cancelled.is_set():
-                    raise RuntimeError("encoding the training split was cancelled")
-                for name, array in self._encoded(i, fitted, final).items():
-                    writers[name].write(starts[i], array)
+            try:
+                for i in range(first, len(self.rows), threads):     # chunks dealt out in turn
+                    if self.cancelled.is_set():
+                        raise _Cancelled("encoding the training split was cancelled")
+                    for name, array in self._encoded(i, fitted, final).items():
+                        writers[name].write(starts[i], array)
+            except BaseException:
+                self.cancel()                                   # the other threads stop at their next chunk
+                raise
 
         try:
             with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mlpkit-write-train") as pool:
-                for done in [pool.submit(write_chunks, first) for first in range(threads)]:
-                    done.result()
+                done = [pool.submit(write_chunks, first) for first in range(threads)]
+            errors = [e for e in (f.exception() for f in done) if e is not None]
+            if errors:                                          # the cause, not the threads it stopped
+                raise next((e for e in errors if not isinstance(e, _Cancelled)), errors[0])
             return {name: {"file": names[name], "shape": list(writer.close()), "dtype": str(writer.dtype)}
                     for name, writer in writers.items()}
         except BaseException:
@@ -566,7 +576,7 @@ class _TrainStage:
         return out
 
     def cancel(self) -> None:
-        """Make :meth:`encoded`, running in another thread, stop at its next chunk."""
+        """Make :meth:`write`'s threads stop at their next chunk."""
         self.cancelled.set()
 
     def finish(self) -> dict[str, dict[str, Any]]:
