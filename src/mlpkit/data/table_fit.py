@@ -161,11 +161,14 @@ class _Distinct:
 
     Each chunk comes dictionary-encoded: its (k,) distinct values and their (k,) counts. Chunks wait
     in a list and are merged into the values seen so far in amortised batches (when the pending
-    values outnumber ``max(_MERGE_AT, values so far)``): one Arrow ``dictionary_encode`` of
-    ``[values so far, *pending]``. Arrow numbers values by first occurrence, so the values so far
-    keep their ids, and every pending chunk's dictionary gets the (k,) int32 ids of its values
-    among all of them; ``on_ids``, when given, receives those, chunk after chunk, so the encoder
-    can turn a chunk's positions in its own dictionary into ids without reading the file again.
+    values outnumber ``max(_MERGE_AT, values so far)``): Arrow's ``index_in`` finds the pending
+    values among the values so far, and ``dictionary_encode`` numbers the new ones by first
+    occurrence after them, so the values so far keep their ids and every pending chunk's
+    dictionary gets the (k,) int32 ids of its values among all of them. (One ``dictionary_encode``
+    of ``[values so far, *pending]`` gives the same ids, but builds its hash table, its indices and
+    its dictionary over all of them each time: 2.5 times the memory at the merge.) ``on_ids``,
+    when given, receives the ids, chunk after chunk, so the encoder can turn a chunk's positions
+    in its own dictionary into ids without reading the file again.
     """
 
     def __init__(self, on_ids: Callable[[np.ndarray], None] | None = None) -> None:
@@ -189,49 +192,51 @@ class _Distinct:
         if not self._pending:
             return
         known = len(self.counts)
-        # Arrow leaves empty chunks out of the result: only the non-empty ones go in.
-        parts = [a for a in ([] if self.values is None else [self.values]) + self._pending if len(a)]
-        encoded = iter(pc.dictionary_encode(pa.chunked_array(parts, type=pa.string())).chunks)
-        values = pa.array([], type=pa.string())
+        # Arrow leaves empty chunks out of a chunked result: only the non-empty ones go in.
+        pending = pa.chunked_array([a for a in self._pending if len(a)], type=pa.string())   # (P,)
+        ids = np.empty(len(pending), dtype=np.int32)                                      # (P,)
+        fresh = pending
         if known:
-            first = next(encoded)
-            values = first.dictionary
-            if not np.array_equal(_numpy(first.indices), np.arange(known)):
-                raise RuntimeError("Arrow's dictionary_encode did not keep the first values' order")
-        chunk_ids = []
-        for dictionary in self._pending:
-            if len(dictionary):
-                chunk = next(encoded)
-                values = chunk.dictionary
-                chunk_ids.append(_numpy(chunk.indices).astype(np.int32, copy=False))   # (k,)
+            found = pc.index_in(pending, value_set=self.values)          # (P,), null: a new value
+            is_new = np.asarray(pc.is_null(found).to_numpy(), dtype=bool)
+            ids[~is_new] = _numpy(pc.drop_null(found))
+            fresh = pc.filter(pending, pa.array(is_new))
+        values = self.values if known else pa.array([], type=pa.string())
+        if len(fresh):
+            # The new values numbered by first occurrence; every chunk holds the whole dictionary.
+            encoded = pc.dictionary_encode(fresh)
+            new_ids = known + np.concatenate([_numpy(c.indices) for c in encoded.chunks])
+            if known:
+                ids[is_new] = new_ids
+                values = pa.concat_arrays([self.values, encoded.chunk(0).dictionary])
             else:
-                chunk_ids.append(np.zeros(0, dtype=np.int32))
+                ids[:] = new_ids
+                values = encoded.chunk(0).dictionary
         counts = np.zeros(len(values), dtype=np.int64)
         counts[:known] = self.counts
-        for ids, chunk_counts in zip(chunk_ids, self._pending_counts, strict=True):
-            counts[ids] += chunk_counts                     # a chunk's values are distinct: no add.at
+        start = 0
+        for dictionary, chunk_counts in zip(self._pending, self._pending_counts, strict=True):
+            chunk_ids = ids[start:start + len(dictionary)]                # (k,)
+            start += len(dictionary)
+            counts[chunk_ids] += chunk_counts               # a chunk's values are distinct: no add.at
             if self.on_ids is not None:
-                self.on_ids(ids)
+                self.on_ids(chunk_ids)
         self.values, self.counts = values, counts
         self._pending, self._pending_counts, self._pending_size = [], [], 0
 
     def ranks(self, min_count: int) -> tuple[tuple[str, ...], np.ndarray]:
         """The values seen at least ``min_count`` times, most frequent first, ties by value, and the
-        (M,) int64 position of each distinct value among them (-1 when it is not kept)."""
+        (M,) int32 position of each distinct value among them (-1 when it is not kept)."""
         pa, pc = arrow()
         self._merge()
         if self.values is None:
-            return (), np.zeros(0, dtype=np.int64)
+            return (), np.zeros(0, dtype=np.int32)
         kept = np.flatnonzero(self.counts >= min_count)
         table = pa.table({"v": self.values.take(pa.array(kept)), "c": self.counts[kept]})
         order = _numpy(pc.sort_indices(table, sort_keys=[("c", "descending"), ("v", "ascending")]))
-        rank = np.full(len(self.counts), -1, dtype=np.int64)
+        rank = np.full(len(self.counts), -1, dtype=np.int32)
         rank[kept[order]] = np.arange(len(order))
         return tuple(table.column("v").take(pa.array(order)).to_pylist()), rank
-
-    def categories(self, min_count: int) -> tuple[str, ...]:
-        """Values seen at least ``min_count`` times, most frequent first, ties by value."""
-        return self.ranks(min_count)[0]
 
 
 def _numpy(array: Any) -> np.ndarray:
@@ -324,7 +329,7 @@ class ChunkSink(Protocol):
         """The (k,) int32 ids among the column's training values of one chunk's dictionary."""
 
     def ranks(self, column: int, rank: np.ndarray) -> None:
-        """The (M,) int64 place of each training value among the fitted categories; -1: not kept."""
+        """The (M,) int32 place of each training value among the fitted categories; -1: not kept."""
 
 
 class _Fitter:
@@ -334,7 +339,7 @@ class _Fitter:
                  on_ids: Callable[[np.ndarray], None] | None = None) -> None:
         self.name, self.config, self.path = name, config, path
         self.counts = _Distinct(on_ids)
-        self.rank = np.zeros(0, dtype=np.int64)
+        self.rank = np.zeros(0, dtype=np.int32)
         self.has_missing = False
         self.longest = 0
         self.moments = _Moments()
@@ -422,6 +427,7 @@ class _Fitter:
         categories: tuple[str, ...] = ()
         if not self.hashed:
             categories, self.rank = self.counts.ranks(config.min_count)
+            self.counts = _Distinct()                       # the values and counts are done with
         if config.kind == "categorical":
             return FittedColumn(self.name, config, categories, has_missing=self.has_missing)
         max_len = config.max_len or max(self.longest, 1)
