@@ -335,9 +335,10 @@ def speed_hand(data: Any, epochs: int, seed: int, model_name: str = SPEED_MODEL)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = build_ctr_model(model_name, data.fields)
-    x = torch.from_numpy(np.array(data.splits["train"].sparse))  # (N, F) int64
+    # The cache stores ids as int32; the loop the issue describes holds them as int64 tensors.
+    x = torch.from_numpy(np.array(data.splits["train"].sparse, dtype=np.int64))  # (N, F) int64
     y = torch.from_numpy(np.array(data.splits["train"].label))  # (N,) float32
-    xv = torch.from_numpy(np.array(data.splits["valid"].sparse))
+    xv = torch.from_numpy(np.array(data.splits["valid"].sparse, dtype=np.int64))
     yv = np.asarray(data.splits["valid"].label)
     optimizer = torch.optim.Adam(model.parameters(), lr=bars.learning_rate)
     embeddings = list(model.embedding_parameters())
@@ -385,7 +386,7 @@ def speed_deepctr(
                for f in data.fields.categorical]
 
     def named(split: str) -> dict[str, np.ndarray]:
-        ids = np.array(data.splits[split].sparse)
+        ids = np.array(data.splits[split].sparse, dtype=np.int64)         # as a LabelEncoder gives them
         return {name: ids[:, j] for j, name in enumerate(names)}
 
     x, y = named("train"), np.array(data.splits["train"].label)
