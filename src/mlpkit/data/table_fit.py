@@ -166,7 +166,7 @@ class _Distinct:
     occurrence after them, so the values so far keep their ids and every pending chunk's
     dictionary gets the (k,) int32 ids of its values among all of them. (One ``dictionary_encode``
     of ``[values so far, *pending]`` gives the same ids, but builds its hash table, its indices and
-    its dictionary over all of them each time: 2.5 times the memory at the merge.) ``on_ids``,
+    a new dictionary over all of them at every merge.) ``on_ids``,
     when given, receives the ids, chunk after chunk, so the encoder can turn a chunk's positions
     in its own dictionary into ids without reading the file again.
     """
