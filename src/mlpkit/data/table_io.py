@@ -273,17 +273,7 @@ def _parse_block(block: _Block, names: list[str], convert: Any) -> list[pa.Recor
     pa, _ = arrow()
     import pyarrow.csv as pacsv
 
-    # Read into a buffer of Arrow's memory pool, not into Python bytes: each 8 MiB block freed by
-    # glibc raised its mmap threshold, after which the heap fragmented as the run went on (the
-    # encoding's peak memory at 5M rows was 1.4x that at 1M; 1.1-1.2x this way).
-    data = pa.allocate_buffer(block.end - block.start)
-    view, done = memoryview(data), 0
-    while done < len(view):
-        got = os.preadv(block.fd, [view[done:]], block.start + done)
-        if not got:                                         # the file was cut short meanwhile
-            data = data.slice(0, done)
-            break
-        done += got
+    data = _pread(block.fd, block.start, block.end - block.start)
     # The header is the file's first line: the first block parses it, the others are given it.
     read = pacsv.ReadOptions(column_names=None if block.first else names, use_threads=False,
                              block_size=data.size + 1)
@@ -304,7 +294,8 @@ def _csv_blocks(path: Path, fd: int) -> Iterator[_Block] | None:
     """
     size = os.fstat(fd).st_size
     header_end = _find_newline(fd, 0, size)
-    cr = _read_exactly(fd, 0, header_end if header_end >= 0 else min(size, CSV_BLOCK_BYTES)).find(b"\r")
+    head = _pread(fd, 0, header_end if header_end >= 0 else min(size, CSV_BLOCK_BYTES)).to_pybytes()
+    cr = head.find(b"\r")
     if cr >= 0 and (header_end < 0 or cr != header_end - 1):
         return None
 
@@ -319,16 +310,23 @@ def _csv_blocks(path: Path, fd: int) -> Iterator[_Block] | None:
     return cut()
 
 
-def _read_exactly(fd: int, start: int, length: int) -> bytes:
-    """``length`` bytes of ``fd`` from ``start`` (fewer only at the end of the file)."""
-    parts, done = [], 0
+def _pread(fd: int, start: int, length: int) -> pa.Buffer:
+    """``length`` bytes of ``fd`` from ``start`` (fewer only at the end of the file), read with
+    ``os.preadv`` into a buffer of Arrow's memory pool.
+
+    Not Python bytes: each 8 MiB block freed by glibc raised its mmap threshold, after which its
+    heap fragmented as the run went on (the encoding's peak memory at 5M rows was 1.4x that at 1M;
+    1.1-1.2x this way).
+    """
+    pa, _ = arrow()
+    data = pa.allocate_buffer(length)
+    view, done = memoryview(data), 0
     while done < length:
-        part = os.pread(fd, length - done, start + done)
-        if not part:
-            break
-        parts.append(part)
-        done += len(part)
-    return b"".join(parts)                  # one part: that part itself, not a copy
+        got = os.preadv(fd, [view[done:]], start + done)
+        if not got:                                         # the file ends (or was cut short meanwhile)
+            return data.slice(0, done)
+        done += got
+    return data
 
 
 def _find_newline(fd: int, start: int, size: int) -> int:
@@ -549,6 +547,15 @@ def stable_hash(strings: pa.Array) -> np.ndarray:
     return out
 
 
+def _npy_header(dtype: np.dtype[Any], shape: tuple[int, ...]) -> bytes:
+    """The version 1.0 ``.npy`` header of a C-ordered array, padded as NumPy pads it."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {
+        "descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape,
+    })
+    return header.getvalue()
+
+
 class NpyAppender:
     """Write a ``.npy`` file chunk by chunk along axis 0, its row count set when it is closed.
 
@@ -571,14 +578,7 @@ class NpyAppender:
         self._header_bytes = self._write_header()
 
     def _write_header(self) -> int:
-        header = io.BytesIO()
-        np.lib.format.write_array_header_1_0(header, {
-            "descr": np.lib.format.dtype_to_descr(self.dtype),
-            "fortran_order": False,
-            "shape": (self.rows, *self.tail),
-        })
-        self._file.write(header.getvalue())
-        return len(header.getvalue())
+        return self._file.write(_npy_header(self.dtype, (self.rows, *self.tail)))
 
     def append(self, chunk: np.ndarray) -> None:
         """Write (n, *tail) more rows."""
@@ -623,15 +623,12 @@ class NpyWriter:
 
     def __init__(self, path: Path, dtype: np.dtype[Any] | type, shape: tuple[int, ...]) -> None:
         self.path, self.dtype, self.shape = path, np.dtype(dtype), shape
-        header = io.BytesIO()
-        np.lib.format.write_array_header_1_0(header, {
-            "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape,
-        })
-        self._offset = len(header.getvalue())
+        header = _npy_header(self.dtype, shape)
+        self._offset = len(header)
         self._row_bytes = self.dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self.closed = False
-        os.pwrite(self._fd, header.getvalue(), 0)
+        os.pwrite(self._fd, header, 0)
         os.ftruncate(self._fd, self._offset + self._row_bytes * shape[0])
 
     def write(self, row: int, chunk: np.ndarray) -> None:

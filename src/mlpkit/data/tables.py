@@ -395,9 +395,7 @@ def _write_arrays(chunks: Iterable[dict[str, np.ndarray]],
                 writer.append(arrays[name])
         return {name: _close(writer, names[name]) for name, writer in writers.items()}
     except BaseException:
-        for writer in writers.values():
-            writer.abort()
-            writer.path.unlink(missing_ok=True)                 # nothing half-written stays behind
+        _discard(writers.values())
         raise
 
 
@@ -405,7 +403,15 @@ def _appender(directory: Path, file: str, layout: tuple[np.dtype[Any], tuple[int
     return NpyAppender(directory / file, layout[0], layout[1])
 
 
-def _close(writer: NpyAppender, file: str) -> dict[str, Any]:
+def _discard(writers: Iterable[NpyAppender | NpyWriter]) -> None:
+    """Close unfinished ``.npy`` files and delete them all: nothing half-written stays behind."""
+    for writer in writers:
+        if not writer.closed:
+            writer.abort()
+        writer.path.unlink(missing_ok=True)
+
+
+def _close(writer: NpyAppender | NpyWriter, file: str) -> dict[str, Any]:
     """Finish a ``.npy`` file; its description in the cache entry's metadata."""
     return {"file": file, "shape": list(writer.close()), "dtype": str(writer.dtype)}
 
@@ -525,13 +531,9 @@ class _TrainStage:
             errors = [e for e in (f.exception() for f in done) if e is not None]
             if errors:                                          # the cause, not the threads it stopped
                 raise next((e for e in errors if not isinstance(e, _Cancelled)), errors[0])
-            return {name: {"file": names[name], "shape": list(writer.close()), "dtype": str(writer.dtype)}
-                    for name, writer in writers.items()}
+            return {name: _close(writer, names[name]) for name, writer in writers.items()}
         except BaseException:
-            for writer in writers.values():
-                if not writer.closed:
-                    writer.abort()
-                writer.path.unlink(missing_ok=True)             # nothing half-written stays behind
+            _discard(writers.values())
             raise
 
     def _encoded(self, index: int, fitted: FittedTable,
@@ -589,10 +591,7 @@ class _TrainStage:
         for records in (self.records, *self.ids_files.values()):
             records.close()
             records.path.unlink(missing_ok=True)
-        for writer in self.direct.values():
-            if not writer.closed:
-                writer.abort()
-                writer.path.unlink(missing_ok=True)
+        _discard(writer for writer in self.direct.values() if not writer.closed)
 
 
 # ----------------------------------------------------------------------------------------------- API
