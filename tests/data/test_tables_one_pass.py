@@ -264,6 +264,19 @@ def test_a_label_that_is_not_a_number_is_named_with_its_text(tmp_path: Path) -> 
         table_fit.fit_table(path, {"u": TableSpec.from_dict({"u": {}}).columns["u"]}, "label")
 
 
+@pytest.mark.parametrize("bad_row", [3, 150])                     # in the first block, in a later one
+def test_a_parse_error_names_the_data_row_of_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      bad_row: int) -> None:
+    monkeypatch.setattr(table_io, "CSV_BLOCK_BYTES", 64)
+    rows = [f"{i % 2},u{i}" for i in range(1, 201)]
+    rows[bad_row - 1] = "1,u,too,many"
+    path = tmp_path / "t.csv"
+    path.write_text("label,u\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataFormatError, match=re.escape(f"row {bad_row}: Expected 2 columns, got 4")):
+        for _ in table_io.iter_chunks(path, ["label", "u"]):
+            pass
+
+
 @pytest.mark.parametrize("ending", ["\n", "\r\n", "\r"])
 @pytest.mark.parametrize("last_newline", [True, False])
 def test_blocks_parsed_by_threads_come_in_file_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

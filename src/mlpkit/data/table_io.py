@@ -30,6 +30,7 @@ import gzip
 import io
 import os
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -203,10 +204,11 @@ def iter_chunks(path: Path, columns: Sequence[str], dictionaries: Sequence[str] 
         for chunk in _csv_chunks(path, columns, dictionaries, [*numbers, *([label] if label else [])]):
             yield chunk
             rows += chunk.num_rows
-    except (pa.ArrowInvalid, OSError) as exc:
-        if (numbers or label) and isinstance(exc, pa.ArrowInvalid) and "conversion error" in str(exc):
+    except (pa.ArrowInvalid, _BlockParseError, OSError) as exc:
+        if (numbers or label) and not isinstance(exc, OSError) and "conversion error" in str(exc):
             _first_non_number(path, columns, dictionaries, numbers, label)
-        raise DataFormatError(f"{path}: cannot parse the CSV after row {rows}: {exc}") from exc
+        detail = exc.located(rows) if isinstance(exc, _BlockParseError) else str(exc)
+        raise DataFormatError(f"{path}: cannot parse the CSV after row {rows}: {detail}") from exc
 
 
 def _csv_chunks(path: Path, columns: Sequence[str], dictionaries: Sequence[str],
@@ -277,8 +279,28 @@ def _parse_block(block: _Block, names: list[str], convert: Any) -> list[pa.Recor
     # The header is the file's first line: the first block parses it, the others are given it.
     read = pacsv.ReadOptions(column_names=None if block.first else names, use_threads=False,
                              block_size=data.size + 1)
-    table = pacsv.read_csv(pa.BufferReader(data), read_options=read, convert_options=convert)
+    try:
+        table = pacsv.read_csv(pa.BufferReader(data), read_options=read, convert_options=convert)
+    except pa.ArrowInvalid as exc:
+        # Arrow numbers the block's lines from 1, the header line among them in the first block.
+        raise _BlockParseError(str(exc), -1 if block.first else 0) from exc
     return table.to_batches()
+
+
+class _BlockParseError(ValueError):
+    """Arrow's error for one block of a CSV file, whose "Row #N" counts the block's lines.
+
+    ``shift`` turns such a line number into the block's data row (-1 in the first block, whose
+    first line is the header); :meth:`located` writes it as the file's data row.
+    """
+
+    def __init__(self, message: str, shift: int) -> None:
+        super().__init__(message)
+        self.shift = shift
+
+    def located(self, rows_before: int) -> str:
+        """The message with Arrow's row written as the data row of the file, given the block's start."""
+        return re.sub(r"Row #(\d+)", lambda m: f"row {rows_before + int(m.group(1)) + self.shift}", str(self))
 
 
 def _csv_blocks(path: Path, fd: int) -> Iterator[_Block] | None:
