@@ -27,21 +27,20 @@ For each size, each job runs in its own subprocess, so that its peak RSS is its 
     nothing written to disk (which (a) does, with fsync);
 (d) ``train``: one epoch of FM (E = 8; Adam lr 1e-2, batch 4096, ``torch.set_num_threads(1)``)
     with mlpkit's own :class:`~mlpkit.train.torch_trainer.TorchTrainer`, as a CTR run trains: the
-    cached memory maps are read batch by batch (:class:`~mlpkit.train.mapped.MappedRows`), never
-    moved into memory whole. What the process allocates that grows with the rows: the labels and
-    the epoch's order (4 bytes a row each); the embedding tables and their Adam moments grow with
-    the vocabulary.
+    cached arrays are read batch by batch (:class:`~mlpkit.train.mapped.MappedRows`: blocks of rows
+    read into a fixed ring, the order shuffled window by window), never moved into memory whole.
+    What the process allocates that grows with the rows: the labels and the epoch's order (4 bytes
+    a row each); the embedding tables and their Adam moments grow with the vocabulary.
 
 Rows per second count **training rows** over the job's whole wall time. For (a) that time also
 holds the fit pass over train and the encoding of valid and test (200k more rows), so the
 comparison with (c), which reads train only and applies no ``min_count``, is conservative.
 
 Peak RSS is ``VmHWM`` (``ru_maxrss`` carries a parent's peak over fork and exec). It counts the
-file-backed pages of memory maps as well: an epoch that reads random rows of a 1.3 GB memory map
-ends with nearly all of it resident (the kernel's page cache, shared and clean, given back under
-memory pressure; see :mod:`mlpkit.train.mapped` for why it is not unmapped as the epoch goes). So
-the peak of ``RssAnon`` (the process's own allocations, sampled every 20 ms by a thread) is
-reported beside it, and the scaling targets are judged on both.
+file-backed pages of memory maps as well, which an epoch reading random rows through a map leaves
+resident (see :mod:`mlpkit.train.mapped`, which reads the file instead). So the peak of ``RssAnon``
+(the process's own allocations, sampled every 20 ms by a thread) is reported beside it, and the
+scaling targets are judged on both.
 
 Targets: (a) faster than (c) in rows/s at every size; peak RSS at 5M within 1.25x of the peak at
 1M, for (a) and for (d); (b) skips encoding.

@@ -1,4 +1,5 @@
 """Atomic file writes: write a temporary file beside the target, fsync it, then rename it over the target.
+(And :func:`read_into`, the positioned read that the readers of large files share.)
 
 A reader never sees a half-written file: it sees the old content or the new content. An interrupted
 or failed write leaves no temporary file behind and does not touch the target. The temporary file
@@ -27,6 +28,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "ensure_writable_dir",
+    "read_into",
 ]
 
 # Some file systems cannot fsync a directory; the rename has happened, so these are not failures.
@@ -286,3 +288,23 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
     os.close(fd)
     os.unlink(probe)
     return directory
+
+
+def read_into(fd: int, buffer: memoryview, offset: int) -> int:
+    """Fill ``buffer`` with the bytes of ``fd`` from ``offset`` (``os.preadv``, retried after a short
+    read); return how many were read, fewer than ``len(buffer)`` only where the file ends.
+
+    The bytes land in memory the caller owns (a NumPy array, an Arrow buffer), with no Python
+    ``bytes`` in between and no memory map: the file's pages stay in the kernel's page cache and
+    are never counted in the process's resident set.
+    """
+    if not buffer.nbytes:
+        return 0
+    view = buffer.cast("B") if buffer.format != "B" or buffer.ndim != 1 else buffer
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if not got:
+            break
+        done += got
+    return done

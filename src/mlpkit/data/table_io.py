@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
+from mlpkit._io import read_into
 from mlpkit._optional import require
 from mlpkit.errors import DataFormatError, DataNotFoundError
 
@@ -342,13 +343,8 @@ def _pread(fd: int, start: int, length: int) -> pa.Buffer:
     """
     pa, _ = arrow()
     data = pa.allocate_buffer(length)
-    view, done = memoryview(data), 0
-    while done < length:
-        got = os.preadv(fd, [view[done:]], start + done)
-        if not got:                                         # the file ends (or was cut short meanwhile)
-            return data.slice(0, done)
-        done += got
-    return data
+    done = read_into(fd, memoryview(data), start)
+    return data if done == length else data.slice(0, done)  # the file ends (or was cut short meanwhile)
 
 
 def _find_newline(fd: int, start: int, size: int) -> int:

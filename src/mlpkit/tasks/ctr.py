@@ -292,15 +292,18 @@ class LoadedCTRRun:
         """Logits (N,) of an encoded split, in batches, without gradients."""
         import torch
 
-        inputs = named_inputs(split)
-        n = len(split)
+        from mlpkit.train.mapped import MappedRows
+
         dtype = next(self.model.parameters()).dtype
+        cpu = torch.device("cpu")
+        inputs = {  # read a batch at a time, the file's pages released as the reads go
+            name: MappedRows(array, device=cpu, dtype=dtype if array.dtype.kind == "f" else torch.int64)
+            for name, array in named_inputs(split).items()
+        }
         parts = []
         with torch.no_grad():
-            for start in range(0, n, batch_size):
-                piece = slice(start, start + batch_size)
-                batch = {k: torch.as_tensor(np.array(v[piece])) for k, v in inputs.items()}
-                batch = {k: t.to(dtype) if t.is_floating_point() else t.long() for k, t in batch.items()}
+            for start in range(0, len(split), batch_size):
+                batch = {name: rows[start : start + batch_size] for name, rows in inputs.items()}
                 parts.append(self.model(batch).numpy())
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 

@@ -6,7 +6,8 @@ returning a :class:`~mlpkit.train.history.History` with the same record keys, ``
 ``best_state``, restore-best) and adds a device, learning-rate schedules, gradient clipping and
 data parallelism (:mod:`mlpkit.train.distributed`). Minibatches come from
 ``rng.permutation(N)`` exactly as in the NumPy trainer, so one seed gives both engines the same
-batches.
+batches; a memory-mapped input of more rows than a window (2**18) is shuffled window by window
+instead (:mod:`mlpkit.train.mapped`), so that an epoch maps a window of the file at a time.
 
 The hot loop is kept lean: the whole data set is moved to the device once per :meth:`fit`, a
 batch is an index into it, gradients are released with ``zero_grad(set_to_none=True)``, and the
@@ -48,7 +49,7 @@ from mlpkit.train.distributed import (
 )
 from mlpkit.train.early_stopping import EarlyStopping
 from mlpkit.train.loop import EpochTrainer, Metric
-from mlpkit.train.mapped import MappedRows, is_memory_map
+from mlpkit.train.mapped import MappedRows, is_memory_map, windowed_order
 from mlpkit.train.schedules import Schedule
 
 __all__ = [
@@ -213,6 +214,16 @@ def epoch_order(rng: np.random.Generator, n: int) -> np.ndarray:
     return order
 
 
+def _epoch_order(rng: np.random.Generator, x: Batch, n: int) -> np.ndarray:
+    """The order of one epoch over ``x``'s N rows: :func:`epoch_order`, or, for memory-mapped inputs
+    of more rows than their window, :func:`~mlpkit.train.mapped.windowed_order`, which reads the
+    file window by window instead of one random page per row (see :mod:`mlpkit.train.mapped`)."""
+    mapped = next((t for t in x.values() if isinstance(t, MappedRows)), None) if isinstance(x, dict) else None
+    if mapped is not None and n > mapped.window_rows:
+        return windowed_order(rng, n, window_rows=mapped.window_rows, block_rows=mapped.block_rows)
+    return epoch_order(rng, n)
+
+
 def _correct_fn(loss: nn.Module) -> Callable[[Tensor, Tensor], Tensor] | None:
     """Correct predictions in a batch, as a device tensor, for classification losses; else None."""
     if isinstance(loss, nn.CrossEntropyLoss):
@@ -237,7 +248,8 @@ class TorchTrainer(EpochTrainer):
     optimizer : torch.optim.Optimizer
         Built over ``model``'s parameters (see :func:`build_optimizer`).
     rng : numpy.random.Generator
-        Shuffles the training set each epoch (``rng.permutation(N)``, as the NumPy trainer).
+        Shuffles the training set each epoch (``rng.permutation(N)``, as the NumPy trainer; window
+        by window for memory-mapped inputs of more rows than a window, see :func:`_epoch_order`).
         In a distributed run every rank must pass a generator with the same seed.
     batch_size : int
         The global minibatch size; in a distributed run each rank takes B / WORLD_SIZE of it.
@@ -476,7 +488,7 @@ class TorchTrainer(EpochTrainer):
         model, loss_fn, optimizer = self.train_model, self.loss, self.optimizer
         model.train()
         n = _rows(x)
-        order = torch.from_numpy(epoch_order(self.rng, n)).to(self.device)
+        order = torch.from_numpy(_epoch_order(self.rng, x, n)).to(self.device)
         starts = range(0, n, self.batch_size)
         if self.augment is not None:
             if isinstance(x, dict):
