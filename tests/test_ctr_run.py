@@ -469,3 +469,25 @@ def test_bf16_autocast_from_the_command_line_trains_and_is_recorded(tables: Path
     # The saved model scores as the run did: the scores of a bf16 run are full-precision ones.
     summary = json.loads((out / "summary.json").read_text())
     assert evaluate_run(out)["test_auc"] == pytest.approx(summary["test_auc"], abs=1e-12)
+
+
+def test_resume_from_the_command_line_extends_a_run_and_refuses_other_settings(
+    tables: Path, deepfm_run: Path, tmp_path: Path
+) -> None:
+    short = tmp_path / "short"
+    code, _, err = run_cli("ctr", "train", "--data", tables, "--model", "deepfm", "--hidden", "16,16", *SMALL,
+                           "--epochs", "2", "--out", short)
+    assert code == 0, err
+    before = {p.name: p.read_bytes() for p in short.iterdir() if p.is_file()}
+    code, _, err = run_cli("ctr", "train", "--resume", short, "--lr", "0.5")
+    assert code == 2 and err == (
+        f"mlpkit: error: --resume continues {short} with the settings in its config.json; it cannot be "
+        "combined with --lr (it takes --epochs, --data, --device, --checkpoint-interval)\n"
+    )
+    assert {p.name: p.read_bytes() for p in short.iterdir() if p.is_file()} == before
+    code, _, err = run_cli("ctr", "train", "--resume", short, "--epochs", "3", "--checkpoint-interval", "0")
+    assert code == 0, err
+    # Epoch 3 continues exactly where the 2-epoch run stopped: the straight 3-epoch run's records.
+    assert without_seconds(short) == without_seconds(deepfm_run)
+    recorded = json.loads((short / "config.json").read_text())
+    assert (recorded["optim"]["epochs"], recorded["run"]["checkpoint_interval"]) == (3, 0)
