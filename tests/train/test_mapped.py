@@ -178,22 +178,28 @@ def test_rows_are_read_into_memory_of_our_own_not_through_the_map(tmp_path: Path
         assert _mapped_kib(tmp_path / "a.npy") >= 4000
 
 
-@pytest.mark.parametrize("order_kind", ["windowed", "permutation", "repeats"])
-def test_the_ring_of_blocks_returns_the_rows_asked_for(tmp_path: Path, order_kind: str) -> None:
-    n = 1000
+@pytest.mark.parametrize(("order_kind", "batch"), [("windowed", 50), ("permutation", 4), ("repeats", 4),
+                                                   ("permutation", 50)])
+def test_the_ring_of_blocks_returns_the_rows_asked_for(
+    tmp_path: Path, order_kind: str, batch: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    n = 1000                                             # 63 blocks of 16 rows; the ring holds 10
     array = np.random.default_rng(12).integers(-99, 99, (n, 3), dtype=np.int32)
     rows = MappedRows(mapped(tmp_path, array), device=CPU, dtype=torch.int64, window_rows=64, block_rows=16)
     rng = np.random.default_rng(13)
     for _ in range(2):                                  # the second epoch reads blocks the ring let go
         order = {"windowed": lambda: windowed_order(rng, n, window_rows=64, block_rows=16),
-                 "permutation": lambda: rng.permutation(n),     # scattered over more blocks than it holds
+                 "permutation": lambda: rng.permutation(n),
                  "repeats": lambda: rng.integers(-n, n, n)}[order_kind]()  # negative: from the end
-        for start in range(0, n, 50):
-            index = order[start : start + 50]
+        for start in range(0, n, batch):
+            index = order[start : start + batch]
             np.testing.assert_array_equal(rows[torch.from_numpy(index)].numpy(), array[index])
     np.testing.assert_array_equal(rows[990:2000].numpy(), array[990:])
     with pytest.raises(IndexError, match="out of range for 1000 rows"):
         rows[torch.tensor([0, 1000])]
+    # 50 random rows span more than 10 blocks: read through the map, said once; else the ring served
+    spread = [r.getMessage() for r in caplog.records if "more blocks" in r.getMessage()]
+    assert len(spread) == (1 if (order_kind, batch) == ("permutation", 50) else 0)
 
 
 def test_a_copy_on_write_map_gives_what_was_written_to_it(tmp_path: Path) -> None:
@@ -213,3 +219,41 @@ def test_a_file_cut_short_names_the_file_and_rows(tmp_path: Path) -> None:
     np.testing.assert_array_equal(rows[torch.tensor([3, 40])].numpy(), np.zeros((2, 4)))
     with pytest.raises(OSError, match=r"a\.npy: rows 48\.\.63 are not all there"):
         rows[torch.tensor([3, 60])]
+
+
+def test_a_map_at_an_offset_is_read_from_there_and_a_view_through_the_map(tmp_path: Path) -> None:
+    array = np.arange(200, dtype=np.float32).reshape(50, 4)
+    (tmp_path / "raw").write_bytes(b"x" * 24 + array.tobytes())
+    on_file = np.memmap(tmp_path / "raw", dtype=np.float32, mode="r", offset=24, shape=(50, 4))
+    for source, expected in ((on_file, array), (on_file[10:], array[10:])):
+        rows = MappedRows(source, device=CPU, dtype=torch.float32, window_rows=16, block_rows=8)
+        assert (rows._ring is not None) == (source is on_file)      # a view has no file offset of its own
+        np.testing.assert_array_equal(rows[torch.tensor([0, 17, 39])].numpy(), expected[[0, 17, 39]])
+        np.testing.assert_array_equal(rows[3:9].numpy(), expected[3:9])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps (Linux)")
+def test_a_file_replaced_or_deleted_after_mapping_is_read_through_the_map(tmp_path: Path) -> None:
+    np.save(tmp_path / "a.npy", np.arange(8, dtype=np.int64).reshape(4, 2))
+    on_file = np.load(tmp_path / "a.npy", mmap_mode="r")
+    np.save(tmp_path / "new.npy", np.arange(8, dtype=np.int64).reshape(4, 2) * 100)
+    os.replace(tmp_path / "new.npy", tmp_path / "a.npy")               # another file at the same path
+    rows = MappedRows(on_file, device=CPU, dtype=torch.int64)
+    assert rows._ring is None and rows[torch.tensor([1])].tolist() == [[2, 3]]
+    os.remove(tmp_path / "a.npy")
+    rows = MappedRows(on_file, device=CPU, dtype=torch.int64)
+    assert rows._ring is None and rows[0:2].tolist() == [[0, 1], [2, 3]]
+
+
+def test_a_copy_or_an_unpickled_one_opens_the_file_again(tmp_path: Path) -> None:
+    import copy
+    import pickle
+
+    array = np.arange(40, dtype=np.int64).reshape(20, 2)
+    rows = MappedRows(mapped(tmp_path, array), device=CPU, dtype=torch.int64, window_rows=8, block_rows=4)
+    copied, unpickled = copy.deepcopy(rows), pickle.loads(pickle.dumps(rows))
+    del rows                                   # its descriptor closed: a number the next open may reuse
+    (tmp_path / "other").write_bytes(b"\xff" * 4096)
+    with open(tmp_path / "other", "rb"):
+        for other in (copied, unpickled):
+            np.testing.assert_array_equal(other[torch.tensor([5, 0])].numpy(), array[[5, 0]])

@@ -62,7 +62,8 @@ def named_inputs(split: Any) -> dict[str, np.ndarray]:
     """A :class:`~mlpkit.data.tables.TableSplit` as the models' named batch, without copying the file.
 
     ``{"sparse": (N, F) int32, "dense": (N, D) float32, "multi:<name>": (N, L) int32}``: memory maps
-    that the trainer reads batch by batch, ids as int64 (each process of a torchrun group its own rows).
+    that the trainer reads batch by batch, ids as int64 (each process of a torchrun group converting
+    its own rows).
     """
     inputs = {"sparse": split.sparse, "dense": split.dense}
     inputs.update({f"multi:{name}": array for name, array in split.multi.items()})

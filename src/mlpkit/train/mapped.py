@@ -3,8 +3,9 @@
 The torch trainer moves an in-memory data set to the device once per fit and indexes it there. A
 CTR training set is a memory map of the encoded ids (:class:`~mlpkit.data.tables.TableSplit`),
 possibly larger than memory: :class:`MappedRows` stands in for such an (N, ...) input. Indexed like
-a tensor (a (B,) index tensor or a slice), it returns those rows as a tensor on the device; each
-rank of a torchrun group reads only its own rows.
+a tensor (a (B,) index tensor or a slice), it returns those rows as a tensor on the device. Each
+rank of a torchrun group converts only its own rows; it reads the whole blocks they lie in (a
+rank's share of a batch still falls in nearly every block of the window).
 
 It does not read them through the map. A page of a map that a read touches stays in the process's
 resident set (``VmRSS``, ``VmHWM``) until unmapped, and a read fault maps far more than the page:
@@ -15,8 +16,8 @@ own, a fixed ring of blocks:
 
 - **Blocks.** The rows are read ``block_rows`` (1,024) consecutive rows at a time into a ring of
   slots, enough for two windows (:class:`_BlockRing`). A batch gathers its rows from the ring with
-  one fancy index; a block not yet there is read when a batch first needs it, into the slot that
-  was filled longest ago among those the batch does not use.
+  one fancy index; a block not yet there is read when a batch first needs it, into the next slot in
+  ring order that the batch does not use.
 - **A local order.** Once the file holds more than one window (``window_rows``, 2**18 rows), the
   trainer shuffles it with :func:`windowed_order`. The blocks are shuffled, and then the rows of
   each window of the shuffled blocks are shuffled again. Every row is read once per epoch, each
@@ -31,11 +32,14 @@ What the reads allocate is the ring: at most ``2 * window_rows + 2 * block_rows`
 160-byte rows of a Criteo-shaped file, whatever the file's size. The file's pages stay in the
 kernel's page cache, so reading a block again costs a copy, not a disk read. An array that is not a
 whole read-only ``.npy``-style memory map (a view, a copy-on-write map, an array in memory) is
-indexed as it is.
+indexed as it is, and so is a map whose file is gone or was replaced by another since it was mapped
+(the descriptor must open the file the map shows). A batch spread over more blocks than the ring
+holds (a batch larger than a window) is read through the map, with a warning: its pages stay mapped.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import weakref
 from typing import Any
@@ -48,12 +52,14 @@ from mlpkit._io import read_into
 
 __all__ = ["BLOCK_ROWS", "WINDOW_ROWS", "MappedRows", "is_memory_map", "windowed_order"]
 
+logger = logging.getLogger(__name__)
+
 WINDOW_ROWS = 1 << 18
 """The shuffle window of a larger file's epoch: 262,144 rows (42 MB of the 160-byte rows of a
 Criteo-shaped file); the ring holds two."""
 
 BLOCK_ROWS = 1 << 10
-"""Consecutive rows read together: 1,024 rows (104 KB of 26 int32 ids), one ``preadv`` each."""
+"""Consecutive rows read together: 1,024 rows (104 KiB of 26 int32 ids), one ``preadv`` each."""
 
 
 def is_memory_map(array: Any) -> bool:
@@ -63,7 +69,8 @@ def is_memory_map(array: Any) -> bool:
 
 def windowed_order(rng: np.random.Generator, n: int, *, window_rows: int = WINDOW_ROWS,
                    block_rows: int = BLOCK_ROWS) -> np.ndarray:
-    """One epoch's order of N rows, local to windows of ``window_rows`` rows: (N,) int32 (int64 past 2**31).
+    """One epoch's order of N rows, local to windows of ``window_rows`` rows: (N,) int32 (int64 from
+    N + block_rows = 2**31 on).
 
     The ``ceil(N / block_rows)`` blocks of consecutive rows are shuffled (``rng.permutation``); then
     each run of ``window_rows`` positions of that order is shuffled in place (``rng.shuffle``), in
@@ -80,12 +87,46 @@ def windowed_order(rng: np.random.Generator, n: int, *, window_rows: int = WINDO
     [[2, 4], [0, 3]]
     """
     dtype = np.int32 if n + block_rows < 2**31 else np.int64
-    blocks = rng.permutation(-(-n // block_rows)).astype(dtype)             # (K,) in the epoch's order
+    k = -(-n // block_rows)
+    blocks = rng.permutation(k).astype(dtype)                               # (K,) in the epoch's order
     order = (blocks[:, None] * block_rows + np.arange(block_rows, dtype=dtype)).ravel()  # (K * block,)
-    order = order[order < n]                                                 # (N,): the last block is short
+    if short := k * block_rows - n:  # the last block's missing rows: move what follows them down
+        end = (int(np.flatnonzero(blocks == k - 1)[0]) + 1) * block_rows - short
+        order[end:n] = order[end + short :]
+        order = order[:n]                                                    # (N,)
     for start in range(0, n, window_rows):
         rng.shuffle(order[start : start + window_rows])                     # a view: shuffled in place
     return order
+
+
+def _mapped_inode(address: int) -> tuple[int, int] | None:
+    """(device, inode) of the file mapped at ``address``, from /proc/self/maps; None where there is none."""
+    try:
+        with open("/proc/self/maps", encoding="ascii") as maps:
+            for line in maps:  # "start-end perms offset major:minor inode path"
+                span, _, _, device, inode = line.split()[:5]
+                start, end = (int(a, 16) for a in span.split("-"))
+                if start <= address < end:
+                    major, minor = (int(d, 16) for d in device.split(":"))
+                    return os.makedev(major, minor), int(inode)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _open_same_file(array: np.memmap, offset: int) -> int | None:
+    """A read-only descriptor of the file ``array`` maps, or None when the file at its path is gone,
+    too short, or (where /proc/self/maps tells) another file than the one mapped."""
+    try:
+        fd = os.open(str(array.filename), os.O_RDONLY)
+    except OSError:
+        return None
+    stat = os.fstat(fd)
+    mapped = _mapped_inode(array.ctypes.data) if array.nbytes else None
+    if stat.st_size < offset + array.nbytes or (mapped is not None and mapped != (stat.st_dev, stat.st_ino)):
+        os.close(fd)
+        return None
+    return fd
 
 
 def _file_offset(array: np.ndarray) -> int | None:
@@ -103,8 +144,10 @@ class _BlockRing:
 
     Parameters
     ----------
+    fd : int
+        A descriptor of the file, closed with the ring.
     path : str
-        The file; kept open (one descriptor) while the ring lives.
+        The file's name, for errors.
     offset : int
         Where row 0 starts in the file.
     shape, dtype
@@ -114,18 +157,18 @@ class _BlockRing:
         Blocks the ring holds (fewer if the file has fewer).
     """
 
-    def __init__(self, path: str, offset: int, shape: tuple[int, ...], dtype: np.dtype[Any],
+    def __init__(self, fd: int, path: str, offset: int, shape: tuple[int, ...], dtype: np.dtype[Any],
                  block_rows: int, slots: int) -> None:
         self.path, self.n, self.offset, self.block_rows = path, shape[0], offset, block_rows
         self.row_bytes = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
         blocks = -(-self.n // block_rows)
         slots = min(slots, blocks)
-        self.fd = os.open(path, os.O_RDONLY)
-        self._close = weakref.finalize(self, os.close, self.fd)
+        self.fd = fd
+        self._close = weakref.finalize(self, os.close, fd)
         self.buffer = np.empty((slots * block_rows, *shape[1:]), dtype=dtype)  # (S * block, ...)
         self.slot_of = np.full(blocks, -1, dtype=np.int64)   # (K,) each block's slot, -1 if not held
         self.block_in = np.full(slots, -1, dtype=np.int64)   # (S,) each slot's block, -1 if empty
-        self.next = 0                                        # the slot filled longest ago
+        self.next = 0                                        # where the ring goes on filling
 
     def take(self, index: np.ndarray) -> np.ndarray | None:
         """Rows ``index`` ((B,) int, any order, repeats allowed) as a new (B, ...) array; None when
@@ -205,11 +248,23 @@ class MappedRows:
         self.dtype = dtype
         self.window_rows = window_rows
         self.block_rows = block_rows
-        offset = _file_offset(array)
-        self._ring = None if offset is None or len(array) == 0 else _BlockRing(
-            str(array.filename), offset, array.shape, array.dtype, block_rows,
-            slots=2 * (window_rows // block_rows) + 2,  # two windows, and the short block of each
-        )
+        self._ring = self._open_ring()
+        self._warned = False
+
+    def _open_ring(self) -> _BlockRing | None:
+        offset = _file_offset(self.array)
+        fd = None if offset is None or len(self.array) == 0 else _open_same_file(self.array, offset)
+        if fd is None:
+            return None
+        return _BlockRing(fd, str(self.array.filename), offset, self.array.shape, self.array.dtype,
+                          self.block_rows, slots=2 * (self.window_rows // self.block_rows) + 2)  # two windows
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_ring"}  # a descriptor is this process's
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._ring = self._open_ring()                                   # a copy opens the file again
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -236,6 +291,11 @@ class MappedRows:
         wanted = np.where(wanted < 0, wanted + len(self), wanted)    # (B,) as NumPy counts them
         rows = self._ring.take(wanted) if self._ring is not None else None
         if rows is None:                                         # not a file we read, or too scattered
+            if self._ring is not None and not self._warned:
+                self._warned = True
+                logger.warning("a batch of %d rows spans more blocks of %s than its ring holds (%d rows): "
+                               "read through the memory map, whose pages stay mapped", len(wanted),
+                               self.array.filename, len(self._ring.buffer))
             order = np.argsort(wanted, kind="stable")
             rows = np.empty((len(wanted), *self.array.shape[1:]), dtype=self.array.dtype)
             rows[order] = self.array[wanted[order]]               # ascending: the file read forward

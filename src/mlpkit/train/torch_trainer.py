@@ -7,7 +7,7 @@ returning a :class:`~mlpkit.train.history.History` with the same record keys, ``
 data parallelism (:mod:`mlpkit.train.distributed`). Minibatches come from
 ``rng.permutation(N)`` exactly as in the NumPy trainer, so one seed gives both engines the same
 batches; a memory-mapped input of more rows than a window (2**18) is shuffled window by window
-instead (:mod:`mlpkit.train.mapped`), so that an epoch maps a window of the file at a time.
+instead (:mod:`mlpkit.train.mapped`), so that an epoch reads the file a window at a time.
 
 The hot loop is kept lean: the whole data set is moved to the device once per :meth:`fit`, a
 batch is an index into it, gradients are released with ``zero_grad(set_to_none=True)``, and the
