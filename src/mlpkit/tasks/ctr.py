@@ -297,7 +297,7 @@ class LoadedCTRRun:
 
         dtype = next(self.model.parameters()).dtype
         cpu = torch.device("cpu")
-        inputs = {  # read a batch at a time, the file's pages released as the reads go
+        inputs = {  # read a batch at a time from the file, never mapped whole
             name: MappedRows(array, device=cpu, dtype=dtype if array.dtype.kind == "f" else torch.int64)
             for name, array in named_inputs(split).items()
         }

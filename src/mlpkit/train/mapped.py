@@ -114,9 +114,16 @@ def _mapped_inode(address: int) -> tuple[int, int] | None:
     return None
 
 
-def _open_same_file(array: np.memmap, offset: int) -> int | None:
-    """A read-only descriptor of the file ``array`` maps, or None when the file at its path is gone,
-    too short, or (where /proc/self/maps tells) another file than the one mapped."""
+def _open_mapped_file(array: np.ndarray) -> tuple[int, int] | None:
+    """(read-only descriptor, where row 0 starts) of the file a whole read-only C-ordered ``np.memmap``
+    maps; None for anything else, which is indexed as it is: a view of a map, a copy-on-write or
+    writable map, an array in memory, an empty one, or a map whose file is gone from its path, too
+    short, or (where /proc/self/maps tells) another file than the one mapped."""
+    whole_file = isinstance(array, np.memmap) and not isinstance(array.base, np.ndarray)
+    if (not whole_file or array.mode != "r" or array.filename is None or not array.flags.c_contiguous
+            or not len(array) or not hasattr(os, "preadv")):
+        return None
+    offset = int(array.offset)
     try:
         fd = os.open(str(array.filename), os.O_RDONLY)
     except OSError:
@@ -126,17 +133,7 @@ def _open_same_file(array: np.memmap, offset: int) -> int | None:
     if stat.st_size < offset + array.nbytes or (mapped is not None and mapped != (stat.st_dev, stat.st_ino)):
         os.close(fd)
         return None
-    return fd
-
-
-def _file_offset(array: np.ndarray) -> int | None:
-    """Where a whole read-only C-ordered ``np.memmap``'s data starts in its file; None for anything else
-    (a view of a map, a copy-on-write or writable map, an array in memory), which is indexed as it is."""
-    whole_file = isinstance(array, np.memmap) and not isinstance(array.base, np.ndarray)
-    if (not whole_file or array.mode != "r" or array.filename is None or not array.flags.c_contiguous
-            or not hasattr(os, "preadv")):
-        return None
-    return int(array.offset)
+    return fd, offset
 
 
 class _BlockRing:
@@ -146,20 +143,18 @@ class _BlockRing:
     ----------
     fd : int
         A descriptor of the file, closed with the ring.
-    path : str
-        The file's name, for errors.
+    array : np.memmap of shape (N, ...)
+        The map of that file: its name (for errors), shape and dtype.
     offset : int
         Where row 0 starts in the file.
-    shape, dtype
-        The array's.
     block_rows : int
     slots : int
         Blocks the ring holds (fewer if the file has fewer).
     """
 
-    def __init__(self, fd: int, path: str, offset: int, shape: tuple[int, ...], dtype: np.dtype[Any],
-                 block_rows: int, slots: int) -> None:
-        self.path, self.n, self.offset, self.block_rows = path, shape[0], offset, block_rows
+    def __init__(self, fd: int, array: np.memmap, offset: int, block_rows: int, slots: int) -> None:
+        shape, dtype = array.shape, array.dtype
+        self.path, self.n, self.offset, self.block_rows = str(array.filename), shape[0], offset, block_rows
         self.row_bytes = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
         blocks = -(-self.n // block_rows)
         slots = min(slots, blocks)
@@ -252,12 +247,12 @@ class MappedRows:
         self._warned = False
 
     def _open_ring(self) -> _BlockRing | None:
-        offset = _file_offset(self.array)
-        fd = None if offset is None or len(self.array) == 0 else _open_same_file(self.array, offset)
-        if fd is None:
+        opened = _open_mapped_file(self.array)
+        if opened is None:
             return None
-        return _BlockRing(fd, str(self.array.filename), offset, self.array.shape, self.array.dtype,
-                          self.block_rows, slots=2 * (self.window_rows // self.block_rows) + 2)  # two windows
+        fd, offset = opened
+        return _BlockRing(fd, self.array, offset, self.block_rows,
+                          slots=2 * (self.window_rows // self.block_rows) + 2)  # two windows
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "_ring"}  # a descriptor is this process's
