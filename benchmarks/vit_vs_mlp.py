@@ -18,6 +18,7 @@ Usage::
     python benchmarks/vit_vs_mlp.py --quick      # 1 epoch on a 2,000 + 500 image subset -> ..._quick.json
     python benchmarks/vit_vs_mlp.py --seeds 0    # one seed per model
     python benchmarks/vit_vs_mlp.py --reuse      # measure the finished runs of the same settings
+    python benchmarks/vit_vs_mlp.py --models ViT # train ViT only; keep the MLP's entry of the last file
 
 The run directories are kept under ``--runs-dir`` (``runs/vit_vs_mlp`` of the current directory; a
 temporary directory with ``--quick``), so ``mlpkit experiment vit-mlp --run DIR`` can read a ViT.
@@ -25,6 +26,10 @@ With ``--reuse``, a finished run there whose ``config.json`` equals the settings
 would train (one trained by ``mlpkit train --config configs/vit_fashion_mnist.toml --seed 1 --out
 runs/vit_vs_mlp/vit-seed1``, say) is measured instead of trained again; its training minutes are its
 own ``summary.json``'s.
+With ``--models``, only the named models are trained and measured; every other model's entry is
+copied from the results file this run replaces, marked ``"carried_over"`` with the settings and
+machine it was measured with (a change to one config need not retrain the other for hours).
+
 When OPENBLAS_CORETYPE or OPENBLAS_L2_SIZE is set, the inference throughput of the same saved
 models is measured once more in a child process with both removed, and both are reported.
 """
@@ -44,7 +49,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BLAS_ENV_VARS, machine_info, mean_sd, median, print_table, write_json
+from _common import BLAS_ENV_VARS, RESULTS, machine_info, mean_sd, median, print_table, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {
@@ -162,11 +167,11 @@ def train_and_measure(name: str, seed: int, runs_dir: Path, quick_dir: Path | No
 
 
 def benchmark(seeds: list[int], runs_dir: Path, quick_dir: Path | None,
-              reuse: bool = False) -> dict[str, Any]:
+              reuse: bool = False, models: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     results: dict[str, Any] = {}
-    for name in CONFIGS:
+    for name in models or list(CONFIGS):
         runs = []
         for seed in seeds:
             logging.getLogger(__name__).info("training %s, seed %d", name, seed)
@@ -196,6 +201,35 @@ def benchmark(seeds: list[int], runs_dir: Path, quick_dir: Path | None,
     }
 
 
+def carry_over(payload: dict[str, Any], earlier: dict[str, Any] | None) -> None:
+    """Add to ``payload`` the models it did not measure, from ``earlier`` (the last file's payload).
+
+    Each copied entry gets ``"carried_over"``: the seeds, settings and machine it was measured
+    with; its runs' throughput without the BLAS variables is copied too. The table keeps the
+    order of :data:`CONFIGS`.
+
+    Raises
+    ------
+    SystemExit
+        When a model is neither measured now nor in ``earlier``: the table would lack it.
+    """
+    measured = payload["as_configured"]["results"]
+    before = (earlier or {}).get("as_configured", {})
+    missing = [name for name in CONFIGS if name not in measured and name not in before.get("results", {})]
+    if missing:
+        raise SystemExit(f"--models leaves out {missing}, and the existing results file has no entry to "
+                         "keep for them: measure them too")
+    carried = {name: {**before["results"][name],
+                      "carried_over": {"settings": before["settings"], "machine": before["machine"]}}
+               for name in CONFIGS if name not in measured}
+    payload["as_configured"]["results"] = {name: measured.get(name) or carried[name] for name in CONFIGS}
+    unset_before = (earlier or {}).get("throughput_blas_env_unset", {})
+    runs = [run["run_dir"] for entry in carried.values() for run in entry["runs"]]
+    kept = {run: unset_before[run] for run in runs if run in unset_before}
+    if kept and "throughput_blas_env_unset" in payload:
+        payload["throughput_blas_env_unset"].update(kept)
+
+
 def report(result: dict[str, Any]) -> None:
     s = result["settings"]
     print(f"\nseeds {s['seeds']}; {s['data']}; throughput: {s['throughput']}")
@@ -203,7 +237,7 @@ def report(result: dict[str, Any]) -> None:
     for name, r in result["results"].items():
         acc, minutes = r["test_accuracy"], r["training_minutes"]
         rows.append([
-            name, f"{acc['mean']:.4f} ± {acc['sd']:.4f}",
+            name + (" (earlier file)" if "carried_over" in r else ""), f"{acc['mean']:.4f} ± {acc['sd']:.4f}",
             " ".join(f"{run['test_accuracy']:.4f}" for run in r["runs"]),
             f"{r['parameters']:,}", f"{minutes['mean']:.1f}",
             f"{r['batch_1_images_per_s']:,.0f}", f"{r['batch_256_images_per_s']:,.0f}",
@@ -233,6 +267,8 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, default=None, help="where the runs go [runs/vit_vs_mlp]")
     parser.add_argument("--reuse", action="store_true",
                         help="measure a finished run of these settings in --runs-dir, not train it")
+    parser.add_argument("--models", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
+                        help="train and measure only these; keep the others' entries of the last file")
     parser.add_argument("--throughput-of", type=Path, nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.throughput_of:
@@ -242,17 +278,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         quick_dir = quick_data(Path(tmp) / "data") if args.quick else None
         runs_dir = args.runs_dir or (Path(tmp) / "runs" if args.quick else Path("runs") / "vit_vs_mlp")
-        result = benchmark(args.seeds, runs_dir, quick_dir, args.reuse)
-        report(result)
+        result = benchmark(args.seeds, runs_dir, quick_dir, args.reuse, args.models)
         run_dirs = [runs_dir / run["run_dir"] for r in result["results"].values() for run in r["runs"]]
         payload: dict[str, Any] = {"as_configured": result}
         if (unset := throughput_without_blas_env(run_dirs)) is not None:
             payload["throughput_blas_env_unset"] = unset
-            print("\nthroughput with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (images/s, batch 1 / 256):")
-            for run_dir, rates in unset.items():
-                one, many = rates["batch_1_images_per_s"], rates["batch_256_images_per_s"]
-                print(f"  {run_dir}: {one:,.0f} / {many:,.0f}")
-    path = write_json("vit_vs_mlp" + ("_quick" if args.quick else ""), payload)
+    name = "vit_vs_mlp" + ("_quick" if args.quick else "")
+    if len(args.models) < len(CONFIGS):
+        path = RESULTS / f"{name}.json"
+        carry_over(payload, json.loads(path.read_text()) if path.is_file() else None)
+    report(payload["as_configured"])
+    if "throughput_blas_env_unset" in payload:
+        print("\nthroughput with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (images/s, batch 1 / 256):")
+        for run_dir, rates in payload["throughput_blas_env_unset"].items():
+            one, many = rates["batch_1_images_per_s"], rates["batch_256_images_per_s"]
+            print(f"  {run_dir}: {one:,.0f} / {many:,.0f}")
+    path = write_json(name, payload)
     print(f"\nwrote {path}")
 
 
