@@ -34,12 +34,12 @@ kernel's page cache, so reading a block again costs a copy, not a disk read. An 
 whole read-only ``.npy``-style memory map (a view, a copy-on-write map, an array in memory) is
 indexed as it is, and so is a map whose file is gone or was replaced by another since it was mapped
 (the descriptor must open the file the map shows). A batch spread over more blocks than the ring
-holds (a batch larger than a window) is read through the map, with a warning: its pages stay mapped.
+holds (a batch larger than a window, or an order without locality) is gathered a ring's worth of
+its blocks at a time: slower, as each block it touches is read whole, but in the same memory.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import weakref
 from typing import Any
@@ -52,7 +52,6 @@ from mlpkit._io import read_into
 
 __all__ = ["BLOCK_ROWS", "WINDOW_ROWS", "MappedRows", "is_memory_map", "windowed_order"]
 
-logger = logging.getLogger(__name__)
 
 WINDOW_ROWS = 1 << 18
 """The shuffle window of a larger file's epoch: 262,144 rows (42 MB of the 160-byte rows of a
@@ -165,13 +164,30 @@ class _BlockRing:
         self.block_in = np.full(slots, -1, dtype=np.int64)   # (S,) each slot's block, -1 if empty
         self.next = 0                                        # where the ring goes on filling
 
-    def take(self, index: np.ndarray) -> np.ndarray | None:
-        """Rows ``index`` ((B,) int, any order, repeats allowed) as a new (B, ...) array; None when
-        they span more blocks than the ring holds (the caller reads them another way)."""
+    def take(self, index: np.ndarray) -> np.ndarray:
+        """Rows ``index`` ((B,) int in [0, N), any order, repeats allowed) as a new (B, ...) array.
+
+        A batch spread over more blocks than the ring holds is gathered a ring's worth of its
+        blocks at a time, in file order: the memory stays the ring's whatever the batch.
+        """
         block = index // self.block_rows                                 # (B,)
         needed = np.unique(block)                                        # (U,) ascending
-        if len(needed) > len(self.block_in):
-            return None
+        slots = len(self.block_in)
+        if len(needed) <= slots:
+            self._hold(needed)
+            return self.buffer[self.slot_of[block] * self.block_rows + index % self.block_rows]
+        out = np.empty((len(index), *self.buffer.shape[1:]), dtype=self.buffer.dtype)  # (B, ...)
+        part_of = np.searchsorted(needed, block) // slots                # (B,) which ring's worth
+        for part in range(-(-len(needed) // slots)):
+            self._hold(needed[part * slots : (part + 1) * slots])
+            mine = np.flatnonzero(part_of == part)                       # rows of this part's blocks
+            at = self.slot_of[block[mine]] * self.block_rows + index[mine] % self.block_rows
+            out[mine] = self.buffer[at]
+        return out
+
+    def _hold(self, needed: np.ndarray) -> None:
+        """Read the blocks of ``needed`` ((U,) ascending, U <= slots) the ring does not hold into
+        slots that hold none of them, oldest first."""
         missing = needed[self.slot_of[needed] < 0]
         if len(missing):
             free = np.flatnonzero(~np.isin(self.block_in, needed))      # slots this batch does not use
@@ -179,7 +195,6 @@ class _BlockRing:
             for slot, b in zip(free.tolist(), missing.tolist(), strict=True):  # oldest first, file order
                 self._load(slot, b)
             self.next = (int(free[-1]) + 1) % len(self.block_in)
-        return self.buffer[self.slot_of[block] * self.block_rows + index % self.block_rows]
 
     def _load(self, slot: int, block: int) -> None:
         if self.block_in[slot] >= 0:
@@ -244,7 +259,6 @@ class MappedRows:
         self.window_rows = window_rows
         self.block_rows = block_rows
         self._ring = self._open_ring()
-        self._warned = False
 
     def _open_ring(self) -> _BlockRing | None:
         opened = _open_mapped_file(self.array)
@@ -284,16 +298,11 @@ class MappedRows:
         if len(wanted) and (wanted.min() < -len(self) or wanted.max() >= len(self)):
             raise IndexError(f"row index out of range for {len(self)} rows: {wanted.min()}..{wanted.max()}")
         wanted = np.where(wanted < 0, wanted + len(self), wanted)    # (B,) as NumPy counts them
-        rows = self._ring.take(wanted) if self._ring is not None else None
-        if rows is None:                                         # not a file we read, or too scattered
-            if self._ring is not None and not self._warned:
-                self._warned = True
-                logger.warning("a batch of %d rows spans more blocks of %s than its ring holds (%d rows): "
-                               "read through the memory map, whose pages stay mapped", len(wanted),
-                               self.array.filename, len(self._ring.buffer))
-            order = np.argsort(wanted, kind="stable")
-            rows = np.empty((len(wanted), *self.array.shape[1:]), dtype=self.array.dtype)
-            rows[order] = self.array[wanted[order]]               # ascending: the file read forward
+        if self._ring is not None:
+            return self._ring.take(wanted)
+        order = np.argsort(wanted, kind="stable")                 # not a file we read: its map, forward
+        rows = np.empty((len(wanted), *self.array.shape[1:]), dtype=self.array.dtype)
+        rows[order] = self.array[wanted[order]]
         return rows
 
     def __repr__(self) -> str:
