@@ -111,11 +111,17 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+def results_path(name: str) -> Path:
+    """``benchmarks/results/NAME.json``: where :func:`write_json` writes, and where a later run
+    reads what it keeps of an earlier one."""
+    return RESULTS / f"{name}.json"
+
+
 def write_json(name: str, payload: dict[str, Any]) -> Path:
     """Write ``benchmarks/results/NAME.json`` (atomically) and return its path."""
     from mlpkit._io import atomic_write_json
 
-    return atomic_write_json(RESULTS / f"{name}.json", payload)
+    return atomic_write_json(results_path(name), payload)
 
 
 def rerun_without_blas_env(script: str, args: Sequence[str]) -> dict[str, Any] | None:

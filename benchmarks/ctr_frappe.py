@@ -100,12 +100,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
-    RESULTS,
     machine_info,
     median,
     offline_requests_stub,
     print_table,
     rerun_without_blas_env,
+    results_path,
     settle,
     write_json,
 )
@@ -542,7 +542,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "load_seconds": time.perf_counter() - start,
     }
     if args.reuse_accuracy:
-        earlier = json.loads((RESULTS / "ctr_frappe.json").read_text())["as_configured"]
+        earlier = json.loads(results_path("ctr_frappe").read_text())["as_configured"]
         added = args.add_models or []
         result["accuracy"] = [row for row in earlier["accuracy"] if row["model"] not in added]
         if added:  # trained now, in this run's settings, beside the rows kept

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BLAS_ENV_VARS, RESULTS, machine_info, mean_sd, median, print_table, write_json
+from _common import BLAS_ENV_VARS, machine_info, mean_sd, median, print_table, results_path, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {
@@ -213,8 +213,9 @@ def carry_over(payload: dict[str, Any], earlier: dict[str, Any] | None) -> None:
     SystemExit
         When a model is neither measured now nor in ``earlier``: the table would lack it.
     """
+    earlier = earlier or {}
     measured = payload["as_configured"]["results"]
-    before = (earlier or {}).get("as_configured", {})
+    before = earlier.get("as_configured", {})
     missing = [name for name in CONFIGS if name not in measured and name not in before.get("results", {})]
     if missing:
         raise SystemExit(f"--models leaves out {missing}, and the existing results file has no entry to "
@@ -223,7 +224,7 @@ def carry_over(payload: dict[str, Any], earlier: dict[str, Any] | None) -> None:
                       "carried_over": {"settings": before["settings"], "machine": before["machine"]}}
                for name in CONFIGS if name not in measured}
     payload["as_configured"]["results"] = {name: measured.get(name) or carried[name] for name in CONFIGS}
-    unset_before = (earlier or {}).get("throughput_blas_env_unset", {})
+    unset_before = earlier.get("throughput_blas_env_unset", {})
     runs = [run["run_dir"] for entry in carried.values() for run in entry["runs"]]
     kept = {run: unset_before[run] for run in runs if run in unset_before}
     if kept and "throughput_blas_env_unset" in payload:
@@ -285,7 +286,7 @@ def main() -> None:
             payload["throughput_blas_env_unset"] = unset
     name = "vit_vs_mlp" + ("_quick" if args.quick else "")
     if len(args.models) < len(CONFIGS):
-        path = RESULTS / f"{name}.json"
+        path = results_path(name)
         carry_over(payload, json.loads(path.read_text()) if path.is_file() else None)
     report(payload["as_configured"])
     if "throughput_blas_env_unset" in payload:
