@@ -251,3 +251,20 @@ def test_torchrun_two_processes_train_the_vit_as_one(data_dir: Path, tmp_path: P
     for name, tensor in one.items():
         np.testing.assert_allclose(two[name], tensor, rtol=1e-9, atol=1e-12, err_msg=name)
     assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["world_size"] == 2
+
+
+def test_a_vit_is_scored_in_batches_that_equal_one_pass() -> None:
+    # Scoring runs VIT_EVAL_BATCH images a pass (its activations grow with the tokens); 1,100 images
+    # are two full passes and a partial one, concatenated in order, and the module's mode is kept.
+    from mlpkit.tasks.fashion_mnist import VIT_EVAL_BATCH, _vit_logits
+
+    torch.manual_seed(0)
+    vit = ViT(**{k: v for k, v in SMALL_VIT.items() if k != "name"}, image_size=28, num_classes=10)
+    vit = vit.double().train()
+    x = np.random.default_rng(0).random((2 * VIT_EVAL_BATCH + 76, 784))       # (1100, 784)
+    logits = _vit_logits(vit, x)                                               # (1100, 10)
+    assert vit.training
+    with torch.no_grad():
+        whole = vit.eval()(torch.from_numpy(x))                                # (1100, 10)
+    assert logits.shape == (1100, 10)
+    np.testing.assert_allclose(logits, whole.numpy(), rtol=1e-12, atol=1e-12)
