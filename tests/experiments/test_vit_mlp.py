@@ -42,6 +42,19 @@ def test_parameter_counts_add_up_to_the_module() -> None:
     assert params.mlp_share == pytest.approx(params.mlp / params.total)
 
 
+@pytest.mark.parametrize("options", [{"patch_norm": True}, {"pos_embedding": "sincos"}])
+def test_the_embedding_counts_patch_norm_and_not_a_fixed_position_table(options: dict[str, object]) -> None:
+    torch.manual_seed(0)
+    vit = ViT(image_size=28, patch_size=7, num_classes=10, dim=16, depth=1, heads=2, mlp_dim=24, **options)
+    params, _, _ = study.budget(vit)
+    assert params.total == sum(p.numel() for p in vit.parameters())
+    projection, cls_token, positions = 49 * 16 + 16, 16, 17 * 16
+    if options.get("patch_norm"):       # LayerNorm(49) on the flattened patch, LayerNorm(16) on its token
+        assert params.embedding == projection + cls_token + positions + 2 * 49 + 2 * 16
+    else:                               # the sine-cosine table is a buffer: nothing trained
+        assert params.embedding == projection + cls_token
+
+
 def test_flop_formulas_match_torchs_counter() -> None:
     vit = small_vit()
     _, flops, per_block = study.budget(vit)

@@ -6,7 +6,8 @@ and translation-equivariant: each token goes through the same two-layer MLP alon
 self-attention layers mix the tokens globally. This study takes a trained ViT
 (:class:`mlpkit.models.vit.ViT`) and measures:
 
-- **parameters** in the embedding (patch projection, class token, positions), in each block's
+- **parameters** in the embedding (patch projection and its LayerNorms, class token, learned
+  positions), in each block's
   attention (its LayerNorm, the Q/K/V and output projections), in each block's MLP (its LayerNorm
   and :class:`mlpkit.blocks.MLP`), and in the head (LayerNorm + Linear), counted from the module;
 - **compute** per image, forward: multiply-adds of the matrix products, written out for T = N + 1
@@ -129,13 +130,13 @@ def budget(vit: Any) -> tuple[Budget, Budget, list[tuple[int, int, int, int]]]:
         # Each branch's pre-norm LayerNorm counts with its branch.
         mlp_params = _parameters(block.mlp) + _parameters(block.norm)
         per_block.append((_parameters(block.attention), mlp_params, attention_flops, mlp_flops))
-    embedding = _parameters(vit.patch_embedding) + vit.cls_token.numel() + vit.pos_embedding.numel()
-    params = Budget(
-        embedding=int(embedding),
-        attention=sum(b[0] for b in per_block),
-        mlp=sum(b[1] for b in per_block),
-        head=_parameters(vit.norm) + _parameters(vit.head),
-    )
+    attention, mlp = sum(b[0] for b in per_block), sum(b[1] for b in per_block)
+    head = _parameters(vit.norm) + _parameters(vit.head)
+    # The embedding is every parameter outside the blocks and the head: the patch projection,
+    # patch_norm's two LayerNorms, the class token and a learned position table (a sine-cosine
+    # table is a buffer, not a parameter).
+    embedding = _parameters(vit) - attention - mlp - head
+    params = Budget(embedding=embedding, attention=attention, mlp=mlp, head=head)
     flops = Budget(
         embedding=vit.num_patches * ph * pw * a["channels"] * a["dim"],
         attention=sum(b[2] for b in per_block),
