@@ -290,7 +290,9 @@ VIT_EVAL_BATCH = 512
 """Images per forward pass when scoring a ViT. Its activations grow with the tokens, not the
 pixels: at 50 tokens of width 64 one image's forward pass holds about 50 x (4 x 64 + 128) floats a
 block and 4 x 50 x 50 attention weights a head set, so 8192 images at once took 1.8 GB for a model
-of 205k parameters. 512 keeps the forward pass in the tens of megabytes and the products large."""
+of 205k parameters. 512 keeps the forward pass in the tens of megabytes and the products large:
+``mlpkit evaluate`` of a trained run peaked at 440 MB in 3.8 s, against 1,076 MB in 6.8 s at 8192,
+with the same scores."""
 
 
 def training_memory(spec: MLPSpec, config: RunConfig, n_train: int) -> tuple[int, str]:
