@@ -7,9 +7,9 @@ self-attention layers mix the tokens globally. This study takes a trained ViT
 (:class:`mlpkit.models.vit.ViT`) and measures:
 
 - **parameters** in the embedding (patch projection and its LayerNorms, class token, learned
-  positions), in each block's
-  attention (its LayerNorm, the Q/K/V and output projections), in each block's MLP (its LayerNorm
-  and :class:`mlpkit.blocks.MLP`), and in the head (LayerNorm + Linear), counted from the module;
+  positions), in each block's attention (its LayerNorm, the Q/K/V and output projections), in each
+  block's MLP (its LayerNorm and :class:`mlpkit.blocks.MLP`), and in the head (LayerNorm + Linear),
+  counted from the module;
 - **compute** per image, forward: multiply-adds of the matrix products, written out for T = N + 1
   tokens of width D, h heads of width d and MLP width H: embedding ``N·P²C·D``; attention
   ``3·T·D·h·d`` (Q, K, V) ``+ 2·T²·h·d`` (scores and their weighted sum) ``+ T·h·d·D`` (output);

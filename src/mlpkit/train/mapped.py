@@ -175,15 +175,18 @@ class _BlockRing:
         slots = len(self.block_in)
         if len(needed) <= slots:
             self._hold(needed)
-            return self.buffer[self.slot_of[block] * self.block_rows + index % self.block_rows]
+            return self._held(block, index)
         out = np.empty((len(index), *self.buffer.shape[1:]), dtype=self.buffer.dtype)  # (B, ...)
         part_of = np.searchsorted(needed, block) // slots                # (B,) which ring's worth
         for part in range(-(-len(needed) // slots)):
             self._hold(needed[part * slots : (part + 1) * slots])
             mine = np.flatnonzero(part_of == part)                       # rows of this part's blocks
-            at = self.slot_of[block[mine]] * self.block_rows + index[mine] % self.block_rows
-            out[mine] = self.buffer[at]
+            out[mine] = self._held(block[mine], index[mine])
         return out
+
+    def _held(self, block: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """Rows ``index`` ((B,), in blocks ``block`` = index // block_rows, all held) as a new array."""
+        return self.buffer[self.slot_of[block] * self.block_rows + index % self.block_rows]
 
     def _hold(self, needed: np.ndarray) -> None:
         """Read the blocks of ``needed`` ((U,) ascending, U <= slots) the ring does not hold into
